@@ -1,0 +1,142 @@
+"""`roomfit up`: the whole service on one machine, as a small process supervisor.
+
+It migrates, makes a dev tenant on first start, then runs the API and two workers (the `train` pool
+and the `preview` + `default` pool, as in production) as child processes. Each child leads its own
+process group, so stopping kills whatever the child started too; Ctrl-C, SIGTERM or any child dying
+stops them all, and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from core.accounts import create_key, create_tenant
+from core.db import session_scope
+from core.migrate import upgrade
+from core.settings import Settings
+from core.tables import Tenant
+
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+def run_embedded(settings: Settings, host: str, port: int) -> int:
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    var_dir = settings.var_dir.resolve()
+    upgrade(settings.resolved_database_url)
+    dev_keys = _bootstrap_dev_tenant(host, port)
+
+    # Children read the same settings; pin the state folder to an absolute path so a child started
+    # from another working folder still finds it.
+    env = {**os.environ, "ROOMFIT_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"}
+    me = [sys.executable, "-m", "cli.main"]
+    specs = [
+        ("api", [*me, "serve", "--host", host, "--port", str(port)]),
+        ("worker-train", [*me, "worker", "--queues", "train", "--name", f"train-{os.getpid()}@%h"]),
+        (
+            "worker-preview",
+            [*me, "worker", "--queues", "preview,default", "--name", f"preview-{os.getpid()}@%h"],
+        ),
+    ]
+    children: list[Child] = []
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        for name, argv in specs:
+            children.append(Child(name, subprocess.Popen(argv, env=env, start_new_session=True)))
+        _banner(settings, host, port, var_dir, dev_keys, children)
+        while not stopping:
+            for child in children:
+                code = child.process.poll()
+                if code is not None:
+                    print(f"roomfit: {child.name} exited with {code}; stopping everything", file=sys.stderr)
+                    return code or 1
+            time.sleep(0.3)
+        print("roomfit: stopping ...", file=sys.stderr)
+        return 0
+    finally:
+        _stop_all(children)
+
+
+def _stop_all(children: list[Child]) -> None:
+    """SIGTERM every child's process group, then SIGKILL whatever is left after the grace time."""
+    for child in children:
+        _signal_group(child.process, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    for child in children:
+        # Even a child that exited may have left grandchildren in its group.
+        _signal_group(child.process, signal.SIGKILL)
+        child.process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
+def _bootstrap_dev_tenant(host: str, port: int) -> dict[str, str] | None:
+    """On the very first start (no tenant yet) make tenant `dev` with a secret and a publishable key."""
+    with session_scope() as session:
+        if session.scalar(select(func.count()).select_from(Tenant)):
+            return None
+        tenant = create_tenant(session, "dev")
+        origins = sorted({f"http://{host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"})
+        _secret_row, secret = create_key(session, kind="secret", tenant=tenant)
+        _pub_row, publishable = create_key(session, kind="publishable", tenant=tenant, origins=origins)
+        return {"tenant": tenant.id, "secret": secret, "publishable": publishable}
+
+
+def _banner(
+    settings: Settings,
+    host: str,
+    port: int,
+    var_dir: Path,
+    dev_keys: dict[str, str] | None,
+    children: list[Child],
+) -> None:
+    lines = [
+        "",
+        f"roomfit is up at http://{host}:{port}   (docs: /docs, ops: /ops, health: /readyz)",
+        f"  state folder : {var_dir}",
+        "  processes    : " + ", ".join(f"{c.name}={c.process.pid}" for c in children),
+    ]
+    if settings.is_tiny:
+        lines += [
+            "",
+            "  !!! ROOMFIT_BASE_MODEL=tiny: a random-weight model of the real architecture.",
+            "  !!! Every pipeline step is real, but painted images are noise. For real previews:",
+            "  !!!   ROOMFIT_BASE_MODEL=Fantasy-Studio/Paint-by-Example \\",
+            "  !!!   ROOMFIT_DETECTOR=facebook/detr-resnet-50 make run",
+        ]
+    if dev_keys:
+        lines += [
+            "",
+            "  First start: made tenant 'dev'. These keys are shown ONCE (only their hashes are stored):",
+            f"    secret key      : {dev_keys['secret']}",
+            f"    publishable key : {dev_keys['publishable']}",
+        ]
+    lines += ["", "  Ctrl-C stops everything.", ""]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,168 @@
+"""`roomfit`: the command line (typer). Every command reads the same settings as the service."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from core.settings import get_settings
+
+app = typer.Typer(
+    name="roomfit",
+    help="Paint a shop's own product into a shopper's room photo.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+tenants_app = typer.Typer(help="Tenants (shops).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: shown once, stored hashed.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(json.dumps({"error": message}), err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default ROOMFIT_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default ROOMFIT_PORT).")] = None,
+) -> None:
+    """Embedded mode: migrate, serve the API and run workers for all queues. Ctrl-C stops all."""
+    from cli.embedded import run_embedded
+
+    settings = get_settings()
+    raise typer.Exit(run_embedded(settings, host or settings.host, settings.port if port is None else port))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default ROOMFIT_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default ROOMFIT_PORT).")] = None,
+) -> None:
+    """The API alone (distributed mode)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues: train, preview, default.")
+    ] = "train,preview,default",
+    name: Annotated[str | None, typer.Option(help="Worker node name (default QUEUES@host).")] = None,
+) -> None:
+    """A worker for those queues: one process, one task at a time (one GPU each)."""
+    from worker.celery_app import QUEUES, celery_app
+
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(wanted) - set(QUEUES))
+    if not wanted or unknown:
+        _fail(f"unknown queue(s) {unknown or wanted}; choose from {', '.join(QUEUES)}")
+    settings = get_settings()
+    node = name or f"{'-'.join(wanted)}@%h"
+    # solo pool: the model lives in this process and is reused by every task (no forked copies).
+    celery_app.worker_main(
+        ["worker", "-Q", ",".join(wanted), "--pool", "solo", "-n", node, "--loglevel", settings.log_level]
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to head."""
+    from core.migrate import upgrade
+
+    url = get_settings().resolved_database_url
+    upgrade(url)
+    _print_json({"migrated": True, "database": _redact(url)})
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@tenants_app.command("create")
+def tenants_create(name: Annotated[str, typer.Argument(help="The shop's name, unique.")]) -> None:
+    """Create a tenant."""
+    from core.accounts import AccountError, create_tenant
+    from core.db import session_scope
+
+    try:
+        with session_scope() as session:
+            tenant = create_tenant(session, name)
+            out = {"id": tenant.id, "name": tenant.name}
+    except AccountError as exc:
+        _fail(str(exc))
+    _print_json(out)
+
+
+@keys_app.command("create")
+def keys_create(
+    kind: Annotated[str, typer.Option(help="secret | publishable | ops")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant name or id (not for ops keys).")] = None,
+    origin: Annotated[
+        list[str] | None, typer.Option(help="Origin a publishable key may be used from (repeatable).")
+    ] = None,
+) -> None:
+    """Create a key. It is printed once and stored only as a hash."""
+    from core.accounts import AccountError, create_key, tenant_by_name_or_id
+    from core.db import session_scope
+
+    if kind not in ("secret", "publishable", "ops"):
+        _fail("--kind is one of secret, publishable, ops")
+    try:
+        with session_scope() as session:
+            owner = None
+            if tenant is not None:
+                owner = tenant_by_name_or_id(session, tenant)
+                if owner is None:
+                    _fail(f"no tenant {tenant!r}")
+            row, plaintext = create_key(session, kind=kind, tenant=owner, origins=origin)  # type: ignore[arg-type]
+            out = {
+                "id": row.id,
+                "key": plaintext,
+                "kind": row.kind,
+                "tenant_id": row.tenant_id,
+                "origins": row.origins,
+            }
+    except AccountError as exc:
+        _fail(str(exc))
+    _print_json(out)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
+    """Revoke a key; it stops working at once."""
+    from core.accounts import AccountError, revoke_key
+    from core.db import session_scope
+
+    try:
+        with session_scope() as session:
+            row = revoke_key(session, key_id)
+            out = {"id": row.id, "revoked_at": row.revoked_at}
+    except AccountError as exc:
+        _fail(str(exc))
+    _print_json(out)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

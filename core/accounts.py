@@ -1,0 +1,84 @@
+"""Tenants and API keys: create, revoke, and resolve a presented key to its row."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.api_keys import KeyKind, generate_key, hash_key
+from core.clock import utcnow
+from core.ids import new_id
+from core.tables import ApiKey, Tenant
+
+
+class AccountError(ValueError):
+    """A tenant or key command that cannot be carried out; the message says why."""
+
+
+def create_tenant(session: Session, name: str) -> Tenant:
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise AccountError("a tenant name has 1 to 200 characters")
+    if session.scalars(select(Tenant).where(Tenant.name == name)).first() is not None:
+        raise AccountError(f"tenant {name!r} exists already")
+    tenant = Tenant(id=new_id("ten"), name=name)
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def tenant_by_name_or_id(session: Session, ref: str) -> Tenant | None:
+    return session.scalars(select(Tenant).where((Tenant.name == ref) | (Tenant.id == ref))).first()
+
+
+def create_key(
+    session: Session, *, kind: KeyKind, tenant: Tenant | None, origins: list[str] | None = None
+) -> tuple[ApiKey, str]:
+    """A new key row and the plaintext, which is returned here once and stored nowhere."""
+    if kind == "ops":
+        if tenant is not None:
+            raise AccountError("an ops key belongs to no tenant")
+    elif tenant is None:
+        raise AccountError(f"a {kind} key needs --tenant")
+    if kind != "publishable" and origins:
+        raise AccountError("only publishable keys are limited to origins")
+    if kind == "publishable" and not origins:
+        raise AccountError("a publishable key needs at least one --origin (e.g. https://shop.example)")
+    normalized = [_normalize_origin(o) for o in origins or []]
+    new = generate_key(kind)
+    row = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant.id if tenant else None,
+        kind=kind,
+        key_hash=new.key_hash,
+        display=new.display,
+        origins=normalized,
+    )
+    session.add(row)
+    session.flush()
+    return row, new.plaintext
+
+
+def _normalize_origin(origin: str) -> str:
+    origin = origin.strip().rstrip("/")
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+        raise AccountError(f"origin {origin!r} is not of the form https://host[:port]")
+    return f"{scheme}://{rest.lower()}"
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKey:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise AccountError(f"no key {key_id!r}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+def find_active_key(session: Session, plaintext: str) -> ApiKey | None:
+    """The unrevoked key row matching a presented key, or None."""
+    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return row

@@ -1,0 +1,111 @@
+"""Tenant-scoped data access: every query made through a `TenantRepository` carries the tenant.
+
+Routes and tasks that act for a tenant get one of these and never build a bare `select`, so a
+forgotten `where tenant_id = ...` cannot leak another shop's rows. Cross-tenant reads (ops staff,
+the reconciler) go through `OpsRepository`, which says so in its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from core.tables import Base, Job, Preview, Subject, Tenant
+
+M = TypeVar("M", bound=Base)
+
+
+class TenantMismatch(ValueError):
+    """A row of one tenant was handed to another tenant's repository."""
+
+
+class TenantRepository:
+    def __init__(self, session: Session, tenant_id: str) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    # --- generic, used by every domain ------------------------------------------------------
+    def select(self, model: type[M]) -> Select[tuple[M]]:
+        """`select(model)` already restricted to this tenant; add filters to it, never remove."""
+        return select(model).where(model.tenant_id == self.tenant_id)  # type: ignore[attr-defined]
+
+    def get(self, model: type[M], id_: str) -> M | None:
+        """The row with this id, or None when it is missing *or belongs to another tenant*."""
+        return self.session.scalars(self.select(model).where(model.id == id_)).first()  # type: ignore[attr-defined]
+
+    def list(self, model: type[M], *where: Any, limit: int | None = None) -> Sequence[M]:
+        stmt = self.select(model).where(*where).order_by(model.id.desc())  # type: ignore[attr-defined]
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return self.session.scalars(stmt).all()
+
+    def count(self, model: type[M], *where: Any) -> int:
+        stmt = select(func.count()).select_from(self.select(model).where(*where).subquery())
+        return int(self.session.scalar(stmt) or 0)
+
+    def add(self, row: M) -> M:
+        """Add a row, stamping it with this tenant; a row of another tenant is refused."""
+        current = getattr(row, "tenant_id", None)
+        if current is not None and current != self.tenant_id:
+            raise TenantMismatch(f"{type(row).__name__} of tenant {current} given to tenant {self.tenant_id}")
+        row.tenant_id = self.tenant_id  # type: ignore[attr-defined]
+        self.session.add(row)
+        return row
+
+    def delete(self, row: Base) -> None:
+        if getattr(row, "tenant_id", None) != self.tenant_id:
+            raise TenantMismatch(f"refusing to delete another tenant's {type(row).__name__}")
+        self.session.delete(row)
+
+    # --- subjects, previews, jobs -----------------------------------------------------------
+    def tenant(self) -> Tenant:
+        tenant = self.session.get(Tenant, self.tenant_id)
+        assert tenant is not None, "a repository exists only for a tenant that exists"
+        return tenant
+
+    def subjects_page(
+        self, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[Sequence[Subject], str | None]:
+        """Newest first. Ids are time-ordered, so the cursor is simply the last id of a page."""
+        stmt = self.select(Subject).order_by(Subject.id.desc()).limit(limit + 1)
+        if status:
+            stmt = stmt.where(Subject.status == status)
+        if cursor:
+            stmt = stmt.where(Subject.id < cursor)
+        rows = self.session.scalars(stmt).all()
+        next_cursor = rows[limit - 1].id if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    def subject_by_external_id(self, external_id: str) -> Subject | None:
+        return self.session.scalars(self.select(Subject).where(Subject.external_id == external_id)).first()
+
+    def previews_of_subject(self, subject_id: str) -> Sequence[Preview]:
+        return self.session.scalars(self.select(Preview).where(Preview.subject_id == subject_id)).all()
+
+    def jobs_of_subject(self, subject_id: str) -> Sequence[Job]:
+        return self.session.scalars(self.select(Job).where(Job.subject_id == subject_id)).all()
+
+
+class OpsRepository:
+    """Reads across tenants, for ops keys and the reconciler only."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def job(self, job_id: str) -> Job | None:
+        return self.session.get(Job, job_id)
+
+    def jobs(self, *, status: str | None = None, kind: str | None = None, limit: int = 100) -> Sequence[Job]:
+        stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(Job.status == status)
+        if kind:
+            stmt = stmt.where(Job.kind == kind)
+        return self.session.scalars(stmt).all()
+
+    def job_counts(self) -> dict[tuple[str, str], int]:
+        rows = self.session.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status))
+        return {(kind, status): int(n) for kind, status, n in rows}

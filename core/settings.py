@@ -1,0 +1,134 @@
+"""roomfit's settings: one pydantic-settings class, read from `ROOMFIT_*` variables and `.env`.
+
+Embedded defaults keep every piece of state under `./var` of the working folder (SQLite, the
+`filesystem://` broker, a local blob folder), so `roomfit up` needs no service. Distributed mode is
+the same code with URLs pointing at PostgreSQL, Redis and S3.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMFIT_", env_file=".env", extra="ignore")
+
+    # --- where state lives -------------------------------------------------------------------
+    var_dir: Path = Field(
+        Path("var"),
+        description="Folder for embedded-mode state (database, broker, blobs, caches).",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL. Empty: SQLite at {var_dir}/roomfit.db. "
+        "Distributed: postgresql+psycopg://user:pass@host/db.",
+    )
+    broker_url: str = Field(
+        "",
+        description="Celery broker. Empty: filesystem:// under {var_dir}/broker. Distributed: redis://host:6379/0.",
+    )
+    result_backend: str = Field(
+        "",
+        description="Celery result backend. Empty: SQLite at {var_dir}/celery-results.db, or the broker "
+        "URL when that is Redis.",
+    )
+    blob_url: str = Field(
+        "",
+        description="Blob store. Empty: local folder {var_dir}/blobs. `s3://BUCKET` for S3 (AWS, MinIO, "
+        "SeaweedFS); `file:///abs/path` for another folder.",
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint for MinIO/SeaweedFS; None for AWS.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key_id: str | None = Field(None, description="S3 access key (else boto3's usual chain).")
+    s3_secret_access_key: str | None = Field(None, description="S3 secret key (else boto3's usual chain).")
+    presign_seconds: int = Field(300, ge=10, le=7 * 24 * 3600, description="Life of a presigned result URL.")
+
+    # --- models ------------------------------------------------------------------------------
+    base_model: str = Field(
+        "tiny",
+        description="Inpainting base: a Hugging Face id (Fantasy-Studio/Paint-by-Example), a local "
+        "folder, or `tiny` (random weights, same architecture; images are noise).",
+    )
+    detector: str = Field("tiny", description="DETR detector: facebook/detr-resnet-50, a folder, or `tiny`.")
+    device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1 ...")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights dtype: auto = fp16 on CUDA, fp32 on CPU."
+    )
+    train_steps: int | None = Field(
+        None, ge=1, description="Default LoRA training steps. None: 400 for real models, 20 for tiny."
+    )
+    preview_steps: int | None = Field(
+        None, ge=1, le=200, description="Default sampling steps. None: 30 for real models, 4 for tiny."
+    )
+    lora_rank: int = Field(4, ge=1, le=128, description="LoRA rank of every adapter of the base model.")
+    adapter_cache_bytes: int = Field(
+        512 * 1024 * 1024, ge=0, description="In-memory LRU of adapters, bounded in bytes."
+    )
+
+    # --- API ---------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `roomfit up` / `serve` bind to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `roomfit up` / `serve` bind to.")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest accepted image file.")
+    max_pixels: int = Field(40_000_000, description="Largest accepted image, in pixels (decoded).")
+    rate_limit: str = Field("120/minute", description="Per-key rate limit (limits' syntax).")
+    idempotency_hours: int = Field(24, ge=24, description="How long Idempotency-Key records are kept.")
+
+    # --- jobs --------------------------------------------------------------------------------
+    lease_seconds: int = Field(60, ge=5, description="A job whose heartbeat is older than this is orphaned.")
+    max_attempts: int = Field(3, ge=1, description="Attempts before a job fails with too_many_attempts.")
+    train_timeout_seconds: int = Field(3600, ge=10, description="Deadline of one training job.")
+    preview_timeout_seconds: int = Field(300, ge=5, description="Deadline of one preview job.")
+    log_level: str = Field("INFO", description="Log level of the API and workers.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def embedded(self) -> bool:
+        """True when the broker is Celery's filesystem transport (the one-machine mode)."""
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'roomfit.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.var_dir / "broker").resolve()
+
+    @property
+    def resolved_result_backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.resolved_broker_url.startswith(("redis://", "rediss://")):
+            return self.resolved_broker_url
+        return f"db+sqlite:///{(self.var_dir / 'celery-results.db').resolve()}"
+
+    @property
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or f"file://{(self.var_dir / 'blobs').resolve()}"
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.base_model == "tiny"
+
+    @property
+    def default_train_steps(self) -> int:
+        return self.train_steps or (20 if self.is_tiny else 400)
+
+    @property
+    def default_preview_steps(self) -> int:
+        return self.preview_steps or (4 if self.is_tiny else 30)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests call `get_settings.cache_clear()` after changing env."""
+    return Settings()
