@@ -1,0 +1,184 @@
+"""Load the Paint-by-Example base model once per process, from a HF id, a folder, or `tiny`.
+
+Every source goes through one loader that reads each component from its subfolder of a model
+folder (`unet`, `vae`, `scheduler`, `image_encoder`, `feature_extractor`): the layout of the
+Fantasy-Studio/Paint-by-Example repository and of `models.tiny`'s saved folder. diffusers'
+`PaintByExamplePipeline.from_pretrained` is not used: it is deprecated and cannot reload a saved folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPVisionConfig
+
+from models.errors import ModelNotFoundError
+from models.pbe_components import ClipImageProcessor, PaintByExampleImageEncoder
+from models.tiny import ensure_tiny_model
+
+SETTING = "ROOMFIT_BASE_MODEL"
+DEFAULT_BASE_MODEL = "Fantasy-Studio/Paint-by-Example"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class BaseModel:
+    """The loaded components plus what identifies them (for adapter compatibility checks)."""
+
+    model_id: str  # what the user named: HF id, folder or "tiny"
+    folder: Path
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    image_encoder: PaintByExampleImageEncoder
+    feature_extractor: ClipImageProcessor
+    scheduler_config: dict[str, Any]
+    weights_hash: str  # base_weights_hash() of the fp32 weights, before any LoRA injection
+    device: torch.device
+    dtype: torch.dtype
+    lora: Any = field(default=None)  # models.lora.LoraSpec once inject_lora() ran
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def resolution(self) -> int:
+        """Side in pixels of the square the UNet paints (512 for the real model, 64 for tiny)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model_id == "tiny"
+
+
+def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """`auto` means CUDA with fp16 when available, else CPU with fp32 (half precision is slow on CPU)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dtype == "auto":
+        return dev, (torch.float16 if dev.type == "cuda" else torch.float32)
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected auto, {', '.join(_DTYPES)}")
+    return dev, _DTYPES[dtype]
+
+
+def resolve_model_folder(name: str, tiny_dir: Path | str | None = None) -> Path:
+    """Turn the `ROOMFIT_BASE_MODEL` value into a local folder, never downloading and never falling back."""
+    if name == "tiny":
+        return ensure_tiny_model(tiny_dir)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "unet").is_dir():
+            raise ModelNotFoundError(f"{SETTING}={name!r} is a folder without a unet/ subfolder")
+        return path
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(repo_id=name, local_files_only=True))
+        except Exception as exc:  # LocalEntryNotFoundError, offline errors, bad ids: all "not here"
+            raise ModelNotFoundError(
+                f"{SETTING}={name!r} is not in the local Hugging Face cache and roomfit never downloads "
+                f"at run time: run `huggingface-cli download {name}` first, point {SETTING} at a model "
+                f"folder, or set {SETTING}=tiny for the small random test model"
+            ) from exc
+    raise ModelNotFoundError(
+        f"{SETTING}={name!r} is neither `tiny`, an existing folder, nor a Hugging Face id (org/name)"
+    )
+
+
+def base_weights_hash(*modules: torch.nn.Module, samples_per_tensor: int = 8) -> str:
+    """A cheap fingerprint of a model's weights: every tensor's name and shape plus a few of its values.
+
+    Reads ~8 values per tensor (milliseconds for the 860M-parameter UNet, against seconds for a full
+    sha256), in float32, so fine-tuning any tensor or changing the architecture changes the hash.
+    LoRA layers are skipped and peft's `base_layer` renaming undone, so the hash of a UNet is the
+    same before and after `inject_lora`. Compute it on the fp32 weights: values rounded to fp16 hash
+    differently.
+    """
+    digest = hashlib.sha256()
+    for index, module in enumerate(modules):
+        state = module.state_dict()
+        for name in sorted(state):
+            if "lora_" in name:
+                continue
+            tensor = state[name].detach()
+            flat = tensor.reshape(-1)
+            picks = torch.linspace(0, max(flat.numel() - 1, 0), min(samples_per_tensor, flat.numel())).long()
+            canonical = name.replace(".base_layer.", ".")
+            digest.update(f"{index}:{canonical}:{tuple(tensor.shape)}".encode())
+            digest.update(flat[picks].to(device="cpu", dtype=torch.float32).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_base_model(
+    name: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    tiny_dir: Path | str | None = None,
+) -> BaseModel:
+    """Load all components from the model folder `name` resolves to, in eval mode, on device/dtype."""
+    folder = resolve_model_folder(name, tiny_dir)
+    dev, torch_dtype = resolve_device_dtype(device, dtype)
+    try:
+        # fp32 first: the weights hash must not depend on the dtype a worker runs in.
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
+        encoder_dir = folder / "image_encoder"
+        image_encoder = PaintByExampleImageEncoder.from_pretrained(
+            encoder_dir, config=CLIPVisionConfig.from_pretrained(encoder_dir), torch_dtype=torch.float32
+        )
+        feature_extractor = ClipImageProcessor.from_pretrained(folder / "feature_extractor")
+        scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"{SETTING}={name!r}: {folder} is not a complete model folder: {exc}"
+        ) from exc
+    if unet.config.in_channels != 9:
+        raise ModelNotFoundError(
+            f"{SETTING}={name!r}: its UNet has {unet.config.in_channels} input channels, "
+            "not Paint-by-Example's 9 (latents + masked-image latents + mask)"
+        )
+    weights_hash = base_weights_hash(unet, image_encoder)
+    for module in (unet, vae, image_encoder):
+        module.eval().requires_grad_(False)
+        # Cast only when needed: diffusers warns on every `.to(dtype=...)`, even a no-op one.
+        if torch_dtype == torch.float32:
+            module.to(dev)
+        else:
+            module.to(device=dev, dtype=torch_dtype)
+    return BaseModel(
+        model_id=name,
+        folder=folder,
+        unet=unet,
+        vae=vae,
+        image_encoder=image_encoder,
+        feature_extractor=feature_extractor,
+        scheduler_config=scheduler_config,
+        weights_hash=weights_hash,
+        device=dev,
+        dtype=torch_dtype,
+    )
+
+
+_loaded: dict[tuple[str, str, str, str], BaseModel] = {}
+_loaded_lock = threading.Lock()
+
+
+def get_base_model(
+    name: str, *, device: str = "auto", dtype: str = "auto", tiny_dir: Path | str | None = None
+) -> BaseModel:
+    """`load_base_model`, once per process and arguments: workers and the CLI share one copy."""
+    key = (name, device, dtype, str(tiny_dir))
+    with _loaded_lock:
+        if key not in _loaded:
+            _loaded[key] = load_base_model(name, device=device, dtype=dtype, tiny_dir=tiny_dir)
+        return _loaded[key]

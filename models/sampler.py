@@ -1,0 +1,173 @@
+"""roomfit's Paint-by-Example sampler: paint a batch of room crops guided by a reference embedding.
+
+Reads like the algorithm: crop -> encode reference -> encode masked crops -> prepare latents ->
+denoising loop with classifier-free guidance -> decode -> paste back. diffusers' deprecated
+`PaintByExamplePipeline` is not used (it has no LoRA loader); the UNet may carry roomfit's LoRA,
+whose active adapter the caller chose (see `models.painter`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from PIL import Image
+
+from models.base_model import BaseModel
+from models.compositing import CropBox, crop_box_around_mask, crop_square, paste_masked
+from models.errors import InvalidImageError
+from models.unet_input import build_unet_input, keep_mask_from_paint_mask, latent_keep_mask, masked_image
+
+SCHEDULERS = ("ddim", "dpmsolver++")
+ProgressCallback = Callable[[int, int], None]  # (steps done, total steps)
+
+
+@dataclass
+class PaintRequest:
+    room: Image.Image  # RGB, upright (models.images.open_image)
+    mask: np.ndarray  # [H, W] bool, True = paint; same size as room
+    seed: int = 0
+    reference: Image.Image | None = None  # the product crop; or ...
+    reference_embedding: torch.Tensor | None = None  # ... its embedding [1, D] (from an adapter file)
+
+
+def make_scheduler(name: str, config: dict) -> SchedulerMixin:
+    """A fresh scheduler per call: schedulers keep per-run state, and workers paint from several threads."""
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "dpmsolver++":
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+    raise ValueError(f"unknown scheduler {name!r}; expected one of {SCHEDULERS}")
+
+
+class InpaintPipeline:
+    def __init__(
+        self,
+        base: BaseModel,
+        *,
+        scheduler: str = "ddim",
+        margin: float = 0.25,
+        feather_px: int = 2,
+    ) -> None:
+        make_scheduler(scheduler, base.scheduler_config)  # fail now on a bad name
+        self.base = base
+        self.scheduler_name = scheduler
+        self.margin = margin
+        self.feather_px = feather_px
+
+    @property
+    def resolution(self) -> int:
+        return self.base.resolution
+
+    @torch.no_grad()
+    def encode_reference(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Reference crop(s) -> [1, D]: the mean Paint-by-Example embedding of the crops."""
+        base = self.base
+        pixels = base.feature_extractor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        pixel_values = pixels.pixel_values.to(device=base.device, dtype=base.dtype)  # [N,3,224,224]
+        embeddings = base.image_encoder(pixel_values)  # [N,1,D]
+        return embeddings.mean(dim=0).float().cpu()  # [1,D]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        requests: Sequence[PaintRequest],
+        *,
+        steps: int,
+        guidance_scale: float = 5.0,
+        progress: ProgressCallback | None = None,
+    ) -> list[Image.Image]:
+        """Paint every request in one batch; each output has its room's size."""
+        base, unet, vae = self.base, self.base.unet, self.base.vae
+        device, dtype = base.device, base.dtype
+        batch = len(requests)
+        do_cfg = guidance_scale > 1.0
+
+        # 1. Crop a square around each mask and bring it to the model's resolution.
+        rooms = [np.asarray(r.room.convert("RGB")) for r in requests]
+        boxes = [self._crop_box(room, r.mask) for room, r in zip(rooms, requests, strict=True)]
+        crops = torch.stack([self._crop_image(room, box) for room, box in zip(rooms, boxes, strict=True)])
+        paint = torch.stack([self._crop_mask(r.mask, box) for r, box in zip(requests, boxes, strict=True)])
+        crops, paint = crops.to(device, dtype), paint.to(device, dtype)  # [B,3,R,R] in [-1,1], [B,1,R,R]
+
+        # 2. Reference embeddings; the negative branch is the encoder's learned unconditional vector.
+        cond = torch.stack([self._embedding(r) for r in requests]).to(device, dtype)  # [B,1,D]
+        if do_cfg:
+            uncond = base.image_encoder.uncond_vector.to(device, dtype).expand(batch, 1, -1)  # [B,1,D]
+            cond = torch.cat([uncond, cond])  # [2B,1,D]
+
+        # 3. Encode the crops with the region to paint blanked out; the mask goes to latent size.
+        keep = keep_mask_from_paint_mask(paint).to(dtype)  # [B,1,R,R], 1 = keep
+        masked_latents = vae.encode(masked_image(crops, keep)).latent_dist.mode()  # [B,4,R/f,R/f]
+        masked_latents = masked_latents * vae.config.scaling_factor
+        keep_latent = latent_keep_mask(keep, tuple(masked_latents.shape[-2:]))  # [B,1,R/f,R/f]
+        if do_cfg:
+            masked_latents, keep_latent = torch.cat([masked_latents] * 2), torch.cat([keep_latent] * 2)
+
+        # 4. Initial noise, one generator per request: an output never depends on its batch-mates.
+        scheduler = make_scheduler(self.scheduler_name, base.scheduler_config)
+        scheduler.set_timesteps(steps, device=device)
+        shape = (1, vae.config.latent_channels, *masked_latents.shape[-2:])
+        latents = torch.cat(
+            [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(r.seed)) for r in requests]
+        ).to(device, dtype)  # [B,4,h,w]
+        latents = latents * scheduler.init_noise_sigma
+
+        # 5. Denoise.
+        for i, t in enumerate(scheduler.timesteps):
+            model_latents = torch.cat([latents] * 2) if do_cfg else latents  # [2B,4,h,w]
+            model_latents = scheduler.scale_model_input(model_latents, t)
+            unet_input = build_unet_input(model_latents, masked_latents, keep_latent)  # [2B,9,h,w]
+            noise = unet(unet_input, t, encoder_hidden_states=cond).sample  # [2B,4,h,w]
+            if do_cfg:
+                noise_uncond, noise_cond = noise.chunk(2)
+                noise = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+            latents = scheduler.step(noise, t, latents).prev_sample
+            if progress is not None:
+                progress(i + 1, len(scheduler.timesteps))
+
+        # 6. Decode, then paste each painted crop back into its full-size room.
+        images = vae.decode(latents / vae.config.scaling_factor).sample  # [B,3,R,R] in [-1,1]
+        images = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        images = images.permute(0, 2, 3, 1).cpu().numpy()  # [B,R,R,3]
+        outputs = []
+        for room, painted, request, box in zip(rooms, images, requests, boxes, strict=True):
+            pasted = paste_masked(
+                room, Image.fromarray(painted), request.mask, box, feather_px=self.feather_px
+            )
+            outputs.append(Image.fromarray(pasted))
+        return outputs
+
+    # --- per-request preparation ---------------------------------------------------------------
+
+    def _crop_box(self, room: np.ndarray, mask: np.ndarray) -> CropBox:
+        if mask.shape != room.shape[:2]:
+            raise InvalidImageError(
+                f"the mask is {mask.shape[1]}x{mask.shape[0]} but the room is {room.shape[1]}x{room.shape[0]}"
+            )
+        return crop_box_around_mask(mask, margin=self.margin, min_side=self.resolution // 2)
+
+    def _crop_image(self, room: np.ndarray, box: CropBox) -> torch.Tensor:
+        """-> [3,R,R] in [-1, 1]"""
+        crop = Image.fromarray(crop_square(room, box))
+        crop = crop.resize((self.resolution, self.resolution), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+
+    def _crop_mask(self, mask: np.ndarray, box: CropBox) -> torch.Tensor:
+        """-> [1,R,R], 1 = paint. Any coverage of a resized pixel paints it, so no masked room pixel
+        is left without painted content when the crop is scaled back."""
+        crop = Image.fromarray(crop_square(mask.astype(np.uint8) * 255, box))
+        crop = crop.resize((self.resolution, self.resolution), Image.Resampling.BOX)
+        return torch.from_numpy(np.asarray(crop) > 0).float()[None]
+
+    def _embedding(self, request: PaintRequest) -> torch.Tensor:
+        """-> [1,D]"""
+        if request.reference_embedding is not None:
+            return request.reference_embedding.reshape(1, -1)
+        if request.reference is not None:
+            return self.encode_reference([request.reference])
+        raise InvalidImageError("a paint request needs a reference image or an adapter with one")

@@ -1,0 +1,118 @@
+"""`tiny`: a Paint-by-Example-shaped model built in code, saved like a real checkpoint folder.
+
+Same component classes as Fantasy-Studio/Paint-by-Example (9-channel UNet, KL VAE, Paint-by-Example
+image encoder on a CLIP vision tower, CLIP image processor, scheduler config), at sizes that paint
+64x64 crops in a fraction of a second on a CPU. Weights are random but seeded, so every build is
+identical. The folder is written with `save_pretrained` and then read back by the same loader as a
+real model (`models.base_model.load_base_model`), so tests exercise the real loading path.
+Its images are noise; everything around them is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPVisionConfig
+
+from models.pbe_components import ClipImageProcessor, PaintByExampleImageEncoder
+
+# Bump when any size below changes: the cached folder's name carries it, so stale builds are ignored.
+TINY_VERSION = 1
+TINY_SEED = 1234
+TINY_RESOLUTION = 64  # pixels painted per crop; VAE factor 4 -> 16x16 latents
+MARKER = "roomfit_tiny.json"
+
+
+def default_tiny_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "roomfit" / f"tiny-pbe-v{TINY_VERSION}"
+
+
+def build_tiny_components(embed_dim: int = 32) -> dict[str, object]:
+    """The five components of a tiny Paint-by-Example model, deterministic for a given torch build."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        unet = UNet2DConditionModel(
+            sample_size=TINY_RESOLUTION // 4,
+            in_channels=9,  # 4 noisy latents + 4 masked-image latents + 1 keep-mask
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=embed_dim,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
+        torch.manual_seed(TINY_SEED + 1)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            block_out_channels=(16, 32, 32),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=TINY_RESOLUTION,
+        )
+        torch.manual_seed(TINY_SEED + 2)
+        vision_config = CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=4,  # the mapper gets (4 + 1) // 5 = 1 transformer block, like the real 24 -> 5
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=4,
+            projection_dim=embed_dim,
+        )
+        image_encoder = PaintByExampleImageEncoder(vision_config, proj_size=embed_dim)
+    # The real checkpoint ships a PNDM config; DDIM with the same betas reads the same way.
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    feature_extractor = ClipImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_convert_rgb=True
+    )
+    return {
+        "unet": unet,
+        "vae": vae,
+        "image_encoder": image_encoder,
+        "scheduler": scheduler,
+        "feature_extractor": feature_extractor,
+    }
+
+
+def ensure_tiny_model(folder: Path | str | None = None) -> Path:
+    """Build the tiny model folder once (atomically) and return it; later calls reuse it."""
+    folder = Path(folder) if folder is not None else default_tiny_dir()
+    if (folder / MARKER).exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=folder.parent))
+    try:
+        for name, component in build_tiny_components().items():
+            component.save_pretrained(staging / name)  # type: ignore[attr-defined]
+        (staging / MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": TINY_SEED}))
+        try:
+            staging.rename(folder)
+        except OSError:
+            # Another process finished first (or an old incomplete folder is there): keep a complete one.
+            if not (folder / MARKER).exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
