@@ -24,7 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
 
 from core.clock import utcnow
 
@@ -74,8 +74,17 @@ class Timestamps:
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-def _tenant_fk() -> Mapped[str]:
-    return mapped_column(String(40), ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+class TenantOwned:
+    """A row of one tenant. The relationship is there so that the unit of work inserts a new tenant
+    before its rows when both are added in one flush."""
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[str]:
+        return mapped_column(String(40), ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+
+    @declared_attr
+    def tenant(cls) -> Mapped[Tenant]:
+        return relationship("Tenant", lazy="raise_on_sql", viewonly=False)
 
 
 class Tenant(Base):
@@ -104,7 +113,7 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class Subject(Timestamps, Base):
+class Subject(TenantOwned, Timestamps, Base):
     __tablename__ = "subjects"
     __table_args__ = (
         UniqueConstraint("tenant_id", "external_id", name="uq_subjects_tenant_external_id"),
@@ -112,7 +121,6 @@ class Subject(Timestamps, Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = _tenant_fk()
     name: Mapped[str] = mapped_column(String(200))
     external_id: Mapped[str | None] = mapped_column(String(200), default=None)
     label: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -134,12 +142,11 @@ class Subject(Timestamps, Base):
     )
 
 
-class SubjectPhoto(Base):
+class SubjectPhoto(TenantOwned, Base):
     __tablename__ = "subject_photos"
     __table_args__ = (UniqueConstraint("subject_id", "index", name="uq_subject_photos_subject_index"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = _tenant_fk()
     subject_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("subjects.id", ondelete="CASCADE"), index=True
     )
@@ -156,7 +163,7 @@ class SubjectPhoto(Base):
     subject: Mapped[Subject] = relationship(back_populates="photos")
 
 
-class Job(Timestamps, Base):
+class Job(TenantOwned, Timestamps, Base):
     """The truth about one piece of background work; the broker only carries this row's id."""
 
     __tablename__ = "jobs"
@@ -166,7 +173,6 @@ class Job(Timestamps, Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = _tenant_fk()
     kind: Mapped[str] = mapped_column(String(16))  # train | preview
     subject_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     preview_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
@@ -188,11 +194,10 @@ class Job(Timestamps, Base):
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # stage -> seconds
 
 
-class Preview(Timestamps, Base):
+class Preview(TenantOwned, Timestamps, Base):
     __tablename__ = "previews"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = _tenant_fk()
     subject_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("subjects.id", ondelete="CASCADE"), index=True
     )
@@ -227,12 +232,11 @@ class Webhook(Timestamps, Base):
     secret: Mapped[str] = mapped_column(String(100))
 
 
-class WebhookDelivery(Timestamps, Base):
+class WebhookDelivery(TenantOwned, Timestamps, Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = _tenant_fk()
     event: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
@@ -241,14 +245,13 @@ class WebhookDelivery(Timestamps, Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
-class IdempotencyRecord(Base):
+class IdempotencyRecord(TenantOwned, Base):
     """The first answer to a POST with an Idempotency-Key, replayed for retries of the same body."""
 
     __tablename__ = "idempotency_records"
     __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_idempotency_records_key"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = _tenant_fk()
     api_key_id: Mapped[str] = mapped_column(String(40))
     key: Mapped[str] = mapped_column(String(255))
     method: Mapped[str] = mapped_column(String(8))
