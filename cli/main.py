@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Annotated, Any
 
@@ -78,6 +79,14 @@ def worker(
         _fail(f"unknown queue(s) {unknown or wanted}; choose from {', '.join(QUEUES)}")
     settings = get_settings()
     node = name or f"{'-'.join(wanted)}@%h"
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from models.errors import ModelNotFoundError
+    from worker.startup import prepare_worker
+
+    try:
+        prepare_worker(wanted)
+    except ModelNotFoundError as exc:
+        _fail(f"cannot start the worker: {exc}", code=1)
     # solo pool: the model lives in this process and is reused by every task (no forked copies).
     celery_app.worker_main(
         ["worker", "-Q", ",".join(wanted), "--pool", "solo", "-n", node, "--loglevel", settings.log_level]

@@ -179,6 +179,17 @@ def _mirror(session: Session, job: Job) -> None:
         target.error_message = job.error_message
 
 
+def release(session: Session, held: Claim) -> None:
+    """Give the job up without finishing it: its lease ends now, so the next claim may take it."""
+    session.execute(
+        update(Job)
+        .where(Job.id == held.job_id, Job.worker == held.worker, Job.status == "running")
+        .values(lease_expires_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
 def mark_enqueued(session: Session, job_ids: Iterable[str]) -> None:
     now = utcnow()
     session.execute(

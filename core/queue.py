@@ -8,6 +8,11 @@ a prefetch of one: a message is acknowledged only when its task is done.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import re
+from pathlib import Path
+
 from celery import Celery
 from kombu import Queue
 
@@ -67,3 +72,58 @@ TASK_FOR_KIND = {"train": "roomfit.train_subject", "preview": "roomfit.render_pr
 def enqueue(app: Celery, kind: str, job_id: str) -> None:
     """Put a job's id on its queue. The database row is the truth; the message only carries the id."""
     app.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=kind)
+
+
+def job_ids_in_broker(app: Celery) -> set[str] | None:
+    """Job ids the broker holds (waiting or delivered-unacknowledged), or None if that can't be read.
+
+    The reconciler uses this to tell "queued and on its way" from "queued but the broker lost it".
+    Redis (kombu) keeps each queue as a list and unacknowledged messages in the `unacked` hash; the
+    filesystem transport keeps one file per message. Task arguments appear verbatim in both.
+    """
+    url = app.conf.broker_url or ""
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            return _ids_in_redis(app)
+        if url.startswith("filesystem://"):
+            return _ids_in_folder(app)
+    except Exception:
+        return None
+    return None
+
+
+_JOB_ID = re.compile(r"job_[0-9A-Z]{26}")
+
+
+def _ids_in_redis(app: Celery) -> set[str]:
+    found: set[str] = set()
+    with app.connection_for_read() as conn:
+        client = conn.default_channel.client
+        names = [q.name for q in app.conf.task_queues]
+        # kombu's priority sub-queues are named with a separator and the priority step.
+        keys = [n for name in names for n in (name, *(f"{name}\x06\x16{p}" for p in (3, 6, 9)))]
+        for key in keys:
+            for raw in client.lrange(key, 0, -1):
+                found.update(_JOB_ID.findall(_decoded(raw)))
+        for raw in client.hvals("unacked"):
+            found.update(_JOB_ID.findall(_decoded(raw)))
+    return found
+
+
+def _decoded(raw: bytes) -> str:
+    """A kombu message: JSON whose body is base64 of the task's JSON arguments."""
+    text = raw.decode("utf-8", "replace")
+    found = [text]
+    for match in re.finditer(r'"body":\s*"([A-Za-z0-9+/=]+)"', text):
+        with contextlib.suppress(ValueError):
+            found.append(base64.b64decode(match.group(1)).decode("utf-8", "replace"))
+    return " ".join(found)
+
+
+def _ids_in_folder(app: Celery) -> set[str]:
+    folder = Path(app.conf.broker_transport_options["data_folder_in"])
+    found: set[str] = set()
+    for path in folder.glob("*.msg"):
+        with contextlib.suppress(OSError):
+            found.update(_JOB_ID.findall(_decoded(path.read_bytes())))
+    return found

@@ -1,0 +1,201 @@
+"""Run one job: claim it, keep its lease alive, enforce its deadline, and record how it ended.
+
+Celery's solo pool (one model per process) enforces no time limits, so a heartbeat thread here both
+extends the lease and watches the deadline and cancellation; the job's own progress callbacks call
+`JobContext.check()`, which raises `JobStopped` so the work unwinds cleanly between two steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from core import job_state
+from core.blobstore import BlobStoreUnavailable
+from core.tables import Job
+from worker.runtime import Runtime
+
+log = logging.getLogger("roomfit.worker")
+
+# Errors that say "try again later", not "this job is wrong": Celery retries them with backoff.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (BlobStoreUnavailable, OperationalError, PoolTimeout)
+REPORT_INTERVAL_SECONDS = 1.0  # progress rows are written at most this often
+
+
+class JobFailed(Exception):
+    """A permanent failure with a stable code (unreadable photos, no object, ...): no retry."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JobStopped(Exception):
+    """Raised inside the work when it must stop: cancelled, past its deadline, or lease lost."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class JobContext:
+    runtime: Runtime
+    held: job_state.Claim
+    deadline: float
+    stop_reason: str | None = None
+    _last_report: float = 0.0
+    _pending: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def job_id(self) -> str:
+        return self.held.job_id
+
+    def check(self) -> None:
+        if self.stop_reason is None and time.monotonic() > self.deadline:
+            self.stop_reason = "timeout"
+        if self.stop_reason is not None:
+            raise JobStopped(self.stop_reason)
+
+    def report(
+        self,
+        *,
+        stage: str | None = None,
+        progress: float | None = None,
+        loss_point: tuple[int, float] | None = None,
+        timings: dict[str, float] | None = None,
+        force: bool = False,
+    ) -> None:
+        """Write progress, at most once a second unless `force` (stage changes are always written)."""
+        self.check()
+        now = time.monotonic()
+        if loss_point is not None:
+            points = self._pending.setdefault("loss_points", [])
+            points.append(loss_point)  # type: ignore[attr-defined]
+        if not (force or stage is not None or now - self._last_report >= REPORT_INTERVAL_SECONDS):
+            if progress is not None:
+                self._pending["progress"] = progress
+            return
+        pending_progress = progress if progress is not None else self._pending.pop("progress", None)
+        points = self._pending.pop("loss_points", [])
+        with self.runtime.session() as session:
+            for point in points[:-1]:  # type: ignore[index]
+                job_state.report(session, self.held, loss_point=point)
+            job_state.report(
+                session,
+                self.held,
+                stage=stage,
+                progress=pending_progress,  # type: ignore[arg-type]
+                loss_point=points[-1] if points else None,  # type: ignore[index]
+                timings=timings,
+            )
+        self._pending.clear()
+        self._last_report = now
+
+
+def _timeout_for(runtime: Runtime, kind: str) -> int:
+    s = runtime.settings
+    return s.train_timeout_seconds if kind == "train" else s.preview_timeout_seconds
+
+
+def run_job(runtime: Runtime, job_id: str, work: Callable[[JobContext, Job], None]) -> str:
+    """Claim `job_id` and run `work(ctx, job)`; returns how it ended (for logs and tests).
+
+    Outcomes: "skipped" (not ours to run), "succeeded", "failed", "cancelled", "lease_lost".
+    Transient errors release the lease and re-raise, so Celery's autoretry sends the job again.
+    """
+    s = runtime.settings
+    with runtime.session() as session:
+        held = job_state.claim(session, job_id, runtime.name, s.lease_seconds, s.max_attempts)
+        if held is None:
+            return "skipped"
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+    ctx = JobContext(runtime, held, deadline=time.monotonic() + _timeout_for(runtime, job.kind))
+    stop_heartbeat = threading.Event()
+    beat = threading.Thread(target=_heartbeat_loop, args=(ctx, stop_heartbeat), daemon=True, name="heartbeat")
+    beat.start()
+    started = time.monotonic()
+    log.info("job %s (%s) attempt %d started", job_id, job.kind, held.attempt)
+    try:
+        work(ctx, job)
+        outcome = "succeeded"
+    except JobStopped as stop:
+        outcome = _on_stopped(runtime, held, stop.reason, job.kind)
+    except job_state.LeaseLost:
+        log.warning("job %s: another worker took it over; this run's results are dropped", job_id)
+        outcome = "lease_lost"
+    except JobFailed as failure:
+        log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
+        _finish(runtime, held, "failed", failure.code, failure.message)
+        outcome = "failed"
+    except TRANSIENT_ERRORS as exc:
+        log.warning("job %s: transient error, will retry: %s", job_id, exc)
+        _release(runtime, held)
+        raise
+    except Exception as exc:
+        log.exception("job %s crashed", job_id)
+        _finish(runtime, held, "failed", "internal_error", f"{type(exc).__name__}: {exc}"[:2000])
+        outcome = "failed"
+    finally:
+        stop_heartbeat.set()
+        beat.join(timeout=5)
+    log.info("job %s %s in %.2fs", job_id, outcome, time.monotonic() - started)
+    return outcome
+
+
+def _heartbeat_loop(ctx: JobContext, stop: threading.Event) -> None:
+    lease = ctx.runtime.settings.lease_seconds
+    # A third of the lease: two beats may be missed (a GC pause, a slow database) before the
+    # reconciler takes the job as orphaned.
+    while not stop.wait(max(1.0, lease / 3)):
+        if time.monotonic() > ctx.deadline:
+            ctx.stop_reason = ctx.stop_reason or "timeout"
+        try:
+            with ctx.runtime.session() as session:
+                job_state.heartbeat(session, ctx.held, lease)
+        except job_state.JobCancelled:
+            ctx.stop_reason = "cancelled"
+        except job_state.LeaseLost:
+            ctx.stop_reason = "lease_lost"
+        except Exception:  # a database blip: keep beating; the lease has slack for it
+            log.exception("job %s: heartbeat failed", ctx.job_id)
+
+
+def _on_stopped(runtime: Runtime, held: job_state.Claim, reason: str, kind: str) -> str:
+    if reason == "lease_lost":
+        log.warning("job %s: another worker holds it now; stopping without writing", held.job_id)
+        return "lease_lost"
+    if reason == "cancelled":
+        _finish(runtime, held, "cancelled", None, None)
+        return "cancelled"
+    timeout = _timeout_for(runtime, kind)
+    _finish(runtime, held, "failed", "timeout", f"the job ran past its deadline ({timeout} s)")
+    return "failed"
+
+
+def _finish(
+    runtime: Runtime, held: job_state.Claim, status: str, code: str | None, message: str | None
+) -> None:
+    try:
+        with runtime.session() as session:
+            job_state.finish(session, held, status, code, message)
+    except job_state.LeaseLost:
+        log.warning("job %s: lease lost before it could be marked %s", held.job_id, status)
+
+
+def _release(runtime: Runtime, held: job_state.Claim) -> None:
+    """Let the job be claimed again at once (by this worker's retry or any other)."""
+    try:
+        with runtime.session() as session:
+            job_state.release(session, held)
+    except Exception:  # the database may be what failed; the lease then simply expires
+        log.exception("job %s: could not release the lease", held.job_id)

@@ -1,0 +1,85 @@
+"""render_preview's work: paint the subject into the room with its adapter, store the result."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from core import job_state
+from core.blob_keys import preview_result_key
+from core.clock import utcnow
+from core.tables import Job, Preview, Subject
+from worker.events import emit_event, preview_payload
+from worker.job_runner import JobContext, JobFailed
+
+DEFAULT_GUIDANCE = 5.0
+
+
+def render_preview_work(ctx: JobContext, job: Job) -> None:
+    from models import AdapterError, InvalidImageError, PaintRequest, open_image, open_mask
+
+    runtime = ctx.runtime
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with runtime.session() as session:
+        preview = session.get(Preview, job.preview_id)
+        if preview is None:
+            raise JobFailed("preview_not_found", f"preview {job.preview_id} no longer exists")
+        subject = session.get(Subject, preview.subject_id)
+        if subject is None or subject.status != "ready" or not subject.adapter_key:
+            raise JobFailed("subject_not_ready", f"subject {preview.subject_id} has no ready adapter")
+        preview.status = "running"
+        session.commit()
+        session.expunge_all()
+    ctx.report(stage="loading", progress=0.02)
+
+    room_bytes = runtime.blobs.get(preview.room_key)
+    mask_bytes = runtime.blobs.get(preview.mask_key)
+    try:
+        room = open_image(room_bytes, "room")
+        mask = open_mask(mask_bytes, room.size)
+    except InvalidImageError as exc:  # the API checked both; a stored blob that fails is corrupt
+        raise JobFailed("image_unreadable", str(exc)) from exc
+    timings["load_inputs"] = time.perf_counter() - started
+
+    painter = runtime.painter  # loaded once per process
+    steps = preview.steps or runtime.settings.default_preview_steps
+    guidance = preview.guidance_scale if preview.guidance_scale is not None else DEFAULT_GUIDANCE
+
+    def on_step(done: int, total: int) -> None:
+        ctx.report(stage="painting", progress=0.05 + 0.9 * done / max(total, 1))
+
+    swaps_before = painter.adapters.stats.swap_seconds
+    paint_started = time.perf_counter()
+    try:
+        [result] = painter.paint(
+            [PaintRequest(room=room, mask=mask, seed=preview.seed)],
+            adapter_id=subject.adapter_key,
+            steps=steps,
+            guidance_scale=guidance,
+            progress=on_step,
+        )
+    except AdapterError as exc:
+        raise JobFailed(exc.code, str(exc)) from exc
+    timings["paint"] = time.perf_counter() - paint_started
+    timings["adapter_swap"] = painter.adapters.stats.swap_seconds - swaps_before
+
+    buffer = io.BytesIO()
+    result.save(buffer, format="PNG")
+    key = preview_result_key(preview.tenant_id, preview.id)
+    # The same key on every attempt: a task run twice overwrites one result, never adds a second.
+    runtime.blobs.put(key, buffer.getvalue(), content_type="image/png")
+    timings["total"] = time.perf_counter() - started
+
+    with runtime.session() as session:
+        row = session.get(Preview, preview.id)
+        if row is None:  # deleted while painting: drop the result with it
+            runtime.blobs.delete(key)
+            return
+        row.status = "succeeded"
+        row.result_key = key
+        row.progress = 1.0
+        row.timings = {k: round(v, 4) for k, v in timings.items()}
+        row.updated_at = utcnow()
+        job_state.finish(session, ctx.held, "succeeded")
+        emit_event(session, row.tenant_id, "preview.succeeded", preview_payload(row))

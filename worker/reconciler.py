@@ -1,0 +1,47 @@
+"""The reconciler loop: every worker process runs one, so no job waits on a single scheduler.
+
+Running it in several processes at once is safe: `core.job_state.reconcile` only re-sends ids, and
+a duplicate message is dropped by `claim`. Losing a worker (lease expiry) or the broker's data
+(queued jobs missing from it) therefore loses no job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from core import job_state
+from core.queue import enqueue, job_ids_in_broker
+from worker.runtime import Runtime
+
+log = logging.getLogger("roomfit.reconciler")
+
+
+def reconcile_once(runtime: Runtime) -> list[str]:
+    settings = runtime.settings
+    app = runtime.celery
+    with runtime.session() as session:
+        return job_state.reconcile(
+            session,
+            enqueue=lambda kind, job_id: enqueue(app, kind, job_id),
+            in_broker=job_ids_in_broker(app),
+            max_attempts=settings.max_attempts,
+            requeue_after=timedelta(seconds=2 * settings.lease_seconds),
+        )
+
+
+def start_reconciler(runtime: Runtime, interval: float | None = None) -> threading.Event:
+    """Start the loop in a daemon thread; set the returned event to stop it."""
+    stop = threading.Event()
+    period = interval or max(2.0, runtime.settings.lease_seconds / 2)
+
+    def loop() -> None:
+        while not stop.wait(period):
+            try:
+                reconcile_once(runtime)
+            except Exception:  # the database or broker is down: try again next period
+                log.exception("reconciler pass failed")
+
+    threading.Thread(target=loop, name="reconciler", daemon=True).start()
+    return stop

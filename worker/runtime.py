@@ -1,0 +1,101 @@
+"""What a worker process holds for its whole life: settings, database, blob store, and the model.
+
+A GPU worker loads the base model once (at start, so a model that cannot be found stops the worker
+with a message naming the setting, instead of failing every job) and reuses it for every task. The
+preview pool keeps the `Painter` (base model + AdapterCache); the train pool keeps the base model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.blobstore import BlobStore, blob_store_from_settings
+from core.db import engine_for, session_factory
+from core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from models import BaseModel, Painter
+
+log = logging.getLogger("roomfit.worker")
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._lock = threading.Lock()
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(engine_for(self.settings.resolved_database_url))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as session:
+            yield session
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return blob_store_from_settings(self.settings)
+
+    @cached_property
+    def celery(self) -> Celery:
+        from worker.celery_app import celery_app
+
+        return celery_app
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.settings.var_dir / "models").resolve()
+
+    @cached_property
+    def base_model(self) -> BaseModel:
+        from models import get_base_model
+
+        s = self.settings
+        log.info("loading base model %s (device %s, dtype %s)", s.base_model, s.device, s.dtype)
+        return get_base_model(
+            s.base_model, device=s.device, dtype=s.dtype, tiny_dir=self.models_dir / "tiny-pbe"
+        )
+
+    @cached_property
+    def painter(self) -> Painter:
+        from models import Painter
+
+        with self._lock:
+            return Painter(
+                self.base_model,
+                lora_rank=self.settings.lora_rank,
+                cache_bytes=self.settings.adapter_cache_bytes,
+                disk_dir=self.models_dir / "adapter-cache",
+                loader=self.blobs.get,
+            )
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime (one per worker process)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime
+
+
+def reset_runtime(runtime: Runtime | None = None) -> None:
+    """Tests run tasks in-process against their own settings."""
+    global _runtime
+    _runtime = runtime

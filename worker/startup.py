@@ -1,0 +1,23 @@
+"""What `roomfit worker` does before it takes its first task."""
+
+from __future__ import annotations
+
+import logging
+
+from worker.reconciler import start_reconciler
+from worker.runtime import get_runtime
+
+log = logging.getLogger("roomfit.worker")
+
+
+def prepare_worker(queues: list[str]) -> None:
+    """Load the model this worker's queues need (a missing model stops it here, naming the
+    setting), then start the reconciler loop."""
+    runtime = get_runtime()
+    runtime.blobs.ping()
+    if "preview" in queues:
+        runtime.painter  # noqa: B018  (loads the base model and injects LoRA once)
+    elif "train" in queues:
+        runtime.base_model  # noqa: B018
+    start_reconciler(runtime)
+    log.info("worker %s ready for %s", runtime.name, ",".join(queues))
