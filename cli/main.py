@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.engine import paint
 from core.settings import get_settings
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ tenants_app = typer.Typer(help="Tenants (shops).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: shown once, stored hashed.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.command()(paint)
 
 
 def _print_json(value: Any) -> None:
