@@ -1,0 +1,73 @@
+"""Where each blob lives in the blob store: the key layout, in one place.
+
+    tenants/{tenant}/subjects/{subject}/photos/{index}.{ext}
+    tenants/{tenant}/subjects/{subject}/adapter/{version}.safetensors
+    tenants/{tenant}/previews/{preview}/room.png
+    tenants/{tenant}/previews/{preview}/mask.png
+    tenants/{tenant}/previews/{preview}/result.png
+
+Everything of a tenant is under its own prefix, so deleting a subject, a preview or a whole
+account is one `delete_prefix`, and a key built for one tenant can never name another's blob.
+Ids are checked here (one safe path segment each), so a hostile id cannot reach a sibling folder.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Ids are roomfit's own (`sub_01JD...`) but may come from callers (tenant slugs); one segment,
+# no dots at the start, nothing that means something to a path.
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_EXTENSION = re.compile(r"[a-z0-9]{1,8}")
+
+
+def _segment(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or ".." in value:
+        raise ValueError(f"{kind} is not a safe blob key segment: {value!r}")
+    return value
+
+
+def tenant_prefix(tenant: str) -> str:
+    """Everything one tenant (account) owns."""
+    return f"tenants/{_segment('tenant id', tenant)}/"
+
+
+def subject_prefix(tenant: str, subject: str) -> str:
+    """A subject's photos and all its adapter versions."""
+    return f"{tenant_prefix(tenant)}subjects/{_segment('subject id', subject)}/"
+
+
+def photo_key(tenant: str, subject: str, index: int, ext: str) -> str:
+    """The `index`-th product photo of a subject (0-based), with its file extension (`jpg`, `png`)."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"photo index must be a non-negative integer: {index!r}")
+    ext = ext.lower().lstrip(".")
+    if not _EXTENSION.fullmatch(ext):
+        raise ValueError(f"photo extension must be short letters/digits: {ext!r}")
+    return f"{subject_prefix(tenant, subject)}photos/{index}.{ext}"
+
+
+def photos_prefix(tenant: str, subject: str) -> str:
+    return f"{subject_prefix(tenant, subject)}photos/"
+
+
+def adapter_key(tenant: str, subject: str, version: str | int) -> str:
+    """One trained adapter (LoRA weights, safetensors) of a subject; versions are kept side by side."""
+    return f"{subject_prefix(tenant, subject)}adapter/{_segment('adapter version', str(version))}.safetensors"
+
+
+def preview_prefix(tenant: str, preview: str) -> str:
+    """A preview's room, mask and result."""
+    return f"{tenant_prefix(tenant)}previews/{_segment('preview id', preview)}/"
+
+
+def preview_room_key(tenant: str, preview: str) -> str:
+    return f"{preview_prefix(tenant, preview)}room.png"
+
+
+def preview_mask_key(tenant: str, preview: str) -> str:
+    return f"{preview_prefix(tenant, preview)}mask.png"
+
+
+def preview_result_key(tenant: str, preview: str) -> str:
+    return f"{preview_prefix(tenant, preview)}result.png"
