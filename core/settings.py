@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         description="Inpainting base: a Hugging Face id (Fantasy-Studio/Paint-by-Example), a local "
         "folder, or `tiny` (random weights, same architecture; images are noise).",
     )
+    models_dir: Path | None = Field(
+        None,
+        description="Folder for built `tiny` models and the adapter disk cache. None: {var_dir}/models.",
+    )
     detector: str = Field("tiny", description="DETR detector: facebook/detr-resnet-50, a folder, or `tiny`.")
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1 ...")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
@@ -114,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_url(self) -> str:
         return self.blob_url or f"file://{(self.var_dir / 'blobs').resolve()}"
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or self.var_dir / "models").resolve()
 
     @property
     def is_tiny(self) -> bool:

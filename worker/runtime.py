@@ -58,7 +58,7 @@ class Runtime:
 
     @property
     def models_dir(self) -> Path:
-        return (self.settings.var_dir / "models").resolve()
+        return self.settings.resolved_models_dir
 
     @cached_property
     def base_model(self) -> BaseModel:

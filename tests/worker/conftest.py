@@ -1,0 +1,184 @@
+"""Fixtures for worker tests: a distributed stack (PostgreSQL, Redis, SeaweedFS) and an embedded one."""
+
+from __future__ import annotations
+
+import io
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.blob_keys import photo_key, preview_mask_key, preview_room_key
+from core.ids import new_id
+from core.migrate import upgrade
+from core.queue import enqueue
+from core.tables import Job, Preview, Subject, SubjectPhoto, Tenant
+from tests.services import RedisServer, S3Settings
+from tests.worker.stack import Stack
+
+# Short leases so a killed worker's job is picked up within seconds, and a training long enough on
+# the tiny model to be interrupted in its middle.
+COMMON_ENV = {
+    "ROOMFIT_BASE_MODEL": "tiny",
+    "ROOMFIT_DETECTOR": "tiny",
+    "ROOMFIT_DEVICE": "cpu",
+    "ROOMFIT_LEASE_SECONDS": "6",
+    "ROOMFIT_PREVIEW_STEPS": "2",
+    "ROOMFIT_TRAIN_STEPS": "6",
+    "ROOMFIT_LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture(scope="session")
+def shared_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny models built once per session, so each worker process only loads them."""
+    from models import ensure_tiny_model
+
+    folder = tmp_path_factory.mktemp("worker-models")
+    ensure_tiny_model(folder / "tiny-pbe")
+    return folder
+
+
+@pytest.fixture
+def distributed_stack(
+    fresh_postgres_url: str,
+    redis_server: RedisServer,
+    s3_settings: S3Settings,
+    shared_models_dir: Path,
+    tmp_path: Path,
+) -> Iterator[Stack]:
+    env = {
+        **COMMON_ENV,
+        "ROOMFIT_VAR_DIR": str(tmp_path / "var"),
+        "ROOMFIT_MODELS_DIR": str(shared_models_dir),
+        "ROOMFIT_DATABASE_URL": fresh_postgres_url,
+        "ROOMFIT_BROKER_URL": redis_server.url,
+        "ROOMFIT_BLOB_URL": f"s3://worker-{secrets.token_hex(4)}",
+        "ROOMFIT_S3_ENDPOINT_URL": s3_settings.endpoint,
+        "ROOMFIT_S3_ACCESS_KEY_ID": s3_settings.access_key,
+        "ROOMFIT_S3_SECRET_ACCESS_KEY": s3_settings.secret_key,
+        "ROOMFIT_S3_REGION": s3_settings.region,
+    }
+    stack = Stack(env=env, folder=tmp_path)
+    upgrade(fresh_postgres_url)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture
+def embedded_stack(shared_models_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+    env = {
+        **COMMON_ENV,
+        "ROOMFIT_VAR_DIR": str(tmp_path / "var"),
+        "ROOMFIT_MODELS_DIR": str(shared_models_dir),
+    }
+    stack = Stack(env=env, folder=tmp_path)
+    upgrade(stack.settings.resolved_database_url)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+# --- making work, as the API does -----------------------------------------------------------
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def product_photo(seed: int, size: tuple[int, int] = (96, 80)) -> tuple[Image.Image, list[int]]:
+    """A striped 'product' on a noisy background, and its box."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    x0, y0 = int(rng.integers(5, width // 3)), int(rng.integers(5, height // 3))
+    x1, y1 = x0 + width // 2, y0 + height // 2
+    stripes = (np.arange(x1 - x0)[None, :] // 4 % 2) * 200 + 30
+    pixels[y0:y1, x0:x1] = (
+        np.stack([stripes, stripes // 2, 255 - stripes], -1).repeat(y1 - y0, 0).astype(np.uint8)
+    )
+    return Image.fromarray(pixels), [x0, y0, x1, y1]
+
+
+def make_tenant(stack: Stack) -> str:
+    with stack.session() as session:
+        tenant = Tenant(id=new_id("ten"), name=new_id("shop"))
+        session.add(tenant)
+        session.commit()
+        return tenant.id
+
+
+def submit_subject(
+    stack: Stack, tenant_id: str, n_photos: int = 2, steps: int | None = None
+) -> tuple[str, str]:
+    """Photos to the blob store, subject + photo + job rows, the job id to the `train` queue."""
+    blobs = stack.blobs
+    subject_id, job_id = new_id("sub"), new_id("job")
+    with stack.session() as session:
+        subject = Subject(id=subject_id, tenant_id=tenant_id, name="striped sofa", label="couch")
+        session.add(subject)
+        session.flush()
+        for index in range(n_photos):
+            image, box = product_photo(index)
+            key = photo_key(tenant_id, subject_id, index, "png")
+            blobs.put(key, png_bytes(image), content_type="image/png")
+            session.add(
+                SubjectPhoto(
+                    id=new_id("pho"),
+                    tenant_id=tenant_id,
+                    subject_id=subject_id,
+                    index=index,
+                    blob_key=key,
+                    width=image.width,
+                    height=image.height,
+                    box=box,
+                    source="given",
+                )
+            )
+        params = {"steps": steps} if steps else {}
+        session.add(Job(id=job_id, tenant_id=tenant_id, kind="train", subject_id=subject_id, params=params))
+        session.commit()
+    enqueue(stack.celery, "train", job_id)
+    return subject_id, job_id
+
+
+def submit_preview(
+    stack: Stack, tenant_id: str, subject_id: str, seed: int = 7
+) -> tuple[str, str, Image.Image, np.ndarray]:
+    blobs = stack.blobs
+    room, _ = product_photo(100 + seed, size=(101, 77))
+    mask = np.zeros((room.height, room.width), dtype=np.uint8)
+    mask[20:60, 30:80] = 255
+    preview_id, job_id = new_id("prv"), new_id("job")
+    room_key, mask_key = preview_room_key(tenant_id, preview_id), preview_mask_key(tenant_id, preview_id)
+    blobs.put(room_key, png_bytes(room), content_type="image/png")
+    blobs.put(mask_key, png_bytes(Image.fromarray(mask)), content_type="image/png")
+    with stack.session() as session:
+        session.add(
+            Preview(
+                id=preview_id,
+                tenant_id=tenant_id,
+                subject_id=subject_id,
+                job_id=job_id,
+                seed=seed,
+                width=room.width,
+                height=room.height,
+                room_key=room_key,
+                mask_key=mask_key,
+            )
+        )
+        session.flush()
+        session.add(
+            Job(id=job_id, tenant_id=tenant_id, kind="preview", preview_id=preview_id, subject_id=subject_id)
+        )
+        session.commit()
+    enqueue(stack.celery, "preview", job_id)
+    return preview_id, job_id, room, mask > 0

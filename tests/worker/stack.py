@@ -1,0 +1,135 @@
+"""A roomfit deployment for worker tests: settings for real services, and real worker processes.
+
+`Stack` holds the environment (database, broker, blob store, models folder) that both the test
+and the worker processes it starts read, so they see one deployment. `WorkerProcess` runs
+`roomfit worker --queues ...` as a child process and stops it by PID (or kills it with SIGKILL,
+which is the point of some tests).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from core.blobstore import BlobStore, blob_store_from_settings
+from core.db import engine_for, session_factory
+from core.queue import make_celery
+from core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 120.0
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    folder: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        values = {
+            k.removeprefix("ROOMFIT_").lower(): v for k, v in self.env.items() if k.startswith("ROOMFIT_")
+        }
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with session_factory(engine_for(self.settings.resolved_database_url))() as session:
+            yield session
+
+    @property
+    def blobs(self) -> BlobStore:
+        return blob_store_from_settings(self.settings)
+
+    @property
+    def celery(self):  # type: ignore[no-untyped-def]
+        return make_celery(self.settings)
+
+    def start_worker(self, queues: str, **extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess(self, queues, extra_env)
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@dataclass
+class WorkerProcess:
+    stack: Stack
+    queues: str
+    extra_env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self) -> None:
+        name = f"{self.queues.replace(',', '-')}-{len(self.stack.workers)}-{time.monotonic_ns()}"
+        self.log_path = self.stack.folder / f"worker-{name}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMFIT_")}
+        env.update(self.stack.env)
+        env.update(self.extra_env)
+        env["PYTHONPATH"] = str(REPO)
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "worker", "--queues", self.queues, "--name", f"{name}@%h"],
+                cwd=self.stack.folder,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if " ready." in self.log():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):  # type: ignore[no-untyped-def]
+    """Poll until `predicate()` is truthy; its value is returned. Fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
