@@ -135,6 +135,11 @@ class AdapterCache:
     def memory_used(self) -> int:
         return self._memory_used
 
+    def peek(self, adapter_id: str) -> ActiveAdapter | None:
+        """The in-memory entry of an adapter, without activating it or touching the LRU order."""
+        with self._lock:
+            return self._memory.get(adapter_id)
+
     def cached_ids(self) -> list[str]:
         with self._lock:
             return list(self._memory)

@@ -111,7 +111,9 @@ def base_weights_hash(*modules: torch.nn.Module, samples_per_tensor: int = 8) ->
                 continue
             tensor = state[name].detach()
             flat = tensor.reshape(-1)
-            picks = torch.linspace(0, max(flat.numel() - 1, 0), min(samples_per_tensor, flat.numel())).long()
+            count = min(samples_per_tensor, flat.numel())
+            # integer arithmetic: float linspace rounds past the end on 30M-element tensors
+            picks = torch.arange(count) * max(flat.numel() - 1, 0) // max(count - 1, 1)
             canonical = name.replace(".base_layer.", ".")
             digest.update(f"{index}:{canonical}:{tuple(tensor.shape)}".encode())
             digest.update(flat[picks].to(device="cpu", dtype=torch.float32).numpy().tobytes())

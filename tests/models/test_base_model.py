@@ -51,3 +51,10 @@ def test_weights_hash_ignores_lora_but_sees_any_weight_change(tiny_folder: Path)
     with torch.no_grad():
         unet.conv_in.weight.add_(1e-3)  # conv_in carries no LoRA
     assert base_weights_hash(unet) != before
+
+
+def test_weights_hash_handles_tensors_of_real_size() -> None:
+    # 29.5M elements: the size of the real UNet's largest tensors, where float index math overflows
+    layer = torch.nn.Linear(1, 1)
+    layer.weight = torch.nn.Parameter(torch.zeros(1280 * 4 * 5760, 1))
+    assert len(base_weights_hash(layer)) == 64

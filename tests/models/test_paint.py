@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from models import InpaintPipeline, Painter, PaintRequest, open_image
@@ -137,3 +138,19 @@ def test_adapters_change_the_output_and_a_b_a_returns_to_a(
     )
     without = painter.paint([PaintRequest(room, mask, seed=9, reference_embedding=embedding)], steps=STEPS)
     assert with_lora[0].tobytes() != without[0].tobytes()
+
+
+def test_the_unet_sees_pbe_channel_order_and_polarity(painter: Painter, reference) -> None:
+    seen: list[torch.Tensor] = []
+    hook = painter.base.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        room = random_room(64, 64)  # the crop is the whole room: latent cells map to 4x4 pixel blocks
+        mask = masked((64, 64), (slice(0, 32), slice(0, 64)))  # paint the top half
+        painter.paint([PaintRequest(room, mask, seed=1, reference=reference)], steps=2)
+    finally:
+        hook.remove()
+    unet_input = seen[0]
+    assert unet_input.shape == (2, 9, 16, 16)  # [uncond + cond, latents + masked latents + mask, h, w]
+    keep = unet_input[:, 8]
+    assert torch.all(keep[:, :8] == 0) and torch.all(keep[:, 8:] == 1)  # 0 = paint, 1 = keep
+    assert torch.equal(unet_input[0, 4:], unet_input[1, 4:])  # both guidance branches see the same crop
