@@ -310,6 +310,8 @@ class S3BlobStore(BlobStore):
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 retries={"max_attempts": max_attempts, "mode": "standard"},
+                # presigned URLs too: AWS regions opened since 2014 accept nothing older
+                signature_version="s3v4",
                 # custom endpoints (MinIO, SeaweedFS) rarely have wildcard DNS for bucket hosts
                 s3={"addressing_style": "path" if endpoint_url else "auto"},
             ),
@@ -358,9 +360,12 @@ class S3BlobStore(BlobStore):
                 self._client.head_bucket(Bucket=self.bucket)
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if status != 404:
+                if status == 404:
+                    self._create_bucket()
+                elif status != 403:
                     raise
-                self._create_bucket()
+                # 403: least-privilege credentials (object rights, no s3:ListBucket) cannot look
+                # at the bucket itself; assume it is there, and let the object calls say otherwise.
             self._bucket_ready = True
 
     def _create_bucket(self) -> None:
@@ -485,6 +490,7 @@ class S3BlobStore(BlobStore):
             )
 
     def ping(self) -> None:
+        # Always a request (HEAD bucket): readiness must notice an S3 that went away since.
         self._ensure_bucket(force=True)
 
 

@@ -138,7 +138,7 @@ def _stop_all_at_exit() -> None:
         servers = list(_LIVE)
     for server in servers:
         with contextlib.suppress(Exception):
-            server.stop()
+            server.discard()
 
 
 # --- the common part of every server ---------------------------------------------------------
@@ -235,6 +235,10 @@ class _Server:
             _LIVE.discard(self)
         self._close_log()
 
+    def discard(self) -> None:
+        """Stop, and delete whatever the server keeps outside `folder` (the caller owns `folder`)."""
+        self.stop()
+
     def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
@@ -329,6 +333,8 @@ class PostgresServer(_Server):
         if os.geteuid() == 0:
             self._run_as = self._unprivileged_user()
             self.cluster_dir = Path(tempfile.mkdtemp(prefix="roomfit-pg-"))
+            # discard() deletes it; atexit too, should the run end without calling discard()
+            atexit.register(shutil.rmtree, self.cluster_dir, True)
             account = pwd.getpwnam(self._run_as)
             os.chown(self.cluster_dir, account.pw_uid, account.pw_gid)
         else:
@@ -435,10 +441,15 @@ class PostgresServer(_Server):
         """A new, empty database on this server; returns its SQLAlchemy URL."""
         return create_database(self.url, name)
 
-    def remove(self) -> None:
+    def discard(self) -> None:
         """Stop and delete the cluster (it lives outside `folder` when we run as root)."""
         self.stop()
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
+
+    remove = discard
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
 
 
 # --- Redis -----------------------------------------------------------------------------------
@@ -578,6 +589,7 @@ class SeaweedServer(_Server):
         self.config_path.write_text(json.dumps({"identities": [identity]}))
         return [
             self._binary,
+            "-logtostderr=true",  # into our log file, not glog files in the system temp folder
             "mini",
             f"-dir={self.data_dir}",
             f"-ip={LOOPBACK}",
@@ -591,6 +603,16 @@ class SeaweedServer(_Server):
             "-master.telemetry=false",
             "-volume.preStopSeconds=0",  # stop in ~1 s instead of ~3 s
         ]
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        super().stop(timeout)
+        # weed puts unix sockets at fixed names in /tmp (no flag for some) and leaves a few behind;
+        # remove ours, by their exact port-numbered names, so repeated runs leave no litter.
+        ports = {*self.ports.values(), self.ports["admin.port"] + 10000}
+        for port in ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                with contextlib.suppress(OSError):
+                    sock.unlink()
 
     def _wait_ready(self, deadline: float) -> None:
         import boto3
@@ -647,7 +669,7 @@ def all_services(folder: Path) -> Iterator[tuple[PostgresServer, RedisServer, Se
     finally:
         for server in servers:
             server.stop()
-        postgres.remove()
+        postgres.discard()
 
 
 def services_env(postgres: PostgresServer, redis: RedisServer, seaweed: SeaweedServer) -> dict[str, str]:
@@ -665,7 +687,17 @@ def services_env(postgres: PostgresServer, redis: RedisServer, seaweed: SeaweedS
 def _run(command: list[str], keep: bool) -> int:
     folder = Path(tempfile.mkdtemp(prefix="roomfit-services-"))
     started = time.monotonic()
-    child: subprocess.Popen[bytes] | None = None
+    children: list[subprocess.Popen[bytes]] = []
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        # CI cancelling the job: pass it on to the command and wait for it as usual; before the
+        # command runs, unwind through the finally blocks that stop the servers.
+        if children and children[0].poll() is None:
+            children[0].send_signal(signum)
+        else:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with all_services(folder) as (postgres, redis, seaweed):
             print(f"services ready in {time.monotonic() - started:.1f} s, logs in {folder}", flush=True)
@@ -675,12 +707,15 @@ def _run(command: list[str], keep: bool) -> int:
             # so that the child can import `tests.services` (e.g. `pytest -p tests.services`)
             root = str(Path(__file__).resolve().parents[1])
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-            child = subprocess.Popen(command, env=env)
-            try:
-                return child.wait()
-            except KeyboardInterrupt:
-                # the child got the same Ctrl-C (same process group); give it time to finish
-                return child.wait()
+            children.append(subprocess.Popen(command, env=env))
+            while True:
+                try:
+                    status = children[0].wait()
+                    break
+                except KeyboardInterrupt:
+                    continue  # the command got the same Ctrl-C (same process group): let it finish
+            # a command killed by a signal exits like a shell reports it: 128 + signal number
+            return 128 - status if status < 0 else status
     finally:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
@@ -701,12 +736,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = command[1:]
     if not command:
         parser.error("give a command after `--`")
-    # SIGTERM (CI cancelling the job) unwinds through the finally blocks that stop the servers.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return _run(command, keep=args.keep)
 
 
 # --- pytest fixtures -------------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On SIGTERM (a cancelled CI job), stop our servers before dying, as atexit alone would not run."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # someone else handles it (e.g. `run` above, or a plugin): leave theirs alone
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        _stop_all_at_exit()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _start_or_fail(server: _Server) -> None:
@@ -736,7 +782,7 @@ def _postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     try:
         yield server.url
     finally:
-        server.remove()
+        server.discard()
 
 
 @pytest.fixture(scope="session")
