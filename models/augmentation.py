@@ -129,7 +129,8 @@ def augment_mask(
     cx, cy = (grown[0] + grown[2]) / 2, (grown[1] + grown[3]) / 2
     half_w, half_h = (grown[2] - grown[0]) / 2, (grown[3] - grown[1]) / 2
     if shape == "box":
-        draw.rectangle(grown, fill=255)
+        gx0, gy0, gx1, gy1 = pixel_box(grown, size)
+        draw.rectangle((gx0, gy0, gx1 - 1, gy1 - 1), fill=255)  # PIL's rectangle includes its end
     elif shape == "ellipse":
         # the ellipse through the grown box's corners has semi-axes sqrt(2) times its half sides
         draw.ellipse(
