@@ -91,6 +91,8 @@ class AdapterCache:
     def activate(self, adapter_id: str | None) -> ActiveAdapter | None:
         """Make `adapter_id` the UNet's adapter (None: no adapter, the base model paints)."""
         with self._lock:
+            # Another AdapterCache on the same UNet may have copied since: then our `active` is stale.
+            owner = getattr(self.unet, "roomfit_adapter_owner", None)
             if adapter_id is None:
                 started = time.perf_counter()
                 for i in self._b_slots:
@@ -98,7 +100,7 @@ class AdapterCache:
                 self._count_swap(started)
                 self.active = None
                 return None
-            if self.active is not None and self.active.adapter_id == adapter_id:
+            if owner is self and self.active is not None and self.active.adapter_id == adapter_id:
                 self.stats.hits += 1
                 return self.active
             entry = self._get(adapter_id)
@@ -230,5 +232,6 @@ class AdapterCache:
         )
 
     def _count_swap(self, started: float) -> None:
+        self.unet.roomfit_adapter_owner = self  # type: ignore[assignment]
         self.stats.swaps += 1
         self.stats.swap_seconds += time.perf_counter() - started

@@ -290,3 +290,18 @@ def test_loader_is_not_called_when_bytes_were_put(
     painter.adapters.loader = None
     painter.adapters.put("X", adapter_bytes(3))
     assert painter.adapters.activate("X").adapter_id == "X"
+
+
+def test_two_caches_on_one_unet_never_trust_a_stale_active_adapter(base: BaseModel, adapter_bytes) -> None:
+    data = {"A": adapter_bytes(1), "B": adapter_bytes(2)}
+    first = AdapterCache(
+        base.unet, base_model_id="tiny", base_weights_hash=base.weights_hash, loader=data.get
+    )
+    first.activate("A")
+    a_params = {k: p.detach().clone() for k, p in lora_parameters(base.unet).items()}
+    second = AdapterCache(
+        base.unet, base_model_id="tiny", base_weights_hash=base.weights_hash, loader=data.get
+    )
+    second.activate("B")
+    first.activate("A")  # must copy again, not answer "already active"
+    assert_same({k: p.detach().clone() for k, p in lora_parameters(base.unet).items()}, a_params)
