@@ -8,6 +8,8 @@ Two objects that differ in shape, colours and texture: "checker" (a warm checker
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -71,3 +73,54 @@ def scene(kind: str, seed: int, size: tuple[int, int] = (96, 96)) -> SubjectPhot
 
 def views(kind: str, seeds: range | list[int]) -> list[SubjectPhoto]:
     return [scene(kind, seed) for seed in seeds]
+
+
+# --- a training run in a child process, for the kill-and-resume test -----------------------------
+
+RESUME_PHOTOS = range(0, 4)
+
+
+def resume_settings(steps: int, checkpoint_every: int) -> Any:
+    from models.training import TrainSettings
+
+    # a large lr so the adapter moves far from its init: a resume that got anything wrong shows
+    return TrainSettings(
+        steps=steps,
+        learning_rate=1e-3,
+        batch_size=2,
+        seed=7,
+        lora_dropout=0.1,
+        checkpoint_every=checkpoint_every,
+    )
+
+
+def _child(
+    tiny_folder: str, checkpoint_dir: str, steps: int, every: int, hang_after: int, marker: str
+) -> None:
+    """Train with checkpoints; after step `hang_after`, say so in `marker` and hang until killed."""
+    import time
+
+    from models.base_model import load_base_model
+    from models.training import TrainProgress, train_subject
+
+    base = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
+
+    def progress(p: TrainProgress) -> None:
+        if p.step == hang_after:
+            Path(marker).write_text(str(p.step))
+            time.sleep(600)
+
+    train_subject(
+        base,
+        views("checker", RESUME_PHOTOS),
+        resume_settings(steps, every),
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    folder, ckpt, n, k, hang, mark = sys.argv[1:7]
+    _child(folder, ckpt, int(n), int(k), int(hang), mark)
