@@ -257,9 +257,9 @@ def test_alpha_is_folded_into_b(base: BaseModel, painter: Painter, adapter_bytes
 def test_threads_paint_with_the_adapter_they_asked_for(painter: Painter, adapter_bytes) -> None:
     store = {"A": adapter_bytes(1), "B": adapter_bytes(2)}
     painter.adapters.loader = store.__getitem__
-    room = random_room(96, 96)
-    mask = np.zeros((96, 96), bool)
-    mask[20:70, 20:70] = True
+    room = random_room(64, 64)
+    mask = np.zeros((64, 64), bool)
+    mask[10:50, 10:50] = True
     expected = {
         a: painter.paint([PaintRequest(room, mask, seed=1)], adapter_id=a, steps=2)[0].tobytes() for a in "AB"
     }
@@ -268,19 +268,19 @@ def test_threads_paint_with_the_adapter_they_asked_for(painter: Painter, adapter
 
     def work(adapter_id: str) -> None:
         try:
-            for _ in range(3):
+            for _ in range(2):
                 out = painter.paint([PaintRequest(room, mask, seed=1)], adapter_id=adapter_id, steps=2)[0]
                 results.append((adapter_id, out.tobytes()))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(a,)) for a in "ABAB"]
+    threads = [threading.Thread(target=work, args=(a,)) for a in "ABB"]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert not errors
-    assert len(results) == 12
+    assert len(results) == 6
     assert all(out == expected[a] for a, out in results)
 
 
