@@ -3,15 +3,61 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.cors import KeyOriginCORS, listed_origin_check
 from api.problems import install_problem_handlers
-from api.routes import health
+from api.rate_limit import RateLimiter
+from api.routes import health, jobs, ops, previews, subjects, webhook
 from core.blobstore import blob_store_from_settings
-from core.db import engine_for
+from core.db import engine_for, session_factory
 from core.queue import make_celery
 from core.settings import Settings, get_settings
+
+DESCRIPTION = """\
+REST contract v1 (API.md). Authenticate every `/v1` call with `Authorization: Bearer <key>`:
+secret keys (`sk_`) may do everything of their tenant; publishable keys (`pk_`) may create previews of
+ready subjects, read the previews they made and a subject's status, only from their listed origins;
+ops keys (`ok_`) may use `/v1/ops/*` and read every tenant's jobs.
+
+Errors are `application/problem+json` with a stable snake_case `code`. Every POST accepts an
+`Idempotency-Key` header. Past the per-key rate limit, 429 with `Retry-After`.
+"""
+
+REQUESTS = Counter("roomfit_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("roomfit_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+
+class MetricsMiddleware:
+    """Counts and times requests by route template (never by raw path: ids would explode the labels)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], template, str(status)).inc()
+            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,12 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="roomfit",
         version="1.0",
         summary="Paint a shop's own product into a shopper's room photo.",
-        description="REST contract v1. Errors are application/problem+json with a stable `code`.",
+        description=DESCRIPTION,
     )
     app.state.settings = settings
     app.state.engine = engine_for(settings.resolved_database_url)
+    app.state.sessions = session_factory(app.state.engine)
     app.state.blobs = blob_store_from_settings(settings)
     app.state.celery = make_celery(settings)
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
+    app.state.inspect_timeout = 1.0
     install_problem_handlers(app)
-    app.include_router(health.router)
+    for module in (health, subjects, previews, jobs, ops, webhook):
+        app.include_router(module.router)
+    app.include_router(ops.page_router)
+    app.add_middleware(KeyOriginCORS, is_listed=listed_origin_check(app.state.sessions))
+    app.add_middleware(MetricsMiddleware)
     return app

@@ -13,7 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.blobstore import BlobStoreUnavailable
 
 log = logging.getLogger("roomfit.api")
 
@@ -47,7 +50,13 @@ def problem(
 
 
 # Codes for the statuses Starlette raises itself (unknown route, wrong method ...).
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -70,8 +79,33 @@ def install_problem_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return problem(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(BlobStoreUnavailable)
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A dependency is down (database, blob store): the client may retry; nothing it sent is wrong.
+        log.warning("dependency unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem(
+            503, "service_unavailable", "a dependency is unavailable; retry shortly", {"Retry-After": "5"}
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug of ours, never the client's input: log it with the request id, answer vaguely.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def invalid(exc: Exception) -> ApiError:
+    """A pydantic ValidationError of form fields as 422 `validation_error`, like FastAPI's own."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return ApiError(422, "validation_error", str(exc))
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+    return ApiError(422, "validation_error", detail, errors=errors)

@@ -1,0 +1,100 @@
+"""CORS that answers only the origins listed on active publishable keys.
+
+Starlette's CORSMiddleware takes a static list; roomfit's list lives in the database and changes
+when a key is created or revoked, so this small middleware reads it per request (one query, only
+for requests that carry an `Origin`). A preflight carries no key, so it is allowed when *any* active
+publishable key lists the origin; the real request is then checked against its own key's origins
+by `api.deps.get_caller` (403 `origin_not_allowed`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import anyio.to_thread
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import normalize_origin
+from core.tables import ApiKey
+
+ALLOW_METHODS = "GET, POST, OPTIONS"
+ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+EXPOSE_HEADERS = "Location, Retry-After, Idempotency-Replayed"
+MAX_AGE_SECONDS = "600"
+
+
+def listed_origin_check(sessions: sessionmaker[Session]) -> Callable[[str], bool]:
+    def is_listed(origin: str) -> bool:
+        with sessions() as session:
+            rows = session.scalars(
+                select(ApiKey.origins).where(ApiKey.kind == "publishable", ApiKey.revoked_at.is_(None))
+            ).all()
+        return any(origin in (origins or ()) for origins in rows)
+
+    return is_listed
+
+
+class KeyOriginCORS:
+    def __init__(self, app: ASGIApp, is_listed: Callable[[str], bool]) -> None:
+        self.app = app
+        self.is_listed = is_listed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            listed = await anyio.to_thread.run_sync(self.is_listed, normalize_origin(origin))
+        except Exception:  # database down: no CORS headers; the route itself will answer 503/401
+            listed = False
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await self._preflight(origin, listed, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                out = MutableHeaders(scope=message)
+                out.add_vary_header("Origin")
+                if listed:
+                    out["Access-Control-Allow-Origin"] = origin
+                    out["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    @staticmethod
+    async def _preflight(origin: str, listed: bool, send: Send) -> None:
+        if listed:
+            status = 204
+            body = b""
+            headers = [
+                (b"access-control-allow-origin", origin.encode("latin-1", "replace")),
+                (b"access-control-allow-methods", ALLOW_METHODS.encode()),
+                (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
+                (b"access-control-max-age", MAX_AGE_SECONDS.encode()),
+                (b"vary", b"Origin"),
+            ]
+        else:
+            status = 403
+            body = json.dumps(
+                {
+                    "type": "https://roomfit.dev/problems/origin_not_allowed",
+                    "title": "Forbidden",
+                    "status": 403,
+                    "detail": "this origin is not listed on any publishable key",
+                    "code": "origin_not_allowed",
+                }
+            ).encode()
+            headers = [(b"content-type", b"application/problem+json"), (b"vary", b"Origin")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
