@@ -82,16 +82,19 @@ class InpaintPipeline:
         progress: ProgressCallback | None = None,
     ) -> list[Image.Image]:
         """Paint every request in one batch; each output has its room's size."""
+        if not requests:
+            return []
         base, unet, vae = self.base, self.base.unet, self.base.vae
         device, dtype = base.device, base.dtype
         batch = len(requests)
         do_cfg = guidance_scale > 1.0
 
         # 1. Crop a square around each mask and bring it to the model's resolution.
-        rooms = [np.asarray(r.room.convert("RGB")) for r in requests]
-        boxes = [self._crop_box(room, r.mask) for room, r in zip(rooms, requests, strict=True)]
+        rooms = [np.asarray(r.room.convert("RGB")) for r in requests]  # [H,W,3] uint8
+        masks = [np.asarray(r.mask) != 0 for r in requests]  # [H,W] bool, True = paint
+        boxes = [self._crop_box(room, mask) for room, mask in zip(rooms, masks, strict=True)]
         crops = torch.stack([self._crop_image(room, box) for room, box in zip(rooms, boxes, strict=True)])
-        paint = torch.stack([self._crop_mask(r.mask, box) for r, box in zip(requests, boxes, strict=True)])
+        paint = torch.stack([self._crop_mask(mask, box) for mask, box in zip(masks, boxes, strict=True)])
         crops, paint = crops.to(device, dtype), paint.to(device, dtype)  # [B,3,R,R] in [-1,1], [B,1,R,R]
 
         # 2. Reference embeddings; the negative branch is the encoder's learned unconditional vector.
@@ -135,10 +138,8 @@ class InpaintPipeline:
         images = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         images = images.permute(0, 2, 3, 1).cpu().numpy()  # [B,R,R,3]
         outputs = []
-        for room, painted, request, box in zip(rooms, images, requests, boxes, strict=True):
-            pasted = paste_masked(
-                room, Image.fromarray(painted), request.mask, box, feather_px=self.feather_px
-            )
+        for room, painted, mask, box in zip(rooms, images, masks, boxes, strict=True):
+            pasted = paste_masked(room, Image.fromarray(painted), mask, box, feather_px=self.feather_px)
             outputs.append(Image.fromarray(pasted))
         return outputs
 
