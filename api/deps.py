@@ -4,11 +4,13 @@ unauthenticated or forbidden request is refused before a byte of its upload is r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.problems import ApiError
@@ -18,6 +20,13 @@ from core.repository import OpsRepository, TenantRepository
 from core.settings import Settings
 
 MAX_KEY_CHARS = 200
+# roomfit's ids (core.ids): a short prefix and 26 Crockford base32 characters.
+_ID = re.compile(r"[a-z]{2,5}_[0-9A-HJKMNP-TV-Z]{26}")
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` could be one of roomfit's ids; anything else names nothing (404, no query)."""
+    return bool(_ID.fullmatch(value))
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -56,7 +65,16 @@ def _unauthorized(detail: str) -> ApiError:
     return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="roomfit"'})
 
 
-def get_caller(request: Request, session: SessionDep) -> Caller:
+# Declared for the OpenAPI document (the "Authorize" button of /docs); the header is parsed below so
+# that every failure is our own 401 problem document.
+_bearer = HTTPBearer(auto_error=False, description="`sk_…` secret, `pk_…` publishable or `ok_…` ops key")
+
+
+def get_caller(
+    request: Request,
+    session: SessionDep,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.blobstore import BlobStoreUnavailable
@@ -78,6 +78,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return problem(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the client sent (e.g. a character it cannot store); the
+        # routes check what they can first, this is the net under them.
+        log.warning("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+        return problem(422, "validation_error", "a value in the request cannot be stored")
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

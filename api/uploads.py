@@ -192,6 +192,9 @@ class _FormBuilder:
                 value = self._text.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ApiError(422, "validation_error", f"form field {self._name!r} is not UTF-8") from exc
+            if "\x00" in value:
+                # No database stores NUL in text (PostgreSQL refuses it): refuse it here, clearly.
+                raise ApiError(422, "validation_error", f"form field {self._name!r} contains a NUL character")
             self.fields.setdefault(self._name, []).append(value)
             self.digest.update(b"\x00text\x00" + hashlib.sha256(self._text).digest())
         self._file = None

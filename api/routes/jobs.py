@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import JobReader, SessionDep
+from api.deps import JobReader, SessionDep, is_id
 from api.openapi import AUTH, problems
 from api.problems import ApiError
 from api.schemas import JobOut
@@ -21,7 +21,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     responses=problems(*AUTH, 404),
 )
 def get_job(job_id: str, caller: JobReader, session: SessionDep) -> JobOut:
-    if caller.kind == "ops":
+    if not is_id(job_id):
+        job = None
+    elif caller.kind == "ops":
         job = OpsRepository(session).job(job_id)
     else:
         assert caller.tenant_id is not None

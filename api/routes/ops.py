@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from api.deps import Caller, OpsCaller, OpsRepoDep, SessionDep
+from api.deps import Caller, OpsCaller, OpsRepoDep, SessionDep, is_id
 from api.idempotency import Outcome, body_digest, read_small_body, run_idempotent
 from api.openapi import AUTH, IDEMPOTENT_POST, problems
 from api.problems import ApiError
@@ -147,7 +147,7 @@ def _run_action(
     job_id: str, request: Request, caller: Caller, session: Session, action: str, digest: str
 ) -> Response:
     def produce() -> Outcome:
-        job = OpsRepository(session).job(job_id)
+        job = OpsRepository(session).job(job_id) if is_id(job_id) else None
         if job is None:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         try:

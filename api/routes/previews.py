@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.deps import Caller, RepoDep, SessionDep, SettingsDep, TenantCaller
+from api.deps import Caller, RepoDep, SessionDep, SettingsDep, TenantCaller, is_id
 from api.idempotency import Outcome, run_idempotent
 from api.openapi import AUTH, PREVIEW_FORM, problems
 from api.problems import ApiError, invalid
@@ -72,7 +72,7 @@ def _create_preview(
             params = PreviewForm.model_validate({k: v for k, v in raw.items() if v not in (None, "")})
         except ValidationError as exc:
             raise invalid(exc) from exc
-        subject = repo.get(Subject, params.subject_id)
+        subject = repo.get(Subject, params.subject_id) if is_id(params.subject_id) else None
         if subject is None:
             raise ApiError(404, "not_found", f"no subject {params.subject_id!r}")
         if subject.status != "ready" or not subject.adapter_key:
@@ -135,7 +135,7 @@ def _drop(blobs: BlobStore, prefix: str) -> None:
 
 def _visible_preview(repo: TenantRepository, caller: Caller, preview_id: str) -> Preview:
     """The tenant's preview; for a publishable key, only one it made. Anything else: 404."""
-    preview = repo.get(Preview, preview_id)
+    preview = repo.get(Preview, preview_id) if is_id(preview_id) else None
     if preview is None or (caller.kind == "publishable" and preview.api_key_id != caller.key_id):
         raise ApiError(404, "not_found", f"no preview {preview_id!r}")
     return preview

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import Caller, RepoDep, SecretCaller, SessionDep, SettingsDep, TenantCaller
+from api.deps import Caller, RepoDep, SecretCaller, SessionDep, SettingsDep, TenantCaller, is_id
 from api.idempotency import Outcome, body_digest, read_small_body, run_idempotent
 from api.openapi import AUTH, IDEMPOTENT_POST, SUBJECT_FORM, problems
 from api.problems import ApiError, invalid
@@ -214,7 +214,7 @@ def list_subjects(
     status: Annotated[SubjectStatus | None, Query(description="only subjects in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
-        str | None, Query(max_length=40, description="`next_cursor` of the previous page")
+        str | None, Query(pattern=r"^sub_[0-9A-Z]{26}$", description="`next_cursor` of the previous page")
     ] = None,
 ) -> SubjectPage:
     assert status is None or status in SUBJECT_STATUSES
@@ -229,7 +229,7 @@ def list_subjects(
     responses=problems(*AUTH, 404),
 )
 def get_subject(subject_id: str, caller: TenantCaller, repo: RepoDep) -> Any:
-    subject = repo.get(Subject, subject_id)
+    subject = repo.get(Subject, subject_id) if is_id(subject_id) else None
     if subject is None:
         raise _not_found(subject_id)
     if caller.kind == "publishable":
@@ -244,7 +244,7 @@ def get_subject(subject_id: str, caller: TenantCaller, repo: RepoDep) -> Any:
     responses={204: {"description": "Deleted."}, **problems(*AUTH, 404)},
 )
 def delete_subject(subject_id: str, _: SecretCaller, repo: RepoDep, request: Request) -> Response:
-    subject = repo.get(Subject, subject_id)
+    subject = repo.get(Subject, subject_id) if is_id(subject_id) else None
     if subject is None:
         raise _not_found(subject_id)
     session = repo.session
@@ -286,7 +286,7 @@ def _train_again(
     repo = TenantRepository(session, caller.tenant_id)
 
     def produce() -> Outcome:
-        subject = repo.get(Subject, subject_id)
+        subject = repo.get(Subject, subject_id) if is_id(subject_id) else None
         if subject is None:
             raise _not_found(subject_id)
         busy = [

@@ -22,6 +22,8 @@ _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 def _check_url(url: str) -> str:
+    if any(c.isspace() or not c.isprintable() for c in url.strip()):
+        raise ApiError(422, "invalid_webhook_url", "the url must not contain spaces or control characters")
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname
@@ -32,8 +34,6 @@ def _check_url(url: str) -> str:
         raise ApiError(422, "invalid_webhook_url", "the url needs a host and no credentials")
     if parts.scheme != "https" and not (parts.scheme == "http" and host in _LOOPBACK):
         raise ApiError(422, "invalid_webhook_url", "the url must be https:// (http:// only for localhost)")
-    if any(c.isspace() for c in url.strip()):
-        raise ApiError(422, "invalid_webhook_url", "the url must not contain spaces")
     return url.strip()
 
 
