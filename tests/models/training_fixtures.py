@@ -1,8 +1,9 @@
 """Synthetic product photos for the training tests: a textured object pasted in varied poses
 (position, scale, rotation, flip) on varied random backgrounds, with its exact box.
 
-Two objects that differ in shape, colours and texture: "checker" (a warm checkerboard diamond) and
-"stripes" (a cool striped disc), so a test can tell learning *this* object from learning photos.
+Two objects that differ in shape, colours and texture: "checker" (a bright yellow/white checkerboard
+diamond) and "stripes" (a dark striped disc), so a test can tell learning *this* object from learning
+photos in general.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ def textured_object(kind: str, side: int = OBJECT_SIDE) -> Image.Image:
     y, x = np.mgrid[0:side, 0:side]
     if kind == "checker":
         cells = ((x // 6) + (y // 6)) % 2
-        texture = np.where(cells[..., None], [230, 40, 30], [250, 210, 40])  # red / yellow
+        texture = np.where(cells[..., None], [250, 220, 60], [250, 250, 240])  # yellow / white: bright
         shape = Image.new("L", (side, side), 0)
         ImageDraw.Draw(shape).polygon(
             [(side / 2, 0), (side - 1, side / 2), (side / 2, side - 1), (0, side / 2)], 255
         )
     elif kind == "stripes":
         stripes = ((x + y) // 4) % 3
-        palette = np.array([[20, 60, 200], [30, 200, 180], [240, 240, 250]])  # blue / teal / white
+        palette = np.array([[20, 30, 110], [10, 10, 10], [60, 20, 90]])  # navy / black / purple: dark
         texture = palette[stripes]
         shape = Image.new("L", (side, side), 0)
         ImageDraw.Draw(shape).ellipse((0, 0, side - 1, side - 1), 255)

@@ -1,0 +1,165 @@
+"""Training mechanics on the tiny model: progress, what is trained and restored, the artifacts
+(adapter readable by the painter, full weights, domain mode) and `roomfit train`."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from cli.train import train
+from models import Painter, PaintRequest, check_compatible, read_adapter
+from models.base_model import BaseModel, load_base_model
+from models.detector import ensure_tiny_detector
+from models.lora import inject_lora, lora_parameters
+from models.training import FULL_FORMAT, TrainProgress, TrainSettings, train_domain, train_subject
+from tests.models.training_fixtures import random_background, views
+
+FAST = TrainSettings(steps=3, batch_size=2, learning_rate=1e-3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def own_base(tiny_folder: Path) -> BaseModel:
+    """A base of this module's own (LoRA injected, as a worker's), apart from the engine tests' one."""
+    base = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
+    base.lora = inject_lora(base.unet, rank=4)
+    return base
+
+
+def test_progress_reports_every_step(own_base: BaseModel) -> None:
+    seen: list[TrainProgress] = []
+    result = train_subject(own_base, views("checker", range(3)), FAST, progress=seen.append)
+    assert [p.step for p in seen] == [1, 2, 3] and {p.total for p in seen} == {3}
+    assert all(np.isfinite(p.loss) and p.eta_s is not None and p.eta_s >= 0 for p in seen)
+    assert seen[-1].eta_s == 0
+    assert [p.loss for p in seen] == result.summary.losses
+    summary = result.summary
+    assert summary.trainable_params == sum(p.numel() for p in lora_parameters(own_base.unet).values())
+    assert 0 < summary.trainable_fraction < 0.05
+    assert summary.artifact_bytes == len(result.artifact)
+
+
+def test_training_leaves_the_base_model_as_it_was(own_base: BaseModel) -> None:
+    slots = lora_parameters(own_base.unet)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # as if an adapter were active in a worker's painter
+        for param in slots.values():
+            param.copy_(torch.randn(param.shape, generator=generator))
+    before = {k: p.detach().clone() for k, p in slots.items()}
+    weights_before = {k: v.clone() for k, v in own_base.unet.state_dict().items() if "lora_" not in k}
+    torch.manual_seed(123)
+    random.seed(123)
+    expected_torch, expected_py = torch.rand(3), random.random()
+    torch.manual_seed(123)
+    random.seed(123)
+
+    train_subject(own_base, views("checker", range(2)), FAST)
+
+    assert torch.equal(torch.rand(3), expected_torch) and random.random() == expected_py  # RNGs given back
+    assert not own_base.unet.training
+    for key, param in lora_parameters(own_base.unet).items():
+        assert torch.equal(param, before[key]) and not param.requires_grad and param.dtype == torch.float32
+    state = own_base.unet.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights_before.items())
+    assert not any(p.requires_grad for p in own_base.unet.parameters())
+
+
+def test_the_adapter_paints_through_the_engine(own_base: BaseModel) -> None:
+    photos = views("checker", range(3))
+    result = train_subject(own_base, photos, FAST, info={"subject": "sub_1"})
+    adapter = read_adapter(result.artifact)
+    slots = lora_parameters(own_base.unet)
+    check_compatible(
+        adapter,
+        base_model_id=own_base.model_id,
+        base_weights_hash=own_base.weights_hash,
+        spec=own_base.lora,
+        slot_shapes={k: tuple(p.shape) for k, p in slots.items()},
+    )
+    assert adapter.info["subject"] == "sub_1" and adapter.info["steps"] == 3
+    assert torch.allclose(adapter.reference_embedding, result.reference_embedding)
+    assert any(t.abs().max() > 0 for k, t in adapter.lora.items() if ".lora_B." in k)  # it trained
+
+    painter = Painter(own_base, lora_rank=4, loader=lambda _: result.artifact)
+    room = random_background(np.random.default_rng(1), (96, 80))
+    mask = np.zeros((80, 96), bool)
+    mask[20:60, 30:70] = True
+    [out] = painter.paint([PaintRequest(room, mask, seed=1)], adapter_id="sofa", steps=2)
+    assert out.size == room.size
+
+
+def test_a_rank_other_than_the_bases_is_refused(own_base: BaseModel) -> None:
+    with pytest.raises(ValueError, match="rank 8"):
+        train_subject(own_base, views("checker", range(2)), TrainSettings(steps=1, rank=8))
+
+
+def test_full_fine_tuning_trains_every_unet_weight(tiny_folder: Path, tmp_path: Path) -> None:
+    base = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")  # full mode changes the base
+    before = {k: v.clone() for k, v in base.unet.state_dict().items()}
+    result = train_subject(
+        base, views("checker", range(2)), TrainSettings(steps=2, batch_size=2, mode="full")
+    )
+    assert result.summary.trainable_fraction == 1.0
+    path = tmp_path / "full.safetensors"
+    path.write_bytes(result.artifact)
+    with safe_open(str(path), "pt") as handle:
+        assert handle.metadata()["roomfit.format"] == FULL_FORMAT
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (not a dict)
+    assert tensors.keys() - {"reference_embedding"} == before.keys()
+    changed = sum(not torch.equal(tensors[k], before[k]) for k in before)
+    assert changed > len(before) // 2
+    assert all(not p.requires_grad for p in base.unet.parameters())
+
+
+def test_domain_training_over_scene_photos(own_base: BaseModel) -> None:
+    rng = np.random.default_rng(0)
+    scenes = [random_background(rng, (90, 70)) for _ in range(3)]
+    result = train_domain(own_base, scenes, FAST)
+    adapter = read_adapter(result.artifact)
+    assert adapter.info["kind"] == "domain" and adapter.info["images"] == 3
+    assert len(result.summary.losses) == 3
+
+
+@pytest.fixture
+def cli_app(tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[typer.Typer]:
+    from core.settings import get_settings
+
+    monkeypatch.setenv("ROOMFIT_BASE_MODEL", str(tiny_folder))
+    monkeypatch.setenv("ROOMFIT_DETECTOR", str(ensure_tiny_detector(tmp_path / "detr")))
+    monkeypatch.setenv("ROOMFIT_DEVICE", "cpu")
+    get_settings.cache_clear()
+    application = typer.Typer()
+    application.command()(train)  # as cli/main.py registers it
+    application.command("noop", hidden=True)(lambda: None)
+    yield application
+    get_settings.cache_clear()
+
+
+def test_roomfit_train(cli_app: typer.Typer, tmp_path: Path) -> None:
+    paths = []
+    for i, photo in enumerate(views("checker", range(2))):
+        paths.append(tmp_path / f"p{i}.png")
+        photo.image.save(paths[-1])
+    boxes = json.dumps([[10, 10, 60, 60], None])  # the second photo goes through the tiny DETR
+    out = tmp_path / "sofa.safetensors"
+    args = ["train", *map(str, paths), "--out", str(out), "--steps", "2", "--boxes", boxes]
+    result = CliRunner().invoke(cli_app, [*args, "--label", "couch", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert read_adapter(out.read_bytes()).info["steps"] == 2
+    for words in ("p0.png: given box", "trainable parameters", "of the UNet", "adapter", "bytes", "time"):
+        assert words in result.output
+
+    bad = CliRunner().invoke(cli_app, ["train", str(paths[0]), "--out", str(out), "--boxes", "[[1,2,3]]"])
+    assert bad.exit_code != 0 and "boxes" in bad.output
+    nothing = CliRunner().invoke(
+        cli_app, ["train", str(paths[0]), "--out", str(out), "--steps", "1", "--threshold", "1.0"]
+    )
+    assert nothing.exit_code == 2 and "no_object_detected" in nothing.output and "p0.png" in nothing.output
