@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
 
 from core import job_state
 from core.blobstore import BlobStoreUnavailable
-from core.tables import Job
+from core.tables import Job, Preview, Subject
+from worker.events import emit_event, preview_payload, subject_payload
 from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.worker")
@@ -188,8 +190,21 @@ def _finish(
     try:
         with runtime.session() as session:
             job_state.finish(session, held, status, code, message)
+            if status == "failed":
+                _emit_failure(session, held.job_id)
     except job_state.LeaseLost:
         log.warning("job %s: lease lost before it could be marked %s", held.job_id, status)
+
+
+def _emit_failure(session: Session, job_id: str) -> None:
+    """`subject.failed` / `preview.failed` for the shop's webhook."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return
+    if job.kind == "train" and (subject := session.get(Subject, job.subject_id)) is not None:
+        emit_event(session, job.tenant_id, "subject.failed", subject_payload(subject))
+    elif job.kind == "preview" and (preview := session.get(Preview, job.preview_id)) is not None:
+        emit_event(session, job.tenant_id, "preview.failed", preview_payload(preview))
 
 
 def _release(runtime: Runtime, held: job_state.Claim) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from models import BaseModel, Painter
+    from models.detector import Detector
 
 log = logging.getLogger("roomfit.worker")
 
@@ -69,6 +70,13 @@ class Runtime:
         return get_base_model(
             s.base_model, device=s.device, dtype=s.dtype, tiny_dir=self.models_dir / "tiny-pbe"
         )
+
+    @cached_property
+    def detector(self) -> Detector:
+        from models.detector import load_detector
+
+        s = self.settings
+        return load_detector(s.detector, device=s.device, tiny_dir=self.models_dir / "tiny-detr")
 
     @cached_property
     def painter(self) -> Painter:
