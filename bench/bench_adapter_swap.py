@@ -64,8 +64,8 @@ def random_adapter(unet: torch.nn.Module, seed: int, weights_hash: str) -> bytes
 
 
 def timed(fn: Callable[[int], object], reps: int, cleanup: Callable[[], object] | None = None) -> list[float]:
-    """Seconds of each call fn(i), i = 0..reps-1, after one warm-up call; `cleanup` runs untimed."""
-    fn(reps)
+    """Seconds of each call fn(i), i = 0..reps-1, after a warm-up call fn(-1); `cleanup` runs untimed."""
+    fn(-1)  # warm-up; -1 % 2 == 1, so the first timed call (0) really swaps
     times = []
     for i in range(reps):
         if cleanup is not None:
