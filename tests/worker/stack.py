@@ -8,6 +8,7 @@ which is the point of some tests).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,6 +63,8 @@ class Stack:
         return worker
 
     def stop_all(self) -> None:
+        for worker in self.workers:  # signal them all first, then wait: the waits overlap
+            worker.signal(signal.SIGQUIT)
         for worker in self.workers:
             worker.stop()
 
@@ -110,6 +113,11 @@ class WorkerProcess:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
