@@ -11,8 +11,14 @@ import logging
 import threading
 from datetime import timedelta
 
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from core import job_state
+from core.clock import utcnow
 from core.queue import enqueue, job_ids_in_broker
+from core.tables import WebhookDelivery
 from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.reconciler")
@@ -22,6 +28,7 @@ def reconcile_once(runtime: Runtime) -> list[str]:
     settings = runtime.settings
     app = runtime.celery
     with runtime.session() as session:
+        _resend_stalled_deliveries(session, app, timedelta(seconds=2 * settings.lease_seconds))
         return job_state.reconcile(
             session,
             enqueue=lambda kind, job_id: enqueue(app, kind, job_id),
@@ -45,3 +52,16 @@ def start_reconciler(runtime: Runtime, interval: float | None = None) -> threadi
 
     threading.Thread(target=loop, name="reconciler", daemon=True).start()
     return stop
+
+
+def _resend_stalled_deliveries(session: Session, app: Celery, grace: timedelta) -> None:
+    """Webhook deliveries still pending well after their retry time lost their message: send again.
+    A duplicate is harmless: `deliver` skips a delivery that is no longer pending."""
+    stalled = session.scalars(
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at < utcnow() - grace
+        )
+    ).all()
+    for delivery_id in stalled:
+        app.send_task("roomfit.deliver_webhook", args=[delivery_id], queue="default")
+        log.warning("reconciler: re-sent webhook delivery %s", delivery_id)

@@ -1,0 +1,111 @@
+"""The job runner's policy, in-process: permanent errors fail at once with their code, transient ones
+give the lease back and propagate (Celery's autoretry sends the job again), bugs become
+`internal_error`, and a job that is not claimable is skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.blobstore import BlobStoreUnavailable
+from core.clock import utcnow
+from core.ids import new_id
+from core.migrate import upgrade
+from core.settings import Settings
+from core.tables import Job, Subject, Tenant
+from worker.job_runner import JobContext, JobFailed, run_job
+from worker.runtime import Runtime
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    settings = Settings(_env_file=None, var_dir=tmp_path / "var", lease_seconds=30)  # type: ignore[call-arg]
+    upgrade(settings.resolved_database_url)
+    yield Runtime(settings)
+
+
+def _train_job(runtime: Runtime) -> str:
+    with runtime.session() as session:
+        tenant = Tenant(id=new_id("ten"), name="shop")
+        subject = Subject(id=new_id("sub"), tenant_id=tenant.id, name="sofa", tenant=tenant)
+        job = Job(id=new_id("job"), tenant_id=tenant.id, kind="train", subject_id=subject.id, tenant=tenant)
+        session.add_all([tenant, subject, job])
+        session.commit()
+        return job.id
+
+
+def _load(runtime: Runtime, job_id: str) -> tuple[Job, Subject]:
+    with runtime.session() as session:
+        job = session.get(Job, job_id)
+        return job, session.get(Subject, job.subject_id)  # type: ignore[union-attr,return-value]
+
+
+def test_permanent_failure_fails_at_once_with_its_code(runtime: Runtime) -> None:
+    job_id = _train_job(runtime)
+
+    def work(ctx: JobContext, job: Job) -> None:
+        ctx.report(stage="annotating", progress=0.05)
+        raise JobFailed("no_object_detected", "no object found in photo 0, photo 1")
+
+    assert run_job(runtime, job_id, work) == "failed"
+    job, subject = _load(runtime, job_id)
+    assert (job.status, job.error_code, job.attempts) == ("failed", "no_object_detected", 1)
+    assert (subject.status, subject.error_code) == ("failed", "no_object_detected")
+    assert "photo 0" in subject.error_message
+    assert run_job(runtime, job_id, work) == "skipped"  # failed stays failed: no second run
+
+
+def test_transient_error_releases_the_job_for_a_retry(runtime: Runtime) -> None:
+    job_id = _train_job(runtime)
+    calls: list[int] = []
+
+    def flaky(ctx: JobContext, job: Job) -> None:
+        calls.append(ctx.held.attempt)
+        if len(calls) == 1:
+            raise BlobStoreUnavailable("S3 endpoint refused the connection")
+        ctx.report(progress=1.0, force=True)
+        from core import job_state
+
+        with runtime.session() as session:
+            job_state.finish(session, ctx.held, "succeeded")
+
+    with pytest.raises(BlobStoreUnavailable):  # propagated: Celery's autoretry takes it from here
+        run_job(runtime, job_id, flaky)
+    job, _ = _load(runtime, job_id)
+    assert job.status == "running" and job.lease_expires_at <= utcnow()  # free for the retry now
+    assert run_job(runtime, job_id, flaky) == "succeeded"
+    job, _ = _load(runtime, job_id)
+    assert (job.status, job.attempts, calls) == ("succeeded", 2, [1, 2])
+
+
+def test_a_bug_becomes_internal_error_with_the_exception_named(runtime: Runtime) -> None:
+    job_id = _train_job(runtime)
+
+    def buggy(ctx: JobContext, job: Job) -> None:
+        raise KeyError("boom")
+
+    assert run_job(runtime, job_id, buggy) == "failed"
+    job, _ = _load(runtime, job_id)
+    assert job.error_code == "internal_error" and "KeyError" in job.error_message
+
+
+def test_progress_writes_are_batched_but_stage_changes_are_not(runtime: Runtime) -> None:
+    job_id = _train_job(runtime)
+    seen: list[tuple[str | None, float, int]] = []
+
+    def work(ctx: JobContext, job: Job) -> None:
+        for step in range(1, 51):  # 50 reports well inside one second: few writes
+            ctx.report(progress=step / 100, loss_point=(step, 1.0 / step))
+        current, _ = _load(runtime, job_id)
+        seen.append((current.stage, current.progress, len(current.loss_points)))
+        ctx.report(stage="saving", progress=0.9)
+        current, _ = _load(runtime, job_id)
+        seen.append((current.stage, current.progress, len(current.loss_points)))
+        raise JobFailed("test_stop", "stop here")
+
+    run_job(runtime, job_id, work)
+    (stage0, _, points0), (stage1, progress1, points1) = seen
+    assert stage0 is None and points0 < 50  # batched
+    assert (stage1, progress1, points1) == ("saving", 0.9, 50)  # a stage change flushes everything
