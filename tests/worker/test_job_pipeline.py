@@ -35,9 +35,9 @@ def _adapter_versions(stack: Stack, tenant_id: str, subject_id: str) -> list[str
     return stack.blobs.list(f"tenants/{tenant_id}/subjects/{subject_id}/adapter/")
 
 
-@pytest.mark.parametrize("mode", ["distributed", "embedded"])
-def test_photos_to_ready_subject_to_preview(mode: str, request: pytest.FixtureRequest) -> None:
-    stack: Stack = request.getfixturevalue(f"{mode}_stack")
+def test_photos_to_ready_subject_to_preview(distributed_stack: Stack) -> None:
+    """The rows and blobs behind the pipeline (embedded mode: tests/worker/test_end_to_end.py)."""
+    stack = distributed_stack
     train = stack.start_worker("train")
     preview = stack.start_worker("preview,default")
     tenant_id = make_tenant(stack)

@@ -68,11 +68,10 @@ def _preview_done(stack: Stack, preview_id: str) -> Preview | None:
         return row if row is not None and row.status in ("succeeded", "failed") else None
 
 
-@pytest.mark.parametrize("mode", ["distributed", "embedded"])
 def test_preview_worker_paints_inside_the_mask_only(
-    mode: str, request: pytest.FixtureRequest, shared_models_dir: Path
+    distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
-    stack: Stack = request.getfixturevalue(f"{mode}_stack")
+    stack = distributed_stack
     tenant_id = make_tenant(stack)
     subject_id = ready_subject_with_random_adapter(stack, tenant_id, shared_models_dir)
     worker = stack.start_worker("preview,default")
