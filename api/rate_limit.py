@@ -26,7 +26,7 @@ log = logging.getLogger("roomfit.api.rate_limit")
 class Verdict:
     allowed: bool
     limit: int
-    remaining: int
+    remaining: int  # -1: not read (allowed requests skip it)
     retry_after: int
 
 
@@ -45,8 +45,8 @@ class RateLimiter:
     def check(self, key_id: str) -> Verdict:
         try:
             if self.strategy.hit(self.item, "roomfit-key", key_id):
-                stats = self.strategy.get_window_stats(self.item, "roomfit-key", key_id)
-                return Verdict(True, self.item.amount, stats.remaining, 0)
+                # One round trip on the common path; the window is read only to refuse.
+                return Verdict(True, self.item.amount, -1, 0)
             stats = self.strategy.get_window_stats(self.item, "roomfit-key", key_id)
         except Exception:  # storage down: fail open (see the module's docstring)
             log.warning("rate limit storage failed; letting key %s through", key_id, exc_info=True)

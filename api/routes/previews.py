@@ -90,6 +90,11 @@ def _create_preview(
         mask = check_mask(masks[0], size=room.size, max_pixels=settings.max_pixels)
 
         preview_id = new_id("prv")
+        room_bytes, room_ext, room_type = room.stored()
+        # The layout's room.png, or room.jpg / room.webp when the room is stored as sent.
+        room_key = preview_room_key(tenant_id, preview_id)
+        if room_ext != "png":
+            room_key = f"{preview_prefix(tenant_id, preview_id)}room.{room_ext}"
         preview = Preview(
             id=preview_id,
             subject_id=subject.id,
@@ -101,11 +106,11 @@ def _create_preview(
             guidance_scale=params.guidance_scale,
             width=room.size[0],
             height=room.size[1],
-            room_key=preview_room_key(tenant_id, preview_id),
+            room_key=room_key,
             mask_key=preview_mask_key(tenant_id, preview_id),
         )
         try:
-            blobs.put(preview.room_key, png_bytes(room.image), "image/png")
+            blobs.put(preview.room_key, room_bytes, room_type)
             blobs.put(preview.mask_key, png_bytes(mask), "image/png")
             job = new_job(tenant_id, "preview", subject_id=subject.id, preview_id=preview.id)
             preview.job_id = job.id

@@ -26,7 +26,7 @@ from api.schemas import (
     SubjectStatus,
     SubjectStatusOut,
 )
-from api.uploads import CheckedImage, FormLimits, ParsedForm, check_image, png_bytes, read_form
+from api.uploads import CheckedImage, FormLimits, ParsedForm, check_image, read_form
 from core.blob_keys import photo_key, preview_prefix, subject_prefix
 from core.blobstore import BlobStore
 from core.ids import new_id
@@ -158,9 +158,10 @@ def _create_subject(
         repo.add(subject)
         try:
             for i, (photo, box) in enumerate(zip(photos, boxes, strict=True)):
-                # Stored normalised (oriented, 8-bit RGB, PNG): the worker reads exactly what was checked.
-                key = photo_key(caller.tenant_id, subject.id, i, "png")  # type: ignore[arg-type]
-                blobs.put(key, png_bytes(photo.image), "image/png")
+                # As sent when already upright RGB, else normalised PNG (see api.uploads).
+                data, ext, content_type = photo.stored()
+                key = photo_key(caller.tenant_id, subject.id, i, ext)  # type: ignore[arg-type]
+                blobs.put(key, data, content_type)
                 row = SubjectPhoto(
                     id=new_id("pho"),
                     subject_id=subject.id,

@@ -299,6 +299,24 @@ def test_exif_orientation_applied(sqlite_env: ApiEnv) -> None:
     assert stored.size == (40, 80) and stored.mode == "RGB"
 
 
+def test_upright_rgb_stored_as_sent_others_normalised(sqlite_env: ApiEnv) -> None:
+    env = sqlite_env
+    jpeg = image_bytes(40, 30, "JPEG")
+    rotated = _exif_rotated_jpeg(40, 30)
+    response = _subject(
+        env, [("photos", ("a.jpg", jpeg, "image/jpeg")), ("photos", ("b.jpg", rotated, "image/jpeg"))]
+    )
+    assert response.status_code == 202
+    with env.session() as session:
+        photos = session.get(Subject, response.json()["id"]).photos  # type: ignore[union-attr]
+        keys = [p.blob_key for p in photos]
+    assert keys[0].endswith("/photos/0.jpg") and env.blobs.get(keys[0]) == jpeg
+    assert keys[1].endswith("/photos/1.png") and Image.open(io.BytesIO(env.blobs.get(keys[1]))).size == (
+        30,
+        40,
+    )
+
+
 def _palette_png_with_transparency() -> bytes:
     image = Image.new("P", (20, 10), 0)
     image.putpalette([255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 6))
@@ -376,9 +394,10 @@ def test_all_zero_mask(sqlite_env: ApiEnv) -> None:
     env = sqlite_env
     sid = ready_subject(env, env.a)
     _problem(_preview(env, sid, image_bytes(64, 48), mask_bytes(64, 48, None)), 422, "mask_empty")
-    # Alpha alone does not paint: an RGBA mask whose colours are all zero is empty too.
-    rgba = np.zeros((48, 64, 4), np.uint8)
-    rgba[..., 3] = 255
+    # With alpha, what paints is what is opaque (a drawing on a transparent canvas): colour alone
+    # does not.
+    rgba = np.full((48, 64, 4), 255, np.uint8)
+    rgba[..., 3] = 0
     out = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(out, "PNG")
     _problem(_preview(env, sid, image_bytes(64, 48), out.getvalue()), 422, "mask_empty")

@@ -1,0 +1,311 @@
+"""Load on the REST API: `GET /v1/previews/{id}` and `POST /v1/previews` (enqueue only).
+
+Distributed mode on loopback, as in production minus the network: PostgreSQL and Redis started by
+`tests/services.py`, the API under uvicorn in its own processes, a local blob folder, no workers (a
+POST stores room and mask, writes its rows and puts the job id on Redis; nothing consumes it). The
+load comes from a separate process: `wrk` when installed (`apt-get install wrk`), else a built-in
+asyncio client (httpx). Each connection sends its next request when the previous one is answered
+(closed loop), so latency is what one client sees at that concurrency.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_api_load.py --connections 50 --duration 20
+
+Prints a markdown table (requests/s, p50, p99, non-2xx) and, with --json, writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.accounts import create_key, create_tenant  # noqa: E402
+from core.db import make_engine, session_factory  # noqa: E402
+from core.ids import new_id  # noqa: E402
+from core.migrate import upgrade  # noqa: E402
+from core.tables import Subject  # noqa: E402
+from tests.services import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
+
+BOUNDARY = "roomfitbenchboundary"
+
+
+# --- the request bodies ------------------------------------------------------------------------
+
+
+def _png(array: np.ndarray, mode: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array, mode).save(out, "PNG")
+    return out.getvalue()
+
+
+def preview_body(subject_id: str, width: int, height: int) -> bytes:
+    """multipart/form-data for POST /v1/previews: a JPEG room and a PNG mask of its size."""
+    rng = np.random.default_rng(0)
+    room = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB").save(
+        room, "JPEG", quality=90
+    )
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4 : height * 3 // 4, width // 4 : width * 3 // 4] = 255
+    parts = [
+        (b'name="subject_id"', b"", subject_id.encode()),
+        (b'name="room"; filename="room.jpg"', b"Content-Type: image/jpeg\r\n", room.getvalue()),
+        (b'name="mask"; filename="mask.png"', b"Content-Type: image/png\r\n", _png(mask, "L")),
+    ]
+    out = b""
+    for disposition, extra, data in parts:
+        out += f"--{BOUNDARY}\r\n".encode() + b"Content-Disposition: form-data; " + disposition + b"\r\n"
+        out += extra + b"\r\n" + data + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+# --- load generators ---------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def run_wrk(
+    url: str,
+    method: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    connections: int,
+    duration: int,
+    threads: int,
+    folder: Path,
+) -> dict[str, Any]:
+    script = folder / f"{method.lower()}.lua"
+    lines = [f'wrk.method = "{method}"']
+    for name, value in headers.items():
+        lines.append(f'wrk.headers["{name}"] = "{value}"')
+    if body is not None:
+        (folder / "body.bin").write_bytes(body)
+        lines.append(
+            f'local f = io.open("{folder / "body.bin"}", "rb"); wrk.body = f:read("*all"); f:close()'
+        )
+    script.write_text("\n".join(lines) + "\n")
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latency = dict(re.findall(r"\b(50|75|90|99)%\s+([\d.]+(?:us|ms|s|m))", out))
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "generator": "wrk",
+        "requests": total,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(latency["50"]),
+        "p99_ms": _ms(latency["99"]),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+async def _closed_loop(url: str, method: str, headers: dict[str, str], body: bytes | None, connections: int,
+                       duration: float) -> dict[str, Any]:  # fmt: skip
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    latencies: list[float] = []
+    bad = 0
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        deadline = time.perf_counter() + duration
+
+        async def one_client() -> None:
+            nonlocal bad
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await client.request(method, url, headers=headers, content=body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                bad += not 200 <= response.status_code < 300
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100)
+    return {
+        "generator": "httpx",
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": cuts[49],
+        "p99_ms": cuts[98],
+        "non_2xx": bad,
+        "socket_errors": "",
+    }
+
+
+def _httpx_process(args: tuple[Any, ...], out: Any) -> None:
+    out.put(asyncio.run(_closed_loop(*args)))
+
+
+def run_httpx(url: str, method: str, headers: dict[str, str], body: bytes | None, connections: int,
+              duration: int) -> dict[str, Any]:  # fmt: skip
+    """The built-in generator, in a process of its own so it does not share the server's GIL."""
+    queue: multiprocessing.Queue[dict[str, Any]] = multiprocessing.Queue()
+    process = multiprocessing.Process(
+        target=_httpx_process, args=((url, method, headers, body, connections, duration), queue)
+    )
+    process.start()
+    result = queue.get(timeout=duration + 120)
+    process.join()
+    return result
+
+
+# --- the stack ---------------------------------------------------------------------------------
+
+
+def seed(database_url: str) -> tuple[str, str]:
+    """A tenant with a secret key and a ready subject; returns (key, subject id)."""
+    engine = make_engine(database_url)
+    with session_factory(engine)() as session:
+        tenant = create_tenant(session, "bench-shop")
+        _, key = create_key(session, kind="secret", tenant=tenant)
+        subject = Subject(
+            id=new_id("sub"),
+            tenant_id=tenant.id,
+            name="bench sofa",
+            status="ready",
+            progress=1.0,
+            adapter_version=1,
+            adapter_key=f"tenants/{tenant.id}/subjects/bench/adapter/1.safetensors",
+        )
+        session.add(subject)
+        session.commit()
+        subject_id = subject.id
+    engine.dispose()
+    return key, subject_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of load before each measured run")
+    parser.add_argument("--api-workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--room", default="640x480", help="room photo size for POST, WxH")
+    parser.add_argument("--generator", choices=["auto", "wrk", "httpx"], default="auto")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    generator = args.generator
+    if generator == "auto":
+        generator = "wrk" if shutil.which("wrk") else "httpx"
+    width, height = (int(v) for v in args.room.split("x"))
+
+    folder = Path(tempfile.mkdtemp(prefix="roomfit-bench-api-"))
+    postgres = PostgresServer(folder / "postgres").start()
+    redis = RedisServer(folder / "redis").start()
+    uvicorn: subprocess.Popen[bytes] | None = None
+    try:
+        database_url = postgres.create_database("roomfit_bench")
+        upgrade(database_url)
+        key, subject_id = seed(database_url)
+        port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ROOMFIT_VAR_DIR": str(folder / "var"),
+            "ROOMFIT_DATABASE_URL": database_url,
+            "ROOMFIT_BROKER_URL": redis.url,
+            "ROOMFIT_BLOB_URL": f"file://{folder / 'blobs'}",
+            "ROOMFIT_RATE_LIMIT": "100000000/minute",  # measure the API, not the limiter's refusals
+            "ROOMFIT_LOG_LEVEL": "WARNING",
+        }
+        log = (folder / "uvicorn.log").open("wb")
+        uvicorn = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"),
+                *("--host", "127.0.0.1", "--port", str(port), "--workers", str(args.api_workers)),
+                *("--no-access-log", "--log-level", "warning"),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(port)
+        base = f"http://127.0.0.1:{port}"
+        auth = {"Authorization": f"Bearer {key}"}
+        body = preview_body(subject_id, width, height)
+        post_headers = {**auth, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        first = httpx.post(f"{base}/v1/previews", headers=post_headers, content=body, timeout=30)
+        first.raise_for_status()
+        preview_id = first.json()["id"]
+
+        scenarios = [
+            ("GET /v1/previews/{id}", "GET", f"{base}/v1/previews/{preview_id}", auth, None),
+            (f"POST /v1/previews ({width}x{height} JPEG room + PNG mask)", "POST", f"{base}/v1/previews",
+             post_headers, body),
+        ]  # fmt: skip
+        results = []
+        for name, method, url, headers, payload in scenarios:
+            for seconds, keep in ((args.warmup, False), (args.duration, True)):
+                if seconds <= 0:
+                    continue
+                if generator == "wrk":
+                    result = run_wrk(
+                        url, method, headers, payload, args.connections, seconds, args.wrk_threads, folder
+                    )
+                else:
+                    result = run_httpx(url, method, headers, payload, args.connections, seconds)
+                if keep:
+                    results.append({"route": name, "connections": args.connections, **result})
+        print(
+            f"\n{args.connections} concurrent clients, {args.duration} s each, {args.api_workers} uvicorn "
+            f"workers, {os.cpu_count()} CPUs shared by server, PostgreSQL, Redis and the load generator "
+            f"({generator})\n"
+        )
+        print("| route | requests/s | p50 ms | p99 ms | requests | non-2xx |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for r in results:
+            cells = [r["route"], f"{r['rps']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}"]
+            print("| " + " | ".join([*cells, str(r["requests"]), str(r["non_2xx"])]) + " |")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0 if all(r["non_2xx"] == 0 for r in results) else 1
+    finally:
+        if uvicorn is not None:
+            uvicorn.terminate()
+            try:
+                uvicorn.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                uvicorn.kill()
+        redis.stop()
+        postgres.discard()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
