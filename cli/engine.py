@@ -50,7 +50,13 @@ def paint(
             "roomfit: base model is `tiny` (random weights): the painted region will be noise", err=True
         )
     try:
-        base = get_base_model(model_name, device=settings.device, dtype=settings.dtype)
+        # same tiny folder as the workers', so `roomfit paint` and the service paint alike
+        base = get_base_model(
+            model_name,
+            device=settings.device,
+            dtype=settings.dtype,
+            tiny_dir=settings.resolved_models_dir / "tiny-pbe",
+        )
         painter = Painter(
             base,
             lora_rank=settings.lora_rank,
