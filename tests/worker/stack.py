@@ -9,6 +9,7 @@ which is the point of some tests).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,12 +20,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from sqlalchemy.orm import Session
 
+from core.blob_keys import adapter_key
 from core.blobstore import BlobStore, blob_store_from_settings
 from core.db import engine_for, session_factory
+from core.ids import new_id
 from core.queue import make_celery
 from core.settings import Settings
+from core.tables import Subject
+from models import get_base_model, inject_lora, write_adapter
+from models.lora import lora_parameters, lora_spec_of
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 120.0
@@ -142,3 +149,42 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):  # t
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def ready_subject_with_random_adapter(stack: Stack, tenant_id: str, models_dir: Path, seed: int = 3) -> str:
+    """A `ready` subject whose adapter is random but well-formed, as training would leave it."""
+    base = get_base_model("tiny", device="cpu", tiny_dir=models_dir / "tiny-pbe")
+    if getattr(base.unet, "roomfit_lora", None) is None:
+        base.lora = inject_lora(base.unet, rank=4)
+    generator = torch.Generator().manual_seed(seed)
+    lora = {
+        k: torch.randn(tuple(p.shape), generator=generator) * 0.5
+        for k, p in lora_parameters(base.unet).items()
+    }
+    data = write_adapter(
+        lora,
+        reference_embedding=torch.randn((1, base.image_encoder.proj_size), generator=generator),
+        base_model_id=base.model_id,
+        base_weights_hash=base.weights_hash,
+        spec=lora_spec_of(base.unet),
+    )
+    subject_id = new_id("sub")
+    key = adapter_key(tenant_id, subject_id, 1)
+    stack.blobs.put(key, data, content_type="application/octet-stream")
+    with stack.session() as session:
+        session.add(
+            Subject(
+                id=subject_id,
+                tenant_id=tenant_id,
+                name="random",
+                status="ready",
+                adapter_version=1,
+                adapter_key=key,
+                adapter_bytes=len(data),
+                adapter_sha256=hashlib.sha256(data).hexdigest(),
+                adapter_rank=4,
+                adapter_base_model="tiny",
+            )
+        )
+        session.commit()
+    return subject_id

@@ -2,64 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from core.blob_keys import adapter_key
-from core.tables import Job, Preview, Subject
-from models import get_base_model, inject_lora, write_adapter
-from models.lora import lora_parameters, lora_spec_of
+from core.tables import Job, Preview
 from tests.worker.conftest import make_tenant, submit_preview
-from tests.worker.stack import Stack, wait_for
+from tests.worker.stack import Stack, ready_subject_with_random_adapter, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def ready_subject_with_random_adapter(stack: Stack, tenant_id: str, models_dir: Path, seed: int = 3) -> str:
-    """A `ready` subject whose adapter is random but well-formed, as training would leave it."""
-    base = get_base_model("tiny", device="cpu", tiny_dir=models_dir / "tiny-pbe")
-    if getattr(base.unet, "roomfit_lora", None) is None:
-        base.lora = inject_lora(base.unet, rank=4)
-    generator = torch.Generator().manual_seed(seed)
-    lora = {
-        k: torch.randn(tuple(p.shape), generator=generator) * 0.5
-        for k, p in lora_parameters(base.unet).items()
-    }
-    data = write_adapter(
-        lora,
-        reference_embedding=torch.randn((1, base.image_encoder.proj_size), generator=generator),
-        base_model_id=base.model_id,
-        base_weights_hash=base.weights_hash,
-        spec=lora_spec_of(base.unet),
-    )
-    from core.ids import new_id
-
-    subject_id = new_id("sub")
-    key = adapter_key(tenant_id, subject_id, 1)
-    stack.blobs.put(key, data, content_type="application/octet-stream")
-    with stack.session() as session:
-        session.add(
-            Subject(
-                id=subject_id,
-                tenant_id=tenant_id,
-                name="random",
-                status="ready",
-                adapter_version=1,
-                adapter_key=key,
-                adapter_bytes=len(data),
-                adapter_sha256=hashlib.sha256(data).hexdigest(),
-                adapter_rank=4,
-                adapter_base_model="tiny",
-            )
-        )
-        session.commit()
-    return subject_id
 
 
 def _preview_done(stack: Stack, preview_id: str) -> Preview | None:
