@@ -29,20 +29,22 @@ _CODES: dict[int, str] = {
 }
 
 
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for these statuses, each a problem+json document."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         out[status] = {
             "description": f"{HTTPStatus(status).phrase}. Codes: {_CODES.get(status, 'see API.md')}",
-            "model": Problem,
-            "content": {PROBLEM_MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": {PROBLEM_MEDIA: {"schema": _PROBLEM_SCHEMA}},
         }
     return out
 
 
-AUTH = (401, 403, 429, 503)
-"""Every /v1 route can answer these."""
+AUTH = (401, 403, 422, 429, 503)
+"""Every /v1 route can answer these (422: a bad parameter or Idempotency-Key)."""
 
 _IMAGE = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP; ≤ 20 MB, ≤ 40 megapixels"}
 _IDEMPOTENCY = {
