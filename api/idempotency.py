@@ -82,9 +82,7 @@ def run_idempotent(
 ) -> Response:
     """Run `produce` once per (key, Idempotency-Key); commit; run its after-commit work."""
     key = idempotency_key(request)
-    if key is None or caller.tenant_id is None:
-        # Ops keys belong to no tenant and their actions (retry, cancel) are guarded by the job's
-        # state instead: a repeated retry answers 409, never a second run.
+    if key is None:
         outcome = produce()
         session.commit()
         _after(outcome)

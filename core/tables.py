@@ -251,6 +251,13 @@ class IdempotencyRecord(TenantOwned, Base):
     __tablename__ = "idempotency_records"
     __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_idempotency_records_key"),)
 
+    # Ops keys belong to no tenant, and their POSTs (retry, cancel) take Idempotency-Key too.
+    @declared_attr
+    def tenant_id(cls) -> Mapped[str | None]:  # type: ignore[override]
+        return mapped_column(
+            String(40), ForeignKey("tenants.id", ondelete="CASCADE"), index=True, nullable=True
+        )
+
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     api_key_id: Mapped[str] = mapped_column(String(40))
     key: Mapped[str] = mapped_column(String(255))

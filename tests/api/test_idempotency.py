@@ -151,3 +151,22 @@ def test_train_again_is_idempotent(sqlite_env: ApiEnv) -> None:
     assert first.status_code == second.status_code == 202
     with env.session() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 2
+
+
+def test_ops_keys_replay_too(env: ApiEnv) -> None:
+    """Ops keys belong to no tenant; their retries are replayed like any other key's."""
+    subject = _post(env, None).json()
+    with env.session() as session:
+        job = session.scalars(select(Job).where(Job.subject_id == subject["id"])).one()
+        job.status = "failed"
+        session.commit()
+    headers = {**env.ops(), "Idempotency-Key": "ops-retry"}
+    first = env.client.post(f"/v1/ops/jobs/{job.id}/retry", headers=headers)
+    again = env.client.post(f"/v1/ops/jobs/{job.id}/retry", headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.headers["idempotency-replayed"] == "true" and again.json() == first.json()
+    other = env.client.post(f"/v1/ops/jobs/{job.id}/cancel", headers=headers)
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused"
+    with env.session() as session:
+        record = session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.key == "ops-retry")).one()
+        assert record.tenant_id is None
