@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPVisionConfig
 
 from models.errors import ModelNotFoundError
@@ -150,13 +151,16 @@ def load_base_model(
             "not Paint-by-Example's 9 (latents + masked-image latents + mask)"
         )
     weights_hash = base_weights_hash(unet, image_encoder)
-    for module in (unet, vae, image_encoder):
-        module.eval().requires_grad_(False)
-        # Cast only when needed: diffusers warns on every `.to(dtype=...)`, even a no-op one.
-        if torch_dtype == torch.float32:
-            module.to(dev)
-        else:
+    # diffusers warns on every `.to(dtype=...)` that `torch_dtype=` in from_pretrained is preferred;
+    # roomfit loads fp32 on purpose (the hash above), so the cast is deliberate.
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        for module in (unet, vae, image_encoder):
+            module.eval().requires_grad_(False)
             module.to(device=dev, dtype=torch_dtype)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     return BaseModel(
         model_id=name,
         folder=folder,

@@ -58,3 +58,12 @@ def test_weights_hash_handles_tensors_of_real_size() -> None:
     layer = torch.nn.Linear(1, 1)
     layer.weight = torch.nn.Parameter(torch.zeros(1280 * 4 * 5760, 1))
     assert len(base_weights_hash(layer)) == 64
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_loads_with_the_same_weights_hash(
+    tiny_folder: Path, base: BaseModel, dtype: str
+) -> None:
+    half = load_base_model(str(tiny_folder), device="cpu", dtype=dtype)
+    assert half.unet.dtype == getattr(torch, dtype)
+    assert half.weights_hash == base.weights_hash  # adapters trained on a GPU in fp16 load on a CPU in fp32
