@@ -82,7 +82,6 @@ def train(
     from models.errors import RoomfitModelError
     from models.images import open_image
     from models.training import TrainProgress, TrainSettings, list_images, train_domain, train_subject
-    from models.training_checkpoint import CheckpointMismatch
     from models.training_pairs import SubjectPhoto
 
     settings = get_settings()
@@ -149,7 +148,7 @@ def train(
                     info={"label": label} if label else None,
                 )
             bar.update(n_steps - bar.n)  # a resumed run starts part-way
-    except (RoomfitModelError, CheckpointMismatch, ValueError) as exc:
+    except (RoomfitModelError, ValueError) as exc:
         code = getattr(exc, "code", "invalid_argument")
         typer.echo(json.dumps({"error": code, "detail": str(exc)}), err=True)
         raise typer.Exit(2) from exc

@@ -62,6 +62,9 @@ class TrainSettings:
     rank: int | None = None  # None: the rank already injected into the base, else models.lora's default
     alpha: float | None = None  # None: = rank (scaling 1), as models.lora.inject_lora
     lora_dropout: float = 0.0
+    # "all": the paper's loss over the whole latent; "painted": only the cells to paint (what
+    # inpainting keeps), which spends the budget on the product rather than the room around it
+    loss_on: Literal["all", "painted"] = "all"
     weight_decay: float = 1e-2
     max_grad_norm: float | None = 1.0
     seed: int = 0
@@ -241,7 +244,14 @@ def fine_tune(
         while step < settings.steps:
             pairs = sample(rng, settings.batch_size)
             optimizer.zero_grad(set_to_none=True)
-            loss = training_step(base, pairs, noise_scheduler, generator, amp_dtype=amp_dtype)
+            loss = training_step(
+                base,
+                pairs,
+                noise_scheduler,
+                generator,
+                amp_dtype=amp_dtype,
+                painted_only=settings.loss_on == "painted",
+            )
             scaler.scale(loss).backward()
             if settings.max_grad_norm:
                 scaler.unscale_(optimizer)
@@ -319,6 +329,7 @@ def training_step(
     generator: torch.Generator,
     *,
     amp_dtype: torch.dtype | None = None,
+    painted_only: bool = False,
 ) -> torch.Tensor:
     """The denoising loss of the UNet on one batch: noise the product's latents at a random timestep
     and predict that noise from the noisy latents, the masked photo and the reference embedding."""
@@ -330,7 +341,16 @@ def training_step(
         0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator
     ).to(latents.device)  # [B]
     return denoising_loss(
-        base.unet, noise_scheduler, latents, masked_latents, keep_latent, cond, noise, timesteps, amp_dtype
+        base.unet,
+        noise_scheduler,
+        latents,
+        masked_latents,
+        keep_latent,
+        cond,
+        noise,
+        timesteps,
+        amp_dtype,
+        painted_only=painted_only,
     )
 
 

@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
+from models.errors import RoomfitModelError
+
 CHECKPOINT_FILE = "checkpoint.pt"
 STATUS_FILE = "checkpoint.json"  # the step, readable without torch (for ops and tests)
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(RoomfitModelError):
     """The checkpoint folder holds a checkpoint of another training (other inputs or settings)."""
 
     code = "checkpoint_mismatch"
