@@ -79,7 +79,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `roomfit up` / `serve` bind to.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest accepted image file.")
     max_pixels: int = Field(40_000_000, description="Largest accepted image, in pixels (decoded).")
-    rate_limit: str = Field("120/minute", description="Per-key rate limit (limits' syntax).")
+    rate_limit: str = Field(
+        "600/minute",
+        description="Per-key rate limit (limits' syntax). Widgets poll a preview a few times a second.",
+    )
     idempotency_hours: int = Field(24, ge=24, description="How long Idempotency-Key records are kept.")
 
     # --- jobs --------------------------------------------------------------------------------

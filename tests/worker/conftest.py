@@ -29,6 +29,7 @@ COMMON_ENV = {
     "ROOMFIT_PREVIEW_STEPS": "2",
     "ROOMFIT_TRAIN_STEPS": "6",
     "ROOMFIT_LOG_LEVEL": "INFO",
+    "ROOMFIT_RATE_LIMIT": "100000/minute",  # the tests poll; rate limits have tests of their own
 }
 
 
