@@ -233,7 +233,7 @@ def main() -> None:
     # worker painting slower or faster than this process does.
     around = statistics.median(s - p for s, p in zip(service_ms, worker_paint_ms, strict=True))
     print(
-        f"\nservice overhead (service - engine medians) = {overhead:.1f} ms = {overhead / engine:.2f}x the painting"
+        f"\nservice overhead (service - engine medians) = {overhead:.1f} ms = {overhead / engine:.2f}x"
     )
     print(
         f"service overhead (per request: service - its own paint) = {around:.1f} ms = {around / engine:.2f}x"
