@@ -54,6 +54,7 @@ class JobContext:
     deadline: float
     stop_reason: str | None = None
     _last_report: float = 0.0
+    _stage: str | None = None
     _pending: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -75,13 +76,14 @@ class JobContext:
         timings: dict[str, float] | None = None,
         force: bool = False,
     ) -> None:
-        """Write progress, at most once a second unless `force` (stage changes are always written)."""
+        """Write progress, at most once a second unless `force` or the stage changes."""
         self.check()
         now = time.monotonic()
         if loss_point is not None:
             points = self._pending.setdefault("loss_points", [])
             points.append(loss_point)  # type: ignore[attr-defined]
-        if not (force or stage is not None or now - self._last_report >= REPORT_INTERVAL_SECONDS):
+        stage_changed = stage is not None and stage != self._stage
+        if not (force or stage_changed or now - self._last_report >= REPORT_INTERVAL_SECONDS):
             if progress is not None:
                 self._pending["progress"] = progress
             return
@@ -100,6 +102,8 @@ class JobContext:
             )
         self._pending.clear()
         self._last_report = now
+        if stage is not None:
+            self._stage = stage
 
 
 def _timeout_for(runtime: Runtime, kind: str) -> int:
