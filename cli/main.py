@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.engine import paint
+from cli.train import train
 from core.settings import get_settings
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ keys_app = typer.Typer(help="API keys: shown once, stored hashed.", no_args_is_h
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.command()(paint)
+app.command()(train)
 
 
 def _print_json(value: Any) -> None:
