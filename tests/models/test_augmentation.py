@@ -23,7 +23,7 @@ BOX = (30.4, 20.0, 70.0, 61.7)
 
 
 def object_like(image: Image.Image) -> np.ndarray:
-    """[H,W] bool: pixels of the "checker" object's palette (yellow/white: strong red and green)."""
+    """[H,W] bool: pixels of the "checker" object's palette (white / light grey: strong red and green)."""
     rgb = np.asarray(image.convert("RGB")).astype(int)
     return (rgb[..., 0] > 150) & (rgb[..., 1] > 150)
 

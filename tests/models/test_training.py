@@ -1,17 +1,18 @@
 """Acceptance 1: training learns the product, not just photos in general.
 
-A synthetic product ("checker": a bright checkerboard diamond) is pasted in varied poses (position,
-scale, rotation, flip) on varied random backgrounds. LoRA is trained on 6 views; the denoising loss
-(painted cells, fixed noise and timesteps, identical for both models) is measured on 12 HELD-OUT
-views of it and on the same 12 scenes with another object ("stripes": a dark striped disc) in its
-place, untuned base vs tuned.
+A synthetic product ("checker": a white / light grey checkerboard diamond) is pasted in varied
+poses (position, scale, rotation, flip) on varied random backgrounds. LoRA is trained on 6 views;
+the denoising loss (painted cells, fixed noise and timesteps, identical for both models) is
+measured on 12 HELD-OUT views of it and on the same 12 scenes with another object in its place
+("stripes": a black / dark grey striped disc), untuned base vs tuned.
 
-Measured here (2 CPU cores, torch 2.13 CPU, these seeds): the held-out checker loss drops
-16.92 % (base -> tuned), the stripes loss 16.73 %: the product's own gain leads by 0.18 points.
-That lead is small, and honest: the tiny model's weights are random, so most of what any adapter
-learns in 150 steps is denoising in general (shared by both objects, since their views share
-backgrounds and poses); only the lead is knowledge of this object. The thresholds keep slack:
-a gain of at least 10 % and a lead of at least 0.05 points.
+Measured here (2 CPU cores, torch 2.13 CPU, these seeds; ~10 s on an idle machine): the held-out
+checker loss drops 17.1 % (1.1449 -> 0.9489), the stripes loss 15.7 % (1.1313 -> 0.9537): the
+product's own gain leads by 1.4 points (in a sweep: 0.7 at 50 steps, ~1.5 at 100-150, 1.2 at 300;
+2.2 at 300 steps with lr 1e-2). Most of what any adapter learns in 150 steps on
+a model with random weights is denoising in general (shared by both objects, whose views share
+backgrounds and poses); the lead is what it learnt about this object. The thresholds keep slack:
+a gain of at least 10 % and a lead of at least 0.5 points.
 
 Two choices the test makes, and why:
 - lr 3e-3 instead of the paper's 3e-5: the budget is 150 steps on a random tiny model, not 400+
@@ -40,8 +41,8 @@ from tests.models.training_fixtures import views
 TRAIN_VIEWS, HELD_OUT = range(0, 6), range(100, 112)
 SETTINGS = TrainSettings(steps=150, learning_rate=3e-3, batch_size=4, seed=1)
 TIMESTEPS = (50, 150, 300, 450)  # where the clean latents still matter; above, denoising is generic
-MIN_GAIN = 0.10  # relative drop of the held-out product's loss (measured 0.169)
-MIN_LEAD = 0.0005  # gain minus the other object's gain (measured 0.0018)
+MIN_GAIN = 0.10  # relative drop of the held-out product's loss (measured 0.171)
+MIN_LEAD = 0.005  # gain minus the other object's gain (measured 0.014)
 
 
 @pytest.fixture(scope="module")
