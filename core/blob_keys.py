@@ -2,7 +2,7 @@
 
     tenants/{tenant}/subjects/{subject}/photos/{index}.{ext}
     tenants/{tenant}/subjects/{subject}/adapter/{version}.safetensors
-    tenants/{tenant}/previews/{preview}/room.png
+    tenants/{tenant}/previews/{preview}/room.{png|jpg|webp}
     tenants/{tenant}/previews/{preview}/mask.png
     tenants/{tenant}/previews/{preview}/result.png
 
@@ -27,6 +27,13 @@ def _segment(kind: str, value: str) -> str:
     return value
 
 
+def _extension(ext: str) -> str:
+    ext = ext.lower().lstrip(".")
+    if not _EXTENSION.fullmatch(ext):
+        raise ValueError(f"file extension must be short letters/digits: {ext!r}")
+    return ext
+
+
 def tenant_prefix(tenant: str) -> str:
     """Everything one tenant (account) owns."""
     return f"tenants/{_segment('tenant id', tenant)}/"
@@ -41,10 +48,7 @@ def photo_key(tenant: str, subject: str, index: int, ext: str) -> str:
     """The `index`-th product photo of a subject (0-based), with its file extension (`jpg`, `png`)."""
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise ValueError(f"photo index must be a non-negative integer: {index!r}")
-    ext = ext.lower().lstrip(".")
-    if not _EXTENSION.fullmatch(ext):
-        raise ValueError(f"photo extension must be short letters/digits: {ext!r}")
-    return f"{subject_prefix(tenant, subject)}photos/{index}.{ext}"
+    return f"{subject_prefix(tenant, subject)}photos/{index}.{_extension(ext)}"
 
 
 def photos_prefix(tenant: str, subject: str) -> str:
@@ -61,8 +65,9 @@ def preview_prefix(tenant: str, preview: str) -> str:
     return f"{tenant_prefix(tenant)}previews/{_segment('preview id', preview)}/"
 
 
-def preview_room_key(tenant: str, preview: str) -> str:
-    return f"{preview_prefix(tenant, preview)}room.png"
+def preview_room_key(tenant: str, preview: str, ext: str = "png") -> str:
+    """The room as uploaded (`jpg`, `webp`) when it was already upright RGB, else a normalised PNG."""
+    return f"{preview_prefix(tenant, preview)}room.{_extension(ext)}"
 
 
 def preview_mask_key(tenant: str, preview: str) -> str:

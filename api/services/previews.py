@@ -58,10 +58,8 @@ def create_preview(
 
     preview_id = new_id("prv")
     room_bytes, room_ext, room_type = room.stored()
-    # The layout's room.png, or room.jpg / room.webp when the room is stored as sent.
-    room_key = preview_room_key(tenant_id, preview_id)
-    if room_ext != "png":
-        room_key = f"{preview_prefix(tenant_id, preview_id)}room.{room_ext}"
+    # room.png, or room.jpg / room.webp when the room is stored as sent.
+    room_key = preview_room_key(tenant_id, preview_id, room_ext)
     preview = Preview(
         id=preview_id,
         subject_id=subject.id,
