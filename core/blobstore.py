@@ -288,6 +288,7 @@ class S3BlobStore(BlobStore):
         access_key: str | None = None,
         secret_key: str | None = None,
         prefix: str = "",
+        public_endpoint_url: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_attempts: int = 3,
@@ -300,22 +301,30 @@ class S3BlobStore(BlobStore):
         self.bucket = bucket
         self.prefix = _folder_prefix(prefix)
         self.region = region
-        self._client: Any = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            config=Config(
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"max_attempts": max_attempts, "mode": "standard"},
-                # presigned URLs too: AWS regions opened since 2014 accept nothing older
-                signature_version="s3v4",
-                # custom endpoints (MinIO, SeaweedFS) rarely have wildcard DNS for bucket hosts
-                s3={"addressing_style": "path" if endpoint_url else "auto"},
-            ),
-        )
+
+        def client(endpoint: str | None) -> Any:
+            return boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=region,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=Config(
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                    retries={"max_attempts": max_attempts, "mode": "standard"},
+                    # presigned URLs too: AWS regions opened since 2014 accept nothing older
+                    signature_version="s3v4",
+                    # custom endpoints (MinIO, SeaweedFS) rarely have wildcard DNS for bucket hosts
+                    s3={"addressing_style": "path" if endpoint else "auto"},
+                ),
+            )
+
+        self._client: Any = client(endpoint_url)
+        # Browsers fetch presigned URLs from outside: behind compose or Kubernetes the endpoint the
+        # workers use (http://minio:9000) is not one a shopper can reach. The host is part of what
+        # SigV4 signs, so those URLs are signed by a client that names the public endpoint.
+        self._presigner: Any = client(public_endpoint_url) if public_endpoint_url else self._client
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
 
@@ -482,7 +491,7 @@ class S3BlobStore(BlobStore):
         self._head(key)
         with self._errors(key):
             return str(
-                self._client.generate_presigned_url(
+                self._presigner.generate_presigned_url(
                     "get_object",
                     Params={"Bucket": self.bucket, "Key": self._object(key)},
                     ExpiresIn=int(seconds),
@@ -518,6 +527,7 @@ def blob_store_from_settings(settings: Settings) -> BlobStore:
             access_key=settings.s3_access_key_id,
             secret_key=settings.s3_secret_access_key,
             prefix=unquote(parts.path).strip("/"),
+            public_endpoint_url=settings.s3_public_endpoint_url,
         )
     raise ValueError(
         f"ROOMFIT_BLOB_URL: unsupported scheme {parts.scheme!r} in {url!r}; use file:/// or s3://"

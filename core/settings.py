@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         "SeaweedFS); `file:///abs/path` for another folder.",
     )
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint for MinIO/SeaweedFS; None for AWS.")
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint as browsers reach it, for presigned result URLs (e.g. "
+        "https://s3.shop.example); None: the same as s3_endpoint_url.",
+    )
     s3_region: str = Field("us-east-1", description="S3 region.")
     s3_access_key_id: str | None = Field(None, description="S3 access key (else boto3's usual chain).")
     s3_secret_access_key: str | None = Field(None, description="S3 secret key (else boto3's usual chain).")

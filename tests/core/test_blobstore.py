@@ -296,6 +296,27 @@ def test_s3_store_creates_its_bucket_and_stores_under_its_prefix(s3_settings: S3
     assert whole.list() == ["one/a/b", "two/a/b"]
 
 
+def test_s3_presigned_urls_name_the_public_endpoint(s3_settings: S3Settings) -> None:
+    """Workers reach S3 at one address, browsers at another: presigned URLs carry the public one,
+    signed for it, and fetching them there works."""
+    internal = urlsplit(s3_settings.endpoint)
+    public = f"http://localhost:{internal.port}"  # another name for the same server
+    store = blob_store_from_settings(
+        Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            blob_url=f"s3://roomfit-public-{secrets.token_hex(4)}",
+            s3_endpoint_url=s3_settings.endpoint,
+            s3_public_endpoint_url=public,
+            s3_access_key_id=s3_settings.access_key,
+            s3_secret_access_key=s3_settings.secret_key,
+        )
+    )
+    store.put("a/result.png", b"painted")
+    url = store.presign("a/result.png", 60)
+    assert url.startswith(public + "/") and internal.hostname not in url
+    assert _fetch(url) == b"painted"
+
+
 # --- from settings, and the key layout -------------------------------------------------------
 
 
