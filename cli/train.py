@@ -44,7 +44,9 @@ def train(
         str | None, typer.Option(help="What the product is (couch, bed, chair ...): the detector's hint.")
     ] = None,
     boxes: Annotated[
-        str | None, typer.Option(help="JSON list, one per photo: [x0,y0,x1,y1] in pixels, or null to detect.")
+        str | None,
+        # "\\[" : typer's rich help would read [x0,...] as markup and drop it
+        typer.Option(help="JSON list, one per photo: \\[x0,y0,x1,y1] in pixels, or null to detect."),
     ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, help="Training steps (default ROOMFIT_TRAIN_STEPS).")
