@@ -8,6 +8,7 @@ subject and version, so an attempt after a killed worker on the same machine res
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -139,7 +140,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
             result = train_subject(
                 base,
                 train_photos,
-                TrainSettings(**{**train_settings.__dict__, "batch_size": smaller}),
+                dataclasses.replace(train_settings, batch_size=smaller),
                 progress=on_progress,
                 checkpoint_dir=checkpoints / f"batch{smaller}",
                 info=info,
