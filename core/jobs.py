@@ -15,13 +15,13 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.ids import new_id
+from core.job_state import ACTIVE as ACTIVE_STATUSES
 from core.job_state import mark_enqueued
 from core.queue import enqueue
 from core.tables import Job, Preview, Subject
 
 log = logging.getLogger("roomfit.jobs")
 
-ACTIVE_STATUSES = ("queued", "running")
 RETRYABLE_STATUSES = ("failed", "cancelled")
 
 

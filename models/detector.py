@@ -12,10 +12,7 @@ detector outputs; `annotate_photos` applies it per photo, lets a caller's box wi
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ from PIL import Image
 
 from models.base_model import resolve_device_dtype
 from models.errors import ModelNotFoundError, RoomfitModelError
+from models.model_folder import build_folder_once
 
 SETTING = "ROOMFIT_DETECTOR"
 DEFAULT_DETECTOR = "facebook/detr-resnet-50"
@@ -284,25 +282,14 @@ def build_tiny_detector() -> tuple[torch.nn.Module, object]:
 
 def ensure_tiny_detector(folder: Path | str | None = None) -> Path:
     """Build the tiny detector folder once (atomically) and return it."""
-    folder = Path(folder) if folder is not None else default_tiny_detector_dir()
-    if (folder / TINY_MARKER).exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-detr-", dir=folder.parent))
-    try:
+
+    def build(staging: Path) -> None:
         model, processor = build_tiny_detector()
         model.save_pretrained(staging)  # type: ignore[attr-defined]
         processor.save_pretrained(staging)  # type: ignore[attr-defined]
-        (staging / TINY_MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": TINY_SEED}))
-        try:
-            staging.rename(folder)
-        except OSError:  # another process finished first
-            if not (folder / TINY_MARKER).exists():
-                shutil.rmtree(folder, ignore_errors=True)
-                staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+
+    folder = Path(folder) if folder is not None else default_tiny_detector_dir()
+    return build_folder_once(folder, TINY_MARKER, {"version": TINY_VERSION, "seed": TINY_SEED}, build)
 
 
 def resolve_detector_folder(name: str, tiny_dir: Path | str | None = None) -> Path:

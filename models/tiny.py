@@ -10,16 +10,14 @@ Its images are noise; everything around them is real.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPVisionConfig
 
+from models.model_folder import build_folder_once
 from models.pbe_components import ClipImageProcessor, PaintByExampleImageEncoder
 
 # Bump when any size below changes: the cached folder's name carries it, so stale builds are ignored.
@@ -97,22 +95,10 @@ def build_tiny_components(embed_dim: int = 32) -> dict[str, object]:
 
 def ensure_tiny_model(folder: Path | str | None = None) -> Path:
     """Build the tiny model folder once (atomically) and return it; later calls reuse it."""
-    folder = Path(folder) if folder is not None else default_tiny_dir()
-    if (folder / MARKER).exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=folder.parent))
-    try:
+
+    def build(staging: Path) -> None:
         for name, component in build_tiny_components().items():
             component.save_pretrained(staging / name)  # type: ignore[attr-defined]
-        (staging / MARKER).write_text(json.dumps({"version": TINY_VERSION, "seed": TINY_SEED}))
-        try:
-            staging.rename(folder)
-        except OSError:
-            # Another process finished first (or an old incomplete folder is there): keep a complete one.
-            if not (folder / MARKER).exists():
-                shutil.rmtree(folder, ignore_errors=True)
-                staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+
+    folder = Path(folder) if folder is not None else default_tiny_dir()
+    return build_folder_once(folder, MARKER, {"version": TINY_VERSION, "seed": TINY_SEED}, build)
