@@ -1,4 +1,5 @@
-"""The life of a job row: claim with a lease, heartbeat, progress, finish, and reconcile.
+"""The life of a job row, in one place: create, claim with a lease, heartbeat, progress, finish,
+release, cancel and retry. Every change of `Job.status` is a function here.
 
 The database is the truth about every job; a broker message only says "look at job X". So every
 transition here is one conditional UPDATE, and a task that finds it cannot claim its job (already
@@ -9,21 +10,23 @@ by job id and lets the reconciler re-send ids freely.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
+from core import previews, subjects
 from core.clock import utcnow
+from core.ids import new_id
 from core.tables import Job, Preview, Subject
 
 log = logging.getLogger("roomfit.jobs")
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
+RETRYABLE = ("failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,39 @@ class JobCancelled(RuntimeError):
     """The job was cancelled (e.g. its subject deleted) while it ran."""
 
 
+class JobConflict(ValueError):
+    """The job is not in a state that allows the transition asked for."""
+
+
+def new_job(
+    tenant_id: str,
+    kind: str,
+    *,
+    subject_id: str | None = None,
+    preview_id: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Job:
+    """A queued job row (not yet added to a session)."""
+    return Job(
+        id=new_id("job"),
+        tenant_id=tenant_id,
+        kind=kind,
+        subject_id=subject_id,
+        preview_id=preview_id,
+        status="queued",
+        params=params or {},
+    )
+
+
+def target_of(session: Session, job: Job) -> Subject | Preview | None:
+    """The subject a train job trains, or the preview a preview job paints (None once deleted)."""
+    if job.kind == "train" and job.subject_id:
+        return session.get(Subject, job.subject_id)
+    if job.kind == "preview" and job.preview_id:
+        return session.get(Preview, job.preview_id)
+    return None
+
+
 def claim(session: Session, job_id: str, worker: str, lease_seconds: int, max_attempts: int) -> Claim | None:
     """Take the job for this worker, or None when it is not ours to run.
 
@@ -53,13 +89,7 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: int, max_at
         log.warning("job %s: no such job; message dropped", job_id)
         return None
     if job.attempts >= max_attempts and job.status in ACTIVE:
-        _finish_row(
-            session,
-            job,
-            "failed",
-            "too_many_attempts",
-            f"gave up after {job.attempts} attempts (the worker running it stopped each time)",
-        )
+        give_up(session, job, "(the worker running it stopped each time)")
         session.commit()
         return None
     result = session.execute(
@@ -161,22 +191,19 @@ def _finish_row(session: Session, job: Job, status: str, code: str | None, messa
     _mirror(session, job)
 
 
+def give_up(session: Session, job: Job, why: str = "") -> None:
+    """Fail a job that has used all its attempts (`too_many_attempts`); the caller commits."""
+    message = f"gave up after {job.attempts} attempts" + (f" {why}" if why else "")
+    _finish_row(session, job, "failed", "too_many_attempts", message)
+
+
 def _mirror(session: Session, job: Job) -> None:
-    """Subjects and previews show their job's progress; statuses are set by the tasks themselves."""
-    target: Any = None
-    if job.kind == "train" and job.subject_id:
-        target = session.get(Subject, job.subject_id)
-    elif job.kind == "preview" and job.preview_id:
-        target = session.get(Preview, job.preview_id)
-    if target is None:
-        return
-    target.progress = job.progress
+    """Subjects and previews show their job's progress, and end when it fails or is cancelled."""
+    target = target_of(session, job)
     if isinstance(target, Subject):
-        target.stage = job.stage
-    if job.status in ("failed", "cancelled"):
-        target.status = job.status
-        target.error_code = job.error_code
-        target.error_message = job.error_message
+        subjects.follow_job(target, job)
+    elif isinstance(target, Preview):
+        previews.follow_job(target, job)
 
 
 def release(session: Session, held: Claim) -> None:
@@ -190,55 +217,41 @@ def release(session: Session, held: Claim) -> None:
     session.commit()
 
 
-def mark_enqueued(session: Session, job_ids: Iterable[str]) -> None:
-    now = utcnow()
-    session.execute(
-        update(Job)
-        .where(Job.id.in_(list(job_ids)))
-        .values(enqueued_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
+def request_cancel(session: Session, job: Job) -> None:
+    """Cancel a queued or running job: a running worker sees `cancel_requested` at its next heartbeat."""
+    if job.status not in ACTIVE:
+        raise JobConflict(f"job {job.id} is {job.status}; only queued or running jobs can be cancelled")
+    job.cancel_requested = True
+    job.status = "cancelled"
+    job.finished_at = utcnow()
+    job.lease_expires_at = None
+    target = target_of(session, job)
+    if isinstance(target, Subject):
+        subjects.mark_cancelled(target)
+    elif isinstance(target, Preview):
+        previews.mark_cancelled(target)
 
 
-def reconcile(
-    session: Session,
-    *,
-    enqueue: Callable[[str, str], None],
-    in_broker: set[str] | None,
-    max_attempts: int,
-    requeue_after: timedelta,
-) -> list[str]:
-    """Re-send the ids of jobs that would otherwise never finish; returns those ids.
-
-    - running jobs whose lease expired: their worker died (kill -9, node lost);
-    - queued jobs missing from the broker: the broker lost its data. `in_broker` is the set of job
-      ids the broker holds; when it cannot be known (None), queued jobs not (re)sent for
-      `requeue_after` are sent again — a duplicate message is harmless, claim() drops it.
-    Jobs out of attempts are failed with `too_many_attempts` instead.
-    """
-    now = utcnow()
-    resent: list[str] = []
-    expired = session.scalars(
-        select(Job)
-        .where(Job.status == "running", Job.lease_expires_at < now)
-        .with_for_update(skip_locked=True)
-    ).all()
-    queued = session.scalars(select(Job).where(Job.status == "queued", Job.cancel_requested.is_(False))).all()
-    for job in [*expired, *queued]:
-        if job.status == "queued":
-            if in_broker is not None and job.id in in_broker:
-                continue
-            if in_broker is None and job.enqueued_at and now - job.enqueued_at < requeue_after:
-                continue
-        if job.attempts >= max_attempts:
-            _finish_row(session, job, "failed", "too_many_attempts", f"gave up after {job.attempts} attempts")
-            continue
-        job.enqueued_at = now
-        resent.append(job.id)
-    session.commit()
-    for job_id in resent:
-        job = session.get(Job, job_id)
-        enqueue(job.kind, job_id)  # type: ignore[union-attr]
-        log.warning("reconciler: re-sent job %s", job_id)
-    return resent
+def reset_for_retry(session: Session, job: Job) -> None:
+    """Put a failed or cancelled job back in the queue with fresh attempts (commit, then send it)."""
+    if job.status not in RETRYABLE:
+        raise JobConflict(f"job {job.id} is {job.status}; only failed or cancelled jobs can be retried")
+    target = target_of(session, job)
+    if target is None and (job.subject_id or job.preview_id):
+        raise JobConflict(f"job {job.id}: its subject or preview was deleted")
+    job.status = "queued"
+    job.cancel_requested = False
+    job.attempts = 0
+    job.progress = 0.0
+    job.stage = None
+    job.error_code = None
+    job.error_message = None
+    job.worker = None
+    job.lease_expires_at = None
+    job.started_at = None
+    job.finished_at = None
+    job.enqueued_at = None
+    if isinstance(target, Subject):
+        subjects.reset_for_training(target)
+    elif isinstance(target, Preview):
+        previews.reset_for_rendering(target)

@@ -8,12 +8,13 @@ the reconciler) go through `OpsRepository`, which says so in its name.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from core.tables import Base, Job, Preview, Subject, Tenant
+from core.tables import Base, Job, Preview, Subject, Tenant, Webhook, WebhookDelivery
 
 M = TypeVar("M", bound=Base)
 
@@ -88,6 +89,11 @@ class TenantRepository:
     def jobs_of_subject(self, subject_id: str) -> Sequence[Job]:
         return self.session.scalars(self.select(Job).where(Job.subject_id == subject_id)).all()
 
+    # --- webhooks -----------------------------------------------------------------------------
+    def webhook(self) -> Webhook | None:
+        """The tenant's one webhook endpoint, if it set one."""
+        return self.session.scalars(self.select(Webhook)).first()
+
 
 class OpsRepository:
     """Reads across tenants, for ops keys and the reconciler only."""
@@ -97,6 +103,30 @@ class OpsRepository:
 
     def job(self, job_id: str) -> Job | None:
         return self.session.get(Job, job_id)
+
+    def expired_jobs(self, now: datetime) -> Sequence[Job]:
+        """Running jobs whose lease ran out (their worker died), locked for this reconciler pass."""
+        return self.session.scalars(
+            select(Job)
+            .where(Job.status == "running", Job.lease_expires_at < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+
+    def queued_jobs(self) -> Sequence[Job]:
+        return self.session.scalars(
+            select(Job).where(Job.status == "queued", Job.cancel_requested.is_(False))
+        ).all()
+
+    def delivery(self, delivery_id: str) -> WebhookDelivery | None:
+        return self.session.get(WebhookDelivery, delivery_id)
+
+    def stalled_deliveries(self, due_before: datetime) -> Sequence[str]:
+        """Ids of pending webhook deliveries whose retry time is long past: their message was lost."""
+        return self.session.scalars(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at < due_before
+            )
+        ).all()
 
     def jobs(self, *, status: str | None = None, kind: str | None = None, limit: int = 100) -> Sequence[Job]:
         stmt = select(Job).order_by(Job.id.desc()).limit(limit)

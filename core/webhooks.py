@@ -1,4 +1,5 @@
-"""Webhook signing, shared by the API (which hands out secrets) and the worker (which signs deliveries).
+"""Webhooks: signing, shared by the API (which hands out secrets) and the worker (which signs
+deliveries), and the life of a delivery row (pending → delivered | failed), all in one place.
 
 `Roomfit-Signature: t=<unix>,v1=<hex hmac_sha256(secret, "<t>.<body>")>` as API.md documents. The
 timestamp is inside the signed text, so a receiver that also rejects old timestamps is safe from
@@ -11,6 +12,12 @@ import hashlib
 import hmac
 import secrets
 import time
+from datetime import datetime
+from typing import Any
+
+from core.clock import utcnow
+from core.ids import new_id
+from core.tables import WebhookDelivery
 
 SECRET_PREFIX = "whsec_"
 HEADER = "Roomfit-Signature"
@@ -48,3 +55,31 @@ def verify(
         return False
     expected = _digest(secret, timestamp, body)
     return any(hmac.compare_digest(expected, candidate) for candidate in parts.get("v1", []))
+
+
+def new_delivery(tenant_id: str, event: str, data: dict[str, Any]) -> WebhookDelivery:
+    """A pending delivery of `event` (not yet added to a session), due now."""
+    return WebhookDelivery(
+        id=new_id("whd"),
+        tenant_id=tenant_id,
+        event=event,
+        status="pending",
+        payload={"id": new_id("evt"), "type": event, "created": int(time.time()), "data": data},
+        next_attempt_at=utcnow(),
+    )
+
+
+def mark_delivered(delivery: WebhookDelivery) -> None:
+    delivery.status = "delivered"
+    delivery.last_error = None
+
+
+def mark_failed(delivery: WebhookDelivery, error: str) -> None:
+    """No more attempts: the webhook was removed or the attempts ran out."""
+    delivery.status = "failed"
+    delivery.last_error = error
+
+
+def schedule_retry(delivery: WebhookDelivery, error: str, at: datetime) -> None:
+    delivery.last_error = error
+    delivery.next_attempt_at = at

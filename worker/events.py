@@ -15,12 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import webhooks
 from core.clock import utcnow
-from core.ids import new_id
-from core.tables import Preview, Subject, Webhook, WebhookDelivery
+from core.repository import OpsRepository, TenantRepository
+from core.tables import Preview, Subject
 
 log = logging.getLogger("roomfit.webhooks")
 
@@ -64,17 +64,10 @@ def preview_payload(preview: Preview) -> dict[str, Any]:
 
 def emit_event(session: Session, tenant_id: str, event: str, data: dict[str, Any]) -> str | None:
     """Record a delivery for the tenant's webhook (if any), commit, and send its id to the queue."""
-    hook = session.scalars(select(Webhook).where(Webhook.tenant_id == tenant_id)).first()
-    if hook is None:
+    if TenantRepository(session, tenant_id).webhook() is None:
         session.commit()
         return None
-    delivery = WebhookDelivery(
-        id=new_id("whd"),
-        tenant_id=tenant_id,
-        event=event,
-        payload={"id": new_id("evt"), "type": event, "created": int(time.time()), "data": data},
-        next_attempt_at=utcnow(),
-    )
+    delivery = webhooks.new_delivery(tenant_id, event, data)
     session.add(delivery)
     session.commit()
     from worker.celery_app import celery_app
@@ -93,22 +86,19 @@ def backoff_seconds(attempt: int) -> float:
 
 def deliver(session: Session, delivery_id: str, client: httpx.Client | None = None) -> str:
     """Try one delivery; returns delivered | retry | failed | skipped."""
-    from core.webhooks import sign
-
-    delivery = session.get(WebhookDelivery, delivery_id)
+    delivery = OpsRepository(session).delivery(delivery_id)
     if delivery is None or delivery.status != "pending":
         return "skipped"
-    hook = session.scalars(select(Webhook).where(Webhook.tenant_id == delivery.tenant_id)).first()
+    hook = TenantRepository(session, delivery.tenant_id).webhook()
     if hook is None:
-        delivery.status = "failed"
-        delivery.last_error = "the webhook was removed"
+        webhooks.mark_failed(delivery, "the webhook was removed")
         session.commit()
         return "failed"
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True)
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
-        "Roomfit-Signature": sign(hook.secret, timestamp, body),
+        "Roomfit-Signature": webhooks.sign(hook.secret, timestamp, body),
         "User-Agent": "roomfit-webhooks/1",
     }
     delivery.attempts += 1
@@ -122,18 +112,17 @@ def deliver(session: Session, delivery_id: str, client: httpx.Client | None = No
             if owned:
                 http.close()
         if 200 <= response.status_code < 300:
-            delivery.status = "delivered"
-            delivery.last_error = None
+            webhooks.mark_delivered(delivery)
             session.commit()
             return "delivered"
         error = f"HTTP {response.status_code}"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
-    delivery.last_error = error
     if delivery.attempts >= MAX_DELIVERY_ATTEMPTS:
-        delivery.status = "failed"
+        webhooks.mark_failed(delivery, error)
         session.commit()
         return "failed"
-    delivery.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(delivery.attempts))
+    at = utcnow() + timedelta(seconds=backoff_seconds(delivery.attempts))
+    webhooks.schedule_retry(delivery, error, at)
     session.commit()
     return "retry"

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from core import job_state
 from core.blobstore import BlobStoreUnavailable
+from core.repository import OpsRepository
 from core.tables import Job, Preview, Subject
 from worker.events import emit_event, preview_payload, subject_payload
 from worker.runtime import Runtime
@@ -122,7 +123,7 @@ def run_job(runtime: Runtime, job_id: str, work: Callable[[JobContext, Job], Non
         held = job_state.claim(session, job_id, runtime.name, s.lease_seconds, s.max_attempts)
         if held is None:
             return "skipped"
-        job = session.get(Job, job_id)
+        job = OpsRepository(session).job(job_id)
         assert job is not None
         session.expunge(job)
     ctx = JobContext(runtime, held, deadline=time.monotonic() + _timeout_for(runtime, job.kind))
@@ -202,13 +203,12 @@ def _finish(
 
 def _emit_failure(session: Session, job_id: str) -> None:
     """`subject.failed` / `preview.failed` for the shop's webhook."""
-    job = session.get(Job, job_id)
-    if job is None:
-        return
-    if job.kind == "train" and (subject := session.get(Subject, job.subject_id)) is not None:
-        emit_event(session, job.tenant_id, "subject.failed", subject_payload(subject))
-    elif job.kind == "preview" and (preview := session.get(Preview, job.preview_id)) is not None:
-        emit_event(session, job.tenant_id, "preview.failed", preview_payload(preview))
+    job = OpsRepository(session).job(job_id)
+    target = job_state.target_of(session, job) if job is not None else None
+    if isinstance(target, Subject):
+        emit_event(session, target.tenant_id, "subject.failed", subject_payload(target))
+    elif isinstance(target, Preview):
+        emit_event(session, target.tenant_id, "preview.failed", preview_payload(target))
 
 
 def _release(runtime: Runtime, held: job_state.Claim) -> None:

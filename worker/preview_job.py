@@ -5,30 +5,36 @@ from __future__ import annotations
 import io
 import time
 
-from core import job_state
+from core import job_state, previews
 from core.blob_keys import preview_result_key
-from core.clock import utcnow
+from core.repository import TenantRepository
 from core.tables import Job, Preview, Subject
 from worker.events import emit_event, preview_payload
 from worker.job_runner import JobContext, JobFailed
 
-DEFAULT_GUIDANCE = 5.0
-
 
 def render_preview_work(ctx: JobContext, job: Job) -> None:
-    from models import AdapterError, InvalidImageError, PaintRequest, open_image, open_mask
+    from models import (
+        DEFAULT_GUIDANCE_SCALE,
+        AdapterError,
+        InvalidImageError,
+        PaintRequest,
+        open_image,
+        open_mask,
+    )
 
     runtime = ctx.runtime
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with runtime.session() as session:
-        preview = session.get(Preview, job.preview_id)
+        repo = TenantRepository(session, job.tenant_id)
+        preview = repo.get(Preview, job.preview_id or "")
         if preview is None:
             raise JobFailed("preview_not_found", f"preview {job.preview_id} no longer exists")
-        subject = session.get(Subject, preview.subject_id)
+        subject = repo.get(Subject, preview.subject_id)
         if subject is None or subject.status != "ready" or not subject.adapter_key:
             raise JobFailed("subject_not_ready", f"subject {preview.subject_id} has no ready adapter")
-        preview.status = "running"
+        previews.mark_running(preview)
         session.commit()
         session.expunge_all()
     ctx.report(stage="loading", progress=0.02)
@@ -44,7 +50,7 @@ def render_preview_work(ctx: JobContext, job: Job) -> None:
 
     painter = runtime.painter  # loaded once per process
     steps = preview.steps or runtime.settings.default_preview_steps
-    guidance = preview.guidance_scale if preview.guidance_scale is not None else DEFAULT_GUIDANCE
+    guidance = preview.guidance_scale if preview.guidance_scale is not None else DEFAULT_GUIDANCE_SCALE
 
     def on_step(done: int, total: int) -> None:
         ctx.report(stage="painting", progress=0.05 + 0.9 * done / max(total, 1))
@@ -72,14 +78,10 @@ def render_preview_work(ctx: JobContext, job: Job) -> None:
     timings["total"] = time.perf_counter() - started
 
     with runtime.session() as session:
-        row = session.get(Preview, preview.id)
+        row = TenantRepository(session, job.tenant_id).get(Preview, preview.id)
         if row is None:  # deleted while painting: drop the result with it
             runtime.blobs.delete(key)
             return
-        row.status = "succeeded"
-        row.result_key = key
-        row.progress = 1.0
-        row.timings = {k: round(v, 4) for k, v in timings.items()}
-        row.updated_at = utcnow()
+        previews.finish(row, key, timings)
         job_state.finish(session, ctx.held, "succeeded")
         emit_event(session, row.tenant_id, "preview.succeeded", preview_payload(row))

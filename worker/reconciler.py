@@ -1,6 +1,6 @@
 """The reconciler loop: every worker process runs one, so no job waits on a single scheduler.
 
-Running it in several processes at once is safe: `core.job_state.reconcile` only re-sends ids, and
+Running it in several processes at once is safe: `core.dispatch.reconcile` only re-sends ids, and
 a duplicate message is dropped by `claim`. Losing a worker (lease expiry) or the broker's data
 (queued jobs missing from it) therefore loses no job.
 """
@@ -12,13 +12,12 @@ import threading
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import job_state
+from core import dispatch
 from core.clock import utcnow
 from core.queue import enqueue, job_ids_in_broker
-from core.tables import WebhookDelivery
+from core.repository import OpsRepository
 from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.reconciler")
@@ -29,7 +28,7 @@ def reconcile_once(runtime: Runtime) -> list[str]:
     app = runtime.celery
     with runtime.session() as session:
         _resend_stalled_deliveries(session, app, timedelta(seconds=2 * settings.lease_seconds))
-        return job_state.reconcile(
+        return dispatch.reconcile(
             session,
             enqueue=lambda kind, job_id: enqueue(app, kind, job_id),
             in_broker=job_ids_in_broker(app),
@@ -57,11 +56,6 @@ def start_reconciler(runtime: Runtime, interval: float | None = None) -> threadi
 def _resend_stalled_deliveries(session: Session, app: Celery, grace: timedelta) -> None:
     """Webhook deliveries still pending well after their retry time lost their message: send again.
     A duplicate is harmless: `deliver` skips a delivery that is no longer pending."""
-    stalled = session.scalars(
-        select(WebhookDelivery.id).where(
-            WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at < utcnow() - grace
-        )
-    ).all()
-    for delivery_id in stalled:
+    for delivery_id in OpsRepository(session).stalled_deliveries(utcnow() - grace):
         app.send_task("roomfit.deliver_webhook", args=[delivery_id], queue="default")
         log.warning("reconciler: re-sent webhook delivery %s", delivery_id)

@@ -38,14 +38,14 @@ def render_preview(job_id: str) -> str:
 
 @celery_app.task(name="roomfit.deliver_webhook", bind=True, max_retries=None)
 def deliver_webhook(self, delivery_id: str) -> str:  # type: ignore[no-untyped-def]
-    from core.tables import WebhookDelivery
+    from core.repository import OpsRepository
     from worker.events import deliver
 
     runtime = get_runtime()
     with runtime.session() as session:
         outcome = deliver(session, delivery_id)
         if outcome == "retry":
-            row = session.get(WebhookDelivery, delivery_id)
+            row = OpsRepository(session).delivery(delivery_id)
             assert row is not None and row.next_attempt_at is not None
             raise self.retry(eta=row.next_attempt_at)
     return outcome

@@ -20,7 +20,8 @@ from api.openapi import AUTH, IDEMPOTENT_POST, problems
 from api.problems import ApiError
 from api.schemas import JobOut, JobPage, JobStatus, QueueOut, QueuesOut, WorkerOut, WorkersOut
 from core.clock import utcnow
-from core.jobs import JobConflict, request_cancel, reset_for_retry, send
+from core.dispatch import send
+from core.job_state import JobConflict, request_cancel, reset_for_retry
 from core.queue import QUEUES
 from core.repository import OpsRepository
 from core.tables import Job

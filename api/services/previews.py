@@ -14,13 +14,15 @@ from api.problems import ApiError, invalid
 from api.schemas import MAX_SEED, PreviewForm, PreviewOut
 from api.services.subjects import drop_blobs
 from api.uploads import ParsedForm, check_image, check_mask, png_bytes
+from core import previews
 from core.blob_keys import preview_mask_key, preview_prefix, preview_room_key
 from core.blobstore import BlobStore
+from core.dispatch import send
 from core.ids import new_id
-from core.jobs import new_job, send
+from core.job_state import new_job
 from core.repository import TenantRepository
 from core.settings import Settings
-from core.tables import Preview, Subject
+from core.tables import Subject
 
 
 def create_preview(
@@ -60,12 +62,10 @@ def create_preview(
     room_bytes, room_ext, room_type = room.stored()
     # room.png, or room.jpg / room.webp when the room is stored as sent.
     room_key = preview_room_key(tenant_id, preview_id, room_ext)
-    preview = Preview(
+    preview = previews.new_preview(
         id=preview_id,
         subject_id=subject.id,
         api_key_id=key_id,
-        status="queued",
-        progress=0.0,
         seed=params.seed if params.seed is not None else secrets.randbelow(MAX_SEED + 1),
         steps=params.steps,
         guidance_scale=params.guidance_scale,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 
 from celery import Celery
 from fastapi.responses import JSONResponse
@@ -15,13 +13,15 @@ from api.idempotency import Outcome
 from api.problems import ApiError, invalid
 from api.schemas import SubjectForm, SubjectOut
 from api.uploads import CheckedImage, ParsedForm, check_image
+from core import boxes as core_boxes
+from core import subjects
 from core.blob_keys import photo_key, preview_prefix, subject_prefix
 from core.blobstore import BlobStore
-from core.ids import new_id
-from core.jobs import ACTIVE_STATUSES, new_job, request_cancel, send
+from core.dispatch import send
+from core.job_state import ACTIVE, new_job, request_cancel
 from core.repository import TenantRepository
 from core.settings import Settings
-from core.tables import Subject, SubjectPhoto
+from core.tables import Subject
 
 log = logging.getLogger("roomfit.api.subjects")
 
@@ -41,40 +41,11 @@ def accepted(subject: Subject) -> JSONResponse:
 
 
 def parse_boxes(raw: str | None, photos: list[CheckedImage]) -> list[list[float] | None]:
-    """The `boxes` field: one `[x0, y0, x1, y1]` (pixels of the upright photo) or null per photo."""
-    if raw is None or not raw.strip():
-        return [None] * len(photos)
+    """The `boxes` field (see core.boxes) as 422 `invalid_boxes` when it is wrong."""
     try:
-        boxes = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_boxes", "boxes is not valid JSON") from exc
-    if not isinstance(boxes, list) or len(boxes) != len(photos):
-        raise ApiError(
-            422, "invalid_boxes", f"boxes must be a JSON list of {len(photos)} entries, one per photo"
-        )
-    out: list[list[float] | None] = []
-    for i, (box, photo) in enumerate(zip(boxes, photos, strict=True)):
-        if box is None:
-            out.append(None)
-            continue
-        if (
-            not isinstance(box, list)
-            or len(box) != 4
-            or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
-            )
-        ):
-            raise ApiError(422, "invalid_boxes", f"box {i} must be [x0, y0, x1, y1] in pixels, or null")
-        x0, y0, x1, y1 = (float(v) for v in box)
-        width, height = photo.size
-        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-            raise ApiError(
-                422,
-                "invalid_boxes",
-                f"box {i} {box} is not inside photo {i} ({width}x{height}) with x0<x1, y0<y1",
-            )
-        out.append([x0, y0, x1, y1])
-    return out
+        return core_boxes.parse_boxes(raw, [photo.size for photo in photos])
+    except core_boxes.InvalidBoxes as exc:
+        raise ApiError(422, "invalid_boxes", str(exc)) from exc
 
 
 def drop_blobs(blobs: BlobStore, prefix: str) -> None:
@@ -107,14 +78,7 @@ def create_subject(
     ]
     boxes = parse_boxes(form.text("boxes"), photos)
 
-    subject = Subject(
-        id=new_id("sub"),
-        name=fields.name,
-        external_id=fields.external_id,
-        label=fields.label,
-        status="queued",
-        progress=0.0,
-    )
+    subject = subjects.new_subject(fields.name, fields.external_id, fields.label)
     repo.add(subject)
     try:
         for i, (photo, box) in enumerate(zip(photos, boxes, strict=True)):
@@ -122,18 +86,7 @@ def create_subject(
             data, ext, content_type = photo.stored()
             key = photo_key(tenant_id, subject.id, i, ext)
             blobs.put(key, data, content_type)
-            row = SubjectPhoto(
-                id=new_id("pho"),
-                subject_id=subject.id,
-                index=i,
-                blob_key=key,
-                width=photo.size[0],
-                height=photo.size[1],
-                box=box,
-                source="given" if box else None,
-            )
-            repo.add(row)
-            subject.photos.append(row)
+            repo.add(subjects.new_photo(subject, i, key, photo.size, box))
         job = new_job(
             tenant_id,
             "train",
@@ -158,7 +111,7 @@ def delete_subject(repo: TenantRepository, blobs: BlobStore, subject_id: str) ->
         raise not_found(subject_id)
     session = repo.session
     for job in repo.jobs_of_subject(subject_id):
-        if job.status in ACTIVE_STATUSES:
+        if job.status in ACTIVE:
             request_cancel(session, job)
     previews = list(repo.previews_of_subject(subject_id))
     for preview in previews:
@@ -175,16 +128,12 @@ def train_again(repo: TenantRepository, celery: Celery, subject_id: str) -> Outc
     subject = repo.get(Subject, subject_id)
     if subject is None:
         raise not_found(subject_id)
-    busy = [j for j in repo.jobs_of_subject(subject_id) if j.kind == "train" and j.status in ACTIVE_STATUSES]
+    busy = [j for j in repo.jobs_of_subject(subject_id) if j.kind == "train" and j.status in ACTIVE]
     if busy:
         raise ApiError(
             409, "subject_busy", f"subject {subject_id} is already queued or training ({busy[0].id})"
         )
-    subject.status = "queued"
-    subject.progress = 0.0
-    subject.stage = None
-    subject.error_code = None
-    subject.error_message = None
+    subjects.reset_for_training(subject)
     job = new_job(repo.tenant_id, "train", subject_id=subject.id)
     repo.add(job)
     repo.session.flush()

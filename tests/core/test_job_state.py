@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from core import job_state
+from core import dispatch, job_state
 from core.clock import utcnow
 from core.db import make_engine, session_factory
 from core.ids import new_id
@@ -105,7 +105,7 @@ def test_reconciler_resends_orphans_and_lost_messages(session: Session) -> None:
     session.commit()
 
     sent: list[tuple[str, str]] = []
-    resent = job_state.reconcile(
+    resent = dispatch.reconcile(
         session,
         enqueue=lambda kind, job_id: sent.append((kind, job_id)),
         in_broker={waiting.id},
@@ -124,7 +124,7 @@ def test_reconciler_resends_orphans_and_lost_messages(session: Session) -> None:
 def test_reconciler_without_broker_view_waits_before_resending(session: Session) -> None:
     fresh = _job(session, enqueued_at=utcnow())
     stale = _job(session, enqueued_at=utcnow() - timedelta(minutes=10))
-    resent = job_state.reconcile(
+    resent = dispatch.reconcile(
         session, enqueue=lambda *_: None, in_broker=None, max_attempts=3, requeue_after=timedelta(minutes=5)
     )
     assert resent == [stale.id] and fresh.id not in resent

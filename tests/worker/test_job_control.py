@@ -12,7 +12,7 @@ import pytest
 
 from core.blob_keys import subject_prefix
 from core.ids import new_id
-from core.jobs import request_cancel
+from core.job_state import request_cancel
 from core.tables import Job, Subject, Webhook, WebhookDelivery
 from core.webhooks import new_secret, verify
 from tests.worker.conftest import make_tenant, submit_subject
