@@ -41,6 +41,7 @@ def finish(preview: Preview, result_key: str, timings: dict[str, float]) -> None
     preview.updated_at = utcnow()
 
 
+# alike: core/subjects.py ends a subject the same way; each domain owns its own transitions.
 def mark_cancelled(preview: Preview) -> None:
     """Its job was cancelled; a preview that already succeeded keeps its result and status."""
     if preview.status != "succeeded":

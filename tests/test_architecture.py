@@ -155,3 +155,52 @@ def test_layer_contracts_fail_on_a_bad_import(tmp_path: Path, module: str, line:
     assert "1 broken" in done.stdout, done.stdout
     broken_lines = [ln for ln in done.stdout.splitlines() if ln.endswith("BROKEN")]
     assert len(broken_lines) == 1 and broken_lines[0].startswith(broken), done.stdout
+
+
+# --- every folder says what lives in it -----------------------------------------------------
+MAX_MODULE_LINES = 400
+
+
+def _readme(pkg: str) -> str:
+    return (ROOT / pkg / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_each_module_is_named_in_its_folders_readme(pkg: str) -> None:
+    readme = _readme(pkg)
+    missing = []
+    for path in sorted((ROOT / pkg).rglob("*.py")):
+        rel = path.relative_to(ROOT / pkg)
+        if path.name == "__init__.py":
+            continue
+        named = f"`{path.name}`" in readme or f"`{rel.as_posix()}`" in readme
+        if not named and len(rel.parts) > 1:
+            named = f"`{rel.parent.as_posix()}/*.py`" in readme
+        if not named:
+            missing.append(rel.as_posix())
+    assert missing == [], f"{pkg}/README.md does not say what these are"
+
+
+@pytest.mark.parametrize("pkg", ["api", "core", "worker", "models"])
+def test_modules_stay_small_or_say_why(pkg: str) -> None:
+    readme_lines = _readme(pkg).splitlines()
+    too_long = {}
+    for path in sorted((ROOT / pkg).rglob("*.py")):
+        count = len(path.read_text(encoding="utf-8").splitlines())
+        said = any(f"`{path.name}`" in line and str(MAX_MODULE_LINES) in line for line in readme_lines)
+        if count > MAX_MODULE_LINES and not said:
+            too_long[path.relative_to(ROOT).as_posix()] = count
+    assert too_long == {}, f"over {MAX_MODULE_LINES} lines with no reason in the README"
+
+
+def test_root_readme_names_the_tree() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    folders = {f.split("/", 1)[0] for f in tracked if "/" in f and not f.startswith(".")}
+    named = {w.strip("`").rstrip("/") for w in section.split() if w.strip("`,.;:()").endswith("/")}
+    named = {n.strip("`,.;:()").rstrip("/") for n in named}
+    assert folders - named == set(), "folders the README's map leaves out"
+    assert {n for n in named if "/" not in n and not (ROOT / n).is_dir()} == set(), "named, not there"
