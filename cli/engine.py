@@ -28,7 +28,9 @@ def paint(
     steps: Annotated[
         int | None, typer.Option(min=1, help="Sampling steps (default ROOMFIT_PREVIEW_STEPS).")
     ] = None,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = off).")] = 5.0,
+    guidance: Annotated[
+        float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default: the engine's).")
+    ] = None,
     scheduler: Annotated[str, typer.Option(help="ddim or dpmsolver++.")] = "ddim",
     base_model: Annotated[
         str | None, typer.Option(help="Base model: HF id, folder or tiny (default ROOMFIT_BASE_MODEL).")
@@ -41,7 +43,15 @@ def paint(
     from tqdm import tqdm
 
     from core.settings import get_settings
-    from models import Painter, PaintRequest, RoomfitModelError, get_base_model, open_image, open_mask
+    from models import (
+        DEFAULT_GUIDANCE_SCALE,
+        Painter,
+        PaintRequest,
+        RoomfitModelError,
+        get_base_model,
+        open_image,
+        open_mask,
+    )
 
     settings = get_settings()
     model_name = base_model or settings.base_model
@@ -76,7 +86,7 @@ def paint(
                 [request],
                 adapter_id=str(adapter) if adapter is not None else None,
                 steps=n_steps,
-                guidance_scale=guidance,
+                guidance_scale=DEFAULT_GUIDANCE_SCALE if guidance is None else guidance,
                 progress=lambda done, total: bar.update(done - bar.n),
             )
     except (RoomfitModelError, ValueError) as exc:

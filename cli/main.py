@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.engine import paint
 from cli.train import train
 from core.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 app = typer.Typer(
     name="roomfit",
@@ -36,33 +40,36 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# `up` and `serve` bind the same way
+HostOption = Annotated[str | None, typer.Option(help="Address to bind (default ROOMFIT_HOST).")]
+PortOption = Annotated[int | None, typer.Option(help="Port to bind (default ROOMFIT_PORT).")]
+
+
+def _bind(host: str | None, port: int | None) -> tuple[str, int]:
+    settings = get_settings()
+    return host or settings.host, settings.port if port is None else port
+
+
 @app.command()
-def up(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default ROOMFIT_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind (default ROOMFIT_PORT).")] = None,
-) -> None:
+def up(host: HostOption = None, port: PortOption = None) -> None:
     """Embedded mode: migrate, serve the API and run workers for all queues. Ctrl-C stops all."""
     from cli.embedded import run_embedded
 
-    settings = get_settings()
-    raise typer.Exit(run_embedded(settings, host or settings.host, settings.port if port is None else port))
+    raise typer.Exit(run_embedded(get_settings(), *_bind(host, port)))
 
 
 @app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default ROOMFIT_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind (default ROOMFIT_PORT).")] = None,
-) -> None:
+def serve(host: HostOption = None, port: PortOption = None) -> None:
     """The API alone (distributed mode)."""
     import uvicorn
 
-    settings = get_settings()
+    bind_host, bind_port = _bind(host, port)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
-        host=host or settings.host,
-        port=settings.port if port is None else port,
-        log_level=settings.log_level.lower(),
+        host=bind_host,
+        port=bind_port,
+        log_level=get_settings().log_level.lower(),
         proxy_headers=True,
     )
 
@@ -113,19 +120,29 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-@tenants_app.command("create")
-def tenants_create(name: Annotated[str, typer.Argument(help="The shop's name, unique.")]) -> None:
-    """Create a tenant."""
-    from core.accounts import AccountError, create_tenant
+def _account_change(change: Callable[[Session], dict[str, Any]]) -> None:
+    """Run `change` in one transaction and print what it returns; an AccountError is the user's mistake."""
+    from core.accounts import AccountError
     from core.db import session_scope
 
     try:
         with session_scope() as session:
-            tenant = create_tenant(session, name)
-            out = {"id": tenant.id, "name": tenant.name}
+            out = change(session)
     except AccountError as exc:
         _fail(str(exc))
     _print_json(out)
+
+
+def _fields(row: Any, *names: str) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in names}
+
+
+@tenants_app.command("create")
+def tenants_create(name: Annotated[str, typer.Argument(help="The shop's name, unique.")]) -> None:
+    """Create a tenant."""
+    from core.accounts import create_tenant
+
+    _account_change(lambda session: _fields(create_tenant(session, name), "id", "name"))
 
 
 @keys_app.command("create")
@@ -137,44 +154,35 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create a key. It is printed once and stored only as a hash."""
-    from core.accounts import AccountError, create_key, tenant_by_name_or_id
-    from core.db import session_scope
+    from core.accounts import create_key, tenant_by_name_or_id
 
     if kind not in ("secret", "publishable", "ops"):
         _fail("--kind is one of secret, publishable, ops")
-    try:
-        with session_scope() as session:
-            owner = None
-            if tenant is not None:
-                owner = tenant_by_name_or_id(session, tenant)
-                if owner is None:
-                    _fail(f"no tenant {tenant!r}")
-            row, plaintext = create_key(session, kind=kind, tenant=owner, origins=origin)  # type: ignore[arg-type]
-            out = {
-                "id": row.id,
-                "key": plaintext,
-                "kind": row.kind,
-                "tenant_id": row.tenant_id,
-                "origins": row.origins,
-            }
-    except AccountError as exc:
-        _fail(str(exc))
-    _print_json(out)
+
+    def create(session: Session) -> dict[str, Any]:
+        owner = None
+        if tenant is not None:
+            owner = tenant_by_name_or_id(session, tenant)
+            if owner is None:
+                _fail(f"no tenant {tenant!r}")
+        row, plaintext = create_key(session, kind=kind, tenant=owner, origins=origin)  # type: ignore[arg-type]
+        return {
+            "id": row.id,
+            "key": plaintext,
+            "kind": row.kind,
+            "tenant_id": row.tenant_id,
+            "origins": row.origins,
+        }
+
+    _account_change(create)
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
     """Revoke a key; it stops working at once."""
-    from core.accounts import AccountError, revoke_key
-    from core.db import session_scope
+    from core.accounts import revoke_key
 
-    try:
-        with session_scope() as session:
-            row = revoke_key(session, key_id)
-            out = {"id": row.id, "revoked_at": row.revoked_at}
-    except AccountError as exc:
-        _fail(str(exc))
-    _print_json(out)
+    _account_change(lambda session: _fields(revoke_key(session, key_id), "id", "revoked_at"))
 
 
 if __name__ == "__main__":

@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-
-def parse_boxes(text: str | None, count: int) -> list[list[float] | None] | None:
-    """`--boxes` as the API's `boxes` field: a JSON list, one `[x0,y0,x1,y1]` or null per photo."""
-    if text is None:
-        return None
-    try:
-        boxes = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--boxes is not JSON: {exc}") from exc
-    if not isinstance(boxes, list) or len(boxes) != count:
-        raise typer.BadParameter(f"--boxes must be a JSON list with one entry per photo ({count})")
-    for box in boxes:
-        if box is not None and not (
-            isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)
-        ):
-            raise typer.BadParameter(f"--boxes entry {box!r} is neither [x0, y0, x1, y1] nor null")
-    return boxes
+if TYPE_CHECKING:
+    from models.detector import PhotoAnnotation
+    from models.training import TrainProgress
 
 
+# typer options: declarative, one per flag (their shapes repeat by design)
 def train(
     photos: Annotated[
         list[Path],
@@ -76,15 +63,14 @@ def train(
     ] = None,
 ) -> None:
     """Learn a product's adapter from its photos: find it (DETR), build augmented pairs, fine-tune."""
-    from tqdm import tqdm
-
+    from core.boxes import InvalidBoxes, parse_boxes
     from core.settings import get_settings
     from models.base_model import load_base_model
-    from models.detector import annotate_photos, load_detector
+    from models.detector import load_detector
     from models.errors import RoomfitModelError
-    from models.images import open_image
-    from models.training import TrainProgress, TrainSettings, list_images, train_domain, train_subject
-    from models.training_pairs import SubjectPhoto
+    from models.images import list_images, open_image
+    from models.subject_training import annotate_and_train
+    from models.training import TrainSettings, train_domain
 
     settings = get_settings()
     model_name = base_model or settings.base_model
@@ -101,6 +87,7 @@ def train(
         seed=seed,
         checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0,
     )
+    bar = _StepBar(n_steps)
     try:
         if domain:
             files = [f for p in photos for f in (list_images(p) if p.is_dir() else [p])]
@@ -108,56 +95,77 @@ def train(
             typer.echo(f"domain training on {len(images)} photos", err=True)
         else:
             images = [open_image(p, f"photo {p.name}") for p in photos]
-            given = parse_boxes(boxes, len(images))
-            needs_detector = given is None or any(b is None for b in given)
-            annotations = annotate_photos(
+            try:
+                given = parse_boxes(boxes, [image.size for image in images])
+            except InvalidBoxes as exc:
+                raise typer.BadParameter(str(exc), param_hint="--boxes") from exc
+        base = load_base_model(model_name, device=settings.device, dtype=settings.dtype)
+        if domain:
+            bar.open()
+            result = train_domain(base, images, train_settings, progress=bar, checkpoint_dir=checkpoint_dir)
+        else:
+
+            def annotated(annotations: list[PhotoAnnotation]) -> None:
+                for a in annotations:
+                    typer.echo(f"{a.name}: {_describe_annotation(a)}", err=True)
+                bar.open()
+
+            result = annotate_and_train(
+                base,
                 images,
-                detector=load_detector(detector or settings.detector, device=settings.device)
-                if needs_detector
-                else None,
+                train_settings,
                 boxes=given,
+                detector=lambda: load_detector(detector or settings.detector, device=settings.device),
                 label=label,
                 threshold=threshold,
                 names=[p.name for p in photos],
-            )
-            for a in annotations:
-                found = (
-                    f"{a.source} box {[round(v) for v in a.box]}"
-                    + (f" {a.label} {a.score:.2f}" if a.score else "")
-                    if a.box is not None
-                    else f"unusable: {a.reason}"
-                )
-                typer.echo(f"{a.name}: {found}", err=True)
-        base = load_base_model(model_name, device=settings.device, dtype=settings.dtype)
-        with tqdm(total=n_steps, desc="training", unit="step") as bar:
-
-            def progress(p: TrainProgress) -> None:
-                bar.update(p.step - bar.n)
-                bar.set_postfix(loss=f"{p.loss:.4f}")
-
-            if domain:
-                result = train_domain(
-                    base, images, train_settings, progress=progress, checkpoint_dir=checkpoint_dir
-                )
-            else:
-                subject = [SubjectPhoto(images[a.index], a.box) for a in annotations if a.box is not None]
-                result = train_subject(
-                    base,
-                    subject,
-                    train_settings,
-                    progress=progress,
-                    checkpoint_dir=checkpoint_dir,
-                    info={"label": label} if label else None,
-                )
-            bar.update(n_steps - bar.n)  # a resumed run starts part-way
+                on_annotated=annotated,
+                progress=bar,
+                checkpoint_dir=checkpoint_dir,
+                info={"label": label} if label else None,
+            ).result
+        bar.finish()
     except (RoomfitModelError, ValueError) as exc:
         code = getattr(exc, "code", "invalid_argument")
         typer.echo(json.dumps({"error": code, "detail": str(exc)}), err=True)
         raise typer.Exit(2) from exc
+    finally:
+        bar.close()
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.artifact)
     typer.echo(summary_text(result.summary.as_dict(), out))
+
+
+class _StepBar:
+    """tqdm over the training steps, opened once annotation has printed its lines."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar: Any = None
+
+    def open(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, desc="training", unit="step")
+
+    def __call__(self, p: TrainProgress) -> None:
+        self.bar.update(p.step - self.bar.n)
+        self.bar.set_postfix(loss=f"{p.loss:.4f}")
+
+    def finish(self) -> None:
+        self.bar.update(self.total - self.bar.n)  # a resumed run starts part-way
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _describe_annotation(a: PhotoAnnotation) -> str:
+    if a.box is None:
+        return f"unusable: {a.reason}"
+    found = f"{a.source} box {[round(v) for v in a.box]}"
+    return found + (f" {a.label} {a.score:.2f}" if a.score else "")
 
 
 def summary_text(summary: dict[str, Any], out: Path) -> str:

@@ -36,15 +36,17 @@ from models.errors import (
     InvalidImageError,
     ModelNotFoundError,
     RoomfitModelError,
+    TrainingOutOfMemory,
 )
 from models.images import open_image, open_mask
 from models.lora import LORA_TARGETS, LoraSpec, inject_lora, lora_parameters, lora_spec_of, lora_state_dict
 from models.painter import Painter
-from models.sampler import SCHEDULERS, InpaintPipeline, PaintRequest, make_scheduler
+from models.sampler import DEFAULT_GUIDANCE_SCALE, SCHEDULERS, InpaintPipeline, PaintRequest, make_scheduler
 from models.tiny import ensure_tiny_model
 from models.unet_input import build_unet_input, keep_mask_from_paint_mask, latent_keep_mask, masked_image
 
 __all__ = [
+    "DEFAULT_GUIDANCE_SCALE",
     "LORA_TARGETS",
     "SCHEDULERS",
     "ActiveAdapter",
@@ -67,6 +69,7 @@ __all__ = [
     "PaintRequest",
     "Painter",
     "RoomfitModelError",
+    "TrainingOutOfMemory",
     "base_weights_hash",
     "build_unet_input",
     "check_compatible",

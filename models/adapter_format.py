@@ -132,27 +132,22 @@ def read_adapter(data: bytes) -> AdapterFile:
         )
     if tensors_sha256(tensors) != metadata.get("roomfit.tensors_sha256"):
         raise AdapterCorrupt("the adapter's tensors do not match their recorded sha256")
+    lora = {key.removeprefix(LORA_PREFIX): t for key, t in tensors.items() if key.startswith(LORA_PREFIX)}
     try:
-        spec = LoraSpec(
-            rank=int(metadata["roomfit.rank"]),
-            alpha=float(metadata["roomfit.alpha"]),
-            targets=tuple(json.loads(metadata["roomfit.targets"])),
+        return AdapterFile(
+            lora=lora,
+            reference_embedding=tensors[EMBEDDING_KEY],
+            base_model_id=metadata["roomfit.base_model_id"],
+            base_weights_hash=metadata["roomfit.base_weights_hash"],
+            spec=LoraSpec(
+                rank=int(metadata["roomfit.rank"]),
+                alpha=float(metadata["roomfit.alpha"]),
+                targets=tuple(json.loads(metadata["roomfit.targets"])),
+            ),
+            info=json.loads(metadata.get("roomfit.info", "{}")),
         )
-        embedding = tensors.pop(EMBEDDING_KEY)
-        info = json.loads(metadata.get("roomfit.info", "{}"))
-        base_model_id = metadata["roomfit.base_model_id"]
-        base_hash = metadata["roomfit.base_weights_hash"]
     except (KeyError, ValueError) as exc:
         raise AdapterCorrupt(f"adapter metadata incomplete ({exc})") from exc
-    lora = {key.removeprefix(LORA_PREFIX): t for key, t in tensors.items() if key.startswith(LORA_PREFIX)}
-    return AdapterFile(
-        lora=lora,
-        reference_embedding=embedding,
-        base_model_id=base_model_id,
-        base_weights_hash=base_hash,
-        spec=spec,
-        info=info,
-    )
 
 
 def check_compatible(

@@ -20,6 +20,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPVisionConfig
 
 from models.errors import ModelNotFoundError
+from models.model_folder import ModelSetting, find_model_folder
 from models.pbe_components import ClipImageProcessor, PaintByExampleImageEncoder
 from models.tiny import ensure_tiny_model
 
@@ -70,29 +71,20 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
     return dev, _DTYPES[dtype]
 
 
+BASE_MODEL = ModelSetting(
+    setting=SETTING,
+    error=ModelNotFoundError,
+    build_tiny=ensure_tiny_model,
+    required="unet/",
+    required_label="a unet/ subfolder",
+    folder_label="a model folder",
+    tiny_label="the small random test model",
+)
+
+
 def resolve_model_folder(name: str, tiny_dir: Path | str | None = None) -> Path:
     """Turn the `ROOMFIT_BASE_MODEL` value into a local folder, never downloading and never falling back."""
-    if name == "tiny":
-        return ensure_tiny_model(tiny_dir)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "unet").is_dir():
-            raise ModelNotFoundError(f"{SETTING}={name!r} is a folder without a unet/ subfolder")
-        return path
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(repo_id=name, local_files_only=True))
-        except Exception as exc:  # LocalEntryNotFoundError, offline errors, bad ids: all "not here"
-            raise ModelNotFoundError(
-                f"{SETTING}={name!r} is not in the local Hugging Face cache and roomfit never downloads "
-                f"at run time: run `huggingface-cli download {name}` first, point {SETTING} at a model "
-                f"folder, or set {SETTING}=tiny for the small random test model"
-            ) from exc
-    raise ModelNotFoundError(
-        f"{SETTING}={name!r} is neither `tiny`, an existing folder, nor a Hugging Face id (org/name)"
-    )
+    return find_model_folder(name, BASE_MODEL, tiny_dir)
 
 
 def base_weights_hash(*modules: torch.nn.Module, samples_per_tensor: int = 8) -> str:

@@ -2,8 +2,8 @@
 
 `ROOMFIT_DETECTOR` names the detector: `facebook/detr-resnet-50` (from the local Hugging Face cache,
 never downloaded at run time; `@revision` may follow the id), a saved folder, or `tiny` (a small
-random DETR built in code, saved with `save_pretrained` and read back by the same loader as the real
-one; its boxes are meaningless).
+random DETR, `models.tiny.ensure_tiny_detector`, read back by the same loader as the real one; its
+boxes are meaningless). `models.model_folder.find_model_folder` turns the name into a folder.
 
 The box choice is a pure function over detections (`choose_detection`), so it is tested with fixed
 detector outputs; `annotate_photos` applies it per photo, lets a caller's box win, and fails with
@@ -12,7 +12,6 @@ detector outputs; `annotate_photos` applies it per photo, lets a caller's box wi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,31 +21,16 @@ import torch
 from PIL import Image
 
 from models.base_model import resolve_device_dtype
+from models.detr_components import COCO_LABELS, detr_processor_class
 from models.errors import ModelNotFoundError, RoomfitModelError
-from models.model_folder import build_folder_once
+from models.model_folder import ModelSetting, find_model_folder
+from models.tiny import ensure_tiny_detector
 
 SETTING = "ROOMFIT_DETECTOR"
 DEFAULT_DETECTOR = "facebook/detr-resnet-50"
 DEFAULT_THRESHOLD = 0.5
-TINY_VERSION = 1
-TINY_SEED = 4321
-TINY_MARKER = "roomfit_tiny_detector.json"
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the photo
-
-# COCO's 91 category ids as DETR numbers them (gaps are "N/A"), so `tiny` names labels like the real one.
-COCO_LABELS: tuple[str, ...] = (
-    "N/A", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A",
-    "N/A", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle", "N/A",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed",
-    "N/A", "dining table", "N/A", "N/A", "toilet", "N/A", "tv", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A", "book", "clock", "vase",
-    "scissors", "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
 
 # What shops call their products -> the COCO classes DETR may see them as.
 LABEL_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -229,107 +213,29 @@ def annotate_photos(
 # --- loading -----------------------------------------------------------------------------------
 
 
-def _processor_class() -> type:
-    try:  # transformers >= 5: the PIL backend by name (the default one wants torchvision)
-        from transformers import DetrImageProcessorPil
-
-        return DetrImageProcessorPil
-    except ImportError:  # transformers 4.x
-        from transformers import DetrImageProcessor
-
-        return DetrImageProcessor
-
-
-def default_tiny_detector_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "roomfit" / f"tiny-detr-v{TINY_VERSION}"
-
-
-def build_tiny_detector() -> tuple[torch.nn.Module, object]:
-    """A DETR with a small ResNet backbone, no timm and no pretrained weights: nothing downloads."""
-    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
-
-    backbone = ResNetConfig(
-        num_channels=3,
-        embedding_size=16,
-        hidden_sizes=[16, 32, 64, 64],
-        depths=[1, 1, 1, 1],
-        layer_type="basic",
-        out_features=["stage4"],
-    )
-    config = DetrConfig(
-        use_timm_backbone=False,
-        use_pretrained_backbone=False,
-        backbone_config=backbone,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        num_queries=10,
-        num_labels=len(COCO_LABELS),
-        id2label=dict(enumerate(COCO_LABELS)),
-        label2id={name: i for i, name in enumerate(COCO_LABELS) if name != "N/A"},
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
-        model = DetrForObjectDetection(config)
-    processor = _processor_class()(size={"shortest_edge": 64, "longest_edge": 96})
-    return model, processor
-
-
-def ensure_tiny_detector(folder: Path | str | None = None) -> Path:
-    """Build the tiny detector folder once (atomically) and return it."""
-
-    def build(staging: Path) -> None:
-        model, processor = build_tiny_detector()
-        model.save_pretrained(staging)  # type: ignore[attr-defined]
-        processor.save_pretrained(staging)  # type: ignore[attr-defined]
-
-    folder = Path(folder) if folder is not None else default_tiny_detector_dir()
-    return build_folder_once(folder, TINY_MARKER, {"version": TINY_VERSION, "seed": TINY_SEED}, build)
-
-
-def resolve_detector_folder(name: str, tiny_dir: Path | str | None = None) -> Path:
-    """`ROOMFIT_DETECTOR` -> a local folder; never downloads, never falls back to another detector."""
-    if name == "tiny":
-        return ensure_tiny_detector(tiny_dir)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise DetectorNotFoundError(f"{SETTING}={name!r} is a folder without config.json")
-        return path
-    repo_id, _, revision = name.partition("@")
-    if repo_id.count("/") == 1 and not repo_id.startswith((".", "/")):
-        from huggingface_hub import snapshot_download
-
-        # facebook/detr-resnet-50's main revision builds its backbone with timm (which needs torchvision);
-        # its `no_timm` revision holds the same weights for transformers' own ResNet, so prefer it.
-        for rev in [revision] if revision else ["no_timm", None]:
-            try:
-                return Path(snapshot_download(repo_id=repo_id, revision=rev, local_files_only=True))
-            except Exception:  # not cached, offline, bad id: all "not here"
-                continue
-        raise DetectorNotFoundError(
-            f"{SETTING}={name!r} is not in the local Hugging Face cache and roomfit never downloads "
-            f"at run time: run `huggingface-cli download {repo_id} --revision no_timm` first, point "
-            f"{SETTING} at a folder, or set {SETTING}=tiny for the small random detector"
-        )
-    raise DetectorNotFoundError(
-        f"{SETTING}={name!r} is neither `tiny`, an existing folder, nor a Hugging Face id (org/name)"
-    )
+# declarative, like base_model.BASE_MODEL: the rule that reads it is model_folder.find_model_folder
+DETECTOR = ModelSetting(
+    setting=SETTING,
+    error=DetectorNotFoundError,
+    build_tiny=ensure_tiny_detector,
+    required="config.json",
+    required_label="config.json",
+    folder_label="a folder",
+    tiny_label="the small random detector",
+    # facebook/detr-resnet-50's main revision builds its backbone with timm (which needs torchvision);
+    # its `no_timm` revision holds the same weights for transformers' own ResNet, so prefer it.
+    revisions=("no_timm", None),
+)
 
 
 def load_detector(name: str, *, device: str = "cpu", tiny_dir: Path | str | None = None) -> Detector:
     """The detector `name` resolves to, read with `from_pretrained(folder)` whatever the source."""
     from transformers import DetrForObjectDetection
 
-    folder = resolve_detector_folder(name, tiny_dir)
+    folder = find_model_folder(name, DETECTOR, tiny_dir)
     try:
         model = DetrForObjectDetection.from_pretrained(folder)
-        processor = _processor_class().from_pretrained(folder)
+        processor = detr_processor_class().from_pretrained(folder)
     except OSError as exc:
         raise DetectorNotFoundError(
             f"{SETTING}={name!r}: {folder} is not a complete DETR folder: {exc}"

@@ -12,6 +12,7 @@ class RoomfitModelError(Exception):
     code = "model_error"
 
 
+# One small class per code (they repeat in shape by design): callers catch them one by one.
 class ModelNotFoundError(RoomfitModelError):
     """The base model named by `ROOMFIT_BASE_MODEL` is neither a folder, nor `tiny`, nor in the HF cache."""
 
@@ -64,3 +65,9 @@ class AdapterTargetsMismatch(AdapterError):
     """The adapter targets other modules than those injected into the loaded base model."""
 
     code = "adapter_targets_mismatch"
+
+
+class TrainingOutOfMemory(RoomfitModelError):
+    """Training ran out of accelerator memory at its batch size and again at half of it (or at 1)."""
+
+    code = "out_of_memory"

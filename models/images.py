@@ -1,4 +1,5 @@
-"""Reading rooms, masks and references the way a browser shows them (EXIF orientation applied)."""
+"""Reading rooms, masks and references the way a browser shows them (EXIF orientation applied),
+and listing a folder's images."""
 
 from __future__ import annotations
 
@@ -47,3 +48,9 @@ def open_mask(source: ImageSource, size: tuple[int, int] | None = None) -> np.nd
             f"the mask is {array.shape[1]}x{array.shape[0]} but the room is {size[0]}x{size[1]}"
         )
     return array
+
+
+def list_images(folder: Path | str) -> list[Path]:
+    """The image files of a folder (domain training), sorted so a run is reproducible."""
+    suffixes = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes)

@@ -1,8 +1,13 @@
-"""Building a model folder once, atomically: for the `tiny` presets that are made in code.
+"""Model folders: where a model name leads, and building the `tiny` presets' folders once.
 
-Several processes (the train and preview workers of `roomfit up`) may ask for the same folder at
-the same moment: each builds into a staging folder beside it and renames it into place, so a reader
-only ever sees a complete folder (its marker file is written last).
+A setting such as `ROOMFIT_BASE_MODEL` or `ROOMFIT_DETECTOR` names a model one of three ways:
+`tiny` (a small random preset built in code), an existing folder, or a Hugging Face id
+(`org/name`, optionally `@revision`) already in the local cache. `find_model_folder` is that rule
+for every setting; it never downloads and never falls back to another model.
+
+Several processes (the train and preview workers of `roomfit up`) may ask for the same tiny folder
+at the same moment: `build_folder_once` builds into a staging folder beside it and renames it into
+place, so a reader only ever sees a complete folder (its marker file is written last).
 """
 
 from __future__ import annotations
@@ -11,8 +16,57 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from models.errors import ModelNotFoundError
+
+
+@dataclass(frozen=True)
+class ModelSetting:
+    """How one setting's value becomes a folder, and how its errors read."""
+
+    setting: str  # the environment variable, named in every error
+    error: type[ModelNotFoundError]
+    build_tiny: Callable[[Path | str | None], Path]  # the `tiny` preset: (folder or None) -> folder
+    required: str  # what a folder must hold: "sub/" (a subfolder) or "file"
+    required_label: str  # ... as an error names it
+    folder_label: str  # what to point the setting at instead ("a model folder")
+    tiny_label: str  # what `tiny` is ("the small random test model")
+    revisions: tuple[str | None, ...] = (None,)  # tried in order when the id names no @revision
+
+
+def find_model_folder(name: str, model: ModelSetting, tiny_dir: Path | str | None = None) -> Path:
+    """The local folder `name` stands for; `model.error` naming `model.setting` when there is none."""
+    if name == "tiny":
+        return model.build_tiny(tiny_dir)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        inside = path / model.required
+        if not (inside.is_dir() if model.required.endswith("/") else inside.is_file()):
+            raise model.error(f"{model.setting}={name!r} is a folder without {model.required_label}")
+        return path
+    repo_id, _, revision = name.partition("@")
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
+        raise model.error(
+            f"{model.setting}={name!r} is neither `tiny`, an existing folder, "
+            "nor a Hugging Face id (org/name)"
+        )
+    from huggingface_hub import snapshot_download
+
+    missing: Exception | None = None
+    for rev in [revision] if revision else model.revisions:
+        try:
+            return Path(snapshot_download(repo_id=repo_id, revision=rev, local_files_only=True))
+        except Exception as exc:  # LocalEntryNotFoundError, offline errors, bad ids: all "not here"
+            missing = exc
+    preferred = f" --revision {model.revisions[0]}" if model.revisions[0] else ""
+    raise model.error(
+        f"{model.setting}={name!r} is not in the local Hugging Face cache and roomfit never downloads "
+        f"at run time: run `huggingface-cli download {repo_id}{preferred}` first, point "
+        f"{model.setting} at {model.folder_label}, or set {model.setting}=tiny for {model.tiny_label}"
+    ) from missing
 
 
 def build_folder_once(folder: Path, marker: str, meta: dict[str, Any], build: Callable[[Path], None]) -> Path:

@@ -11,7 +11,7 @@ from PIL import Image
 from models.adapter_cache import AdapterCache, AdapterLoader
 from models.base_model import BaseModel
 from models.lora import DEFAULT_RANK, inject_lora, lora_spec_of
-from models.sampler import InpaintPipeline, PaintRequest, ProgressCallback
+from models.sampler import DEFAULT_GUIDANCE_SCALE, InpaintPipeline, PaintRequest, ProgressCallback
 
 
 class Painter:
@@ -46,7 +46,7 @@ class Painter:
         *,
         adapter_id: str | None = None,
         steps: int,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         progress: ProgressCallback | None = None,
     ) -> list[Image.Image]:
         """Paint requests sharing one adapter (None: the base model) as one batch.

@@ -23,6 +23,7 @@ from models.errors import InvalidImageError
 from models.unet_input import build_unet_input, keep_mask_from_paint_mask, latent_keep_mask, masked_image
 
 SCHEDULERS = ("ddim", "dpmsolver++")
+DEFAULT_GUIDANCE_SCALE = 5.0  # classifier-free guidance; 1 (or less) turns it off
 ProgressCallback = Callable[[int, int], None]  # (steps done, total steps)
 
 
@@ -78,7 +79,7 @@ class InpaintPipeline:
         requests: Sequence[PaintRequest],
         *,
         steps: int,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         progress: ProgressCallback | None = None,
     ) -> list[Image.Image]:
         """Paint every request in one batch; each output has its room's size."""

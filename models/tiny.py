@@ -1,11 +1,16 @@
-"""`tiny`: a Paint-by-Example-shaped model built in code, saved like a real checkpoint folder.
+"""`tiny`: the presets built in code and saved like real checkpoint folders, for tests and demos.
 
-Same component classes as Fantasy-Studio/Paint-by-Example (9-channel UNet, KL VAE, Paint-by-Example
+The Paint-by-Example model (`ensure_tiny_model`) has the same component classes as
+Fantasy-Studio/Paint-by-Example (9-channel UNet, KL VAE, Paint-by-Example
 image encoder on a CLIP vision tower, CLIP image processor, scheduler config), at sizes that paint
 64x64 crops in a fraction of a second on a CPU. Weights are random but seeded, so every build is
 identical. The folder is written with `save_pretrained` and then read back by the same loader as a
 real model (`models.base_model.load_base_model`), so tests exercise the real loading path.
 Its images are noise; everything around them is real.
+
+The DETR detector (`ensure_tiny_detector`): a small ResNet backbone and one encoder/decoder layer,
+no timm and no pretrained weights, read back by `models.detector.load_detector` like the real one;
+its boxes are meaningless.
 """
 
 from __future__ import annotations
@@ -17,19 +22,32 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPVisionConfig
 
+from models.detr_components import COCO_LABELS, detr_processor_class
 from models.model_folder import build_folder_once
 from models.pbe_components import ClipImageProcessor, PaintByExampleImageEncoder
 
-# Bump when any size below changes: the cached folder's name carries it, so stale builds are ignored.
+# Bump a version when any size below changes: the cached folder's name carries it, so stale builds
+# are ignored.
 TINY_VERSION = 1
 TINY_SEED = 1234
 TINY_RESOLUTION = 64  # pixels painted per crop; VAE factor 4 -> 16x16 latents
 MARKER = "roomfit_tiny.json"
+DETECTOR_VERSION = 1
+DETECTOR_SEED = 4321
+DETECTOR_MARKER = "roomfit_tiny_detector.json"
+
+
+def _cache_folder(name: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "roomfit" / name
 
 
 def default_tiny_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "roomfit" / f"tiny-pbe-v{TINY_VERSION}"
+    return _cache_folder(f"tiny-pbe-v{TINY_VERSION}")
+
+
+def default_tiny_detector_dir() -> Path:
+    return _cache_folder(f"tiny-detr-v{DETECTOR_VERSION}")
 
 
 def build_tiny_components(embed_dim: int = 32) -> dict[str, object]:
@@ -102,3 +120,54 @@ def ensure_tiny_model(folder: Path | str | None = None) -> Path:
 
     folder = Path(folder) if folder is not None else default_tiny_dir()
     return build_folder_once(folder, MARKER, {"version": TINY_VERSION, "seed": TINY_SEED}, build)
+
+
+# --- the tiny DETR detector ----------------------------------------------------------------------
+
+
+def build_tiny_detector() -> tuple[torch.nn.Module, object]:
+    """A DETR with a small ResNet backbone, no timm and no pretrained weights: nothing downloads."""
+    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+
+    backbone = ResNetConfig(
+        num_channels=3,
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64, 64],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        out_features=["stage4"],
+    )
+    config = DetrConfig(
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone_config=backbone,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_queries=10,
+        num_labels=len(COCO_LABELS),
+        id2label=dict(enumerate(COCO_LABELS)),
+        label2id={name: i for i, name in enumerate(COCO_LABELS) if name != "N/A"},
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(DETECTOR_SEED)
+        model = DetrForObjectDetection(config)
+    processor = detr_processor_class()(size={"shortest_edge": 64, "longest_edge": 96})
+    return model, processor
+
+
+def ensure_tiny_detector(folder: Path | str | None = None) -> Path:
+    """Build the tiny detector folder once (atomically) and return it."""
+
+    def build(staging: Path) -> None:
+        model, processor = build_tiny_detector()
+        model.save_pretrained(staging)  # type: ignore[attr-defined]
+        processor.save_pretrained(staging)  # type: ignore[attr-defined]
+
+    folder = Path(folder) if folder is not None else default_tiny_detector_dir()
+    meta = {"version": DETECTOR_VERSION, "seed": DETECTOR_SEED}
+    return build_folder_once(folder, DETECTOR_MARKER, meta, build)

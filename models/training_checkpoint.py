@@ -3,22 +3,33 @@
 A checkpoint holds the trainable weights, the optimizer (and grad scaler) state, every random state
 the loop draws from (numpy pair sampler, torch noise generator, torch global RNG for dropout, Python's
 `random`) and the step. Written atomically (temp file + rename), so a kill mid-write leaves the
-previous checkpoint readable. `fingerprint` ties it to its inputs: resuming with other photos,
-settings or base weights is refused rather than silently mixed.
+previous checkpoint readable. `fingerprint` (`training_fingerprint`) ties it to its inputs:
+resuming with other photos, settings or base weights is refused rather than silently mixed.
+`TrainingState` is the loop's live side of a checkpoint: what `capture` saves and `restore` sets.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from PIL import Image
 
+from models.base_model import BaseModel
 from models.errors import RoomfitModelError
+
+if TYPE_CHECKING:
+    from models.training import TrainSettings
 
 CHECKPOINT_FILE = "checkpoint.pt"
 STATUS_FILE = "checkpoint.json"  # the step, readable without torch (for ops and tests)
@@ -42,6 +53,74 @@ class Checkpoint:
     python_random: tuple[Any, ...]
     scaler: dict[str, Any] | None = None
     losses: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TrainingState:
+    """The training loop's objects that a checkpoint captures and restores (with the torch global
+    and Python `random` states, which have no object)."""
+
+    trainable: dict[str, torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    rng: np.random.Generator  # pairs and their augmentation
+    generator: torch.Generator  # noise and timesteps
+
+    def capture(self, *, step: int, fingerprint: str, losses: list[float]) -> Checkpoint:
+        return Checkpoint(
+            step=step,
+            fingerprint=fingerprint,
+            trainable={k: p.detach().cpu().clone() for k, p in self.trainable.items()},
+            optimizer=self.optimizer.state_dict(),
+            numpy_rng=self.rng.bit_generator.state,
+            torch_generator=self.generator.get_state(),
+            torch_global=torch.get_rng_state(),
+            python_random=random.getstate(),
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            losses=losses,
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        with torch.no_grad():
+            for name, param in self.trainable.items():
+                param.copy_(checkpoint.trainable[name])
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        if checkpoint.scaler:
+            self.scaler.load_state_dict(checkpoint.scaler)
+        self.rng.bit_generator.state = checkpoint.numpy_rng
+        self.generator.set_state(checkpoint.torch_generator)
+        torch.set_rng_state(checkpoint.torch_global)
+        random.setstate(checkpoint.python_random)
+
+
+def training_inputs_digest(items: Sequence[tuple[Image.Image, Any]]) -> str:
+    """sha256 of a training's inputs: each image's pixels with its box (None in domain training)."""
+    digest = hashlib.sha256()
+    for image, box in items:
+        rgb = image.convert("RGB")
+        digest.update(f"{rgb.size}|{box}|".encode())
+        digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def training_fingerprint(base: BaseModel, settings: TrainSettings, inputs: str) -> str:
+    """What a checkpoint must match to be resumed: inputs (`training_inputs_digest`), base weights
+    and every setting that changes the result (not `steps` or `checkpoint_every`: a run may be
+    extended or checkpointed more often)."""
+    relevant = dataclasses.asdict(settings)
+    relevant.pop("steps")
+    relevant.pop("checkpoint_every")
+    payload = json.dumps(
+        {
+            "settings": relevant,
+            "base": base.weights_hash,
+            "inputs": inputs,
+            "device": base.device.type,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def save_checkpoint(folder: Path | str, checkpoint: Checkpoint) -> Path:

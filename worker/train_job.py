@@ -8,16 +8,16 @@ subject and version, so an attempt after a killed worker on the same machine res
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import shutil
 import time
 from pathlib import Path
 
-from core import job_state
+from core import job_state, subjects
 from core.blob_keys import adapter_key, subject_prefix
-from core.clock import utcnow
+from core.repository import TenantRepository
+from core.subjects import AdapterRecord
 from core.tables import Job, Subject
 from worker.events import emit_event, subject_payload
 from worker.job_runner import JobContext, JobFailed, JobStopped
@@ -45,8 +45,9 @@ def train_subject_work(ctx: JobContext, job: Job) -> None:
 
 def _adapter_version(ctx: JobContext, job: Job) -> int:
     with ctx.runtime.session() as session:
-        row = session.get(Job, job.id)
-        subject = session.get(Subject, job.subject_id)
+        repo = TenantRepository(session, job.tenant_id)
+        row = repo.get(Job, job.id)
+        subject = repo.get(Subject, job.subject_id or "")
         if row is None or subject is None:
             raise JobFailed("subject_not_found", f"subject {job.subject_id} no longer exists")
         if "adapter_version" not in row.params:
@@ -56,12 +57,9 @@ def _adapter_version(ctx: JobContext, job: Job) -> int:
 
 
 def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
-    import torch
-
-    from models import InvalidImageError, open_image
-    from models.detector import NoObjectDetected, annotate_photos
-    from models.training import TrainSettings, train_subject
-    from models.training_pairs import SubjectPhoto as TrainingPhoto
+    from models import InvalidImageError, RoomfitModelError, open_image
+    from models.subject_training import annotate_and_train
+    from models.training import TrainSettings
 
     runtime = ctx.runtime
     settings = runtime.settings
@@ -70,9 +68,9 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
     # --- annotating: the product's box in every photo ---------------------------------------
     started = time.perf_counter()
     with runtime.session() as session:
-        subject = session.get(Subject, job.subject_id)
+        subject = TenantRepository(session, job.tenant_id).get(Subject, job.subject_id or "")
         assert subject is not None
-        subject.status = "annotating"
+        subjects.mark_annotating(subject)
         session.commit()
         photos = list(subject.photos)
         label = subject.label
@@ -84,28 +82,17 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
             images.append(open_image(runtime.blobs.get(photo.blob_key), f"photo {photo.index}"))
         except InvalidImageError as exc:
             raise JobFailed("image_unreadable", str(exc)) from exc
-    given = [photo.box if photo.source == "given" else None for photo in photos]
-    detector = runtime.detector if any(box is None for box in given) else None
-    try:
-        annotations = annotate_photos(
-            images, detector=detector, boxes=given, label=label, names=[f"photo {p.index}" for p in photos]
-        )
-    except NoObjectDetected as exc:
-        raise JobFailed(exc.code, str(exc)) from exc
-    with runtime.session() as session:
-        rows = session.get(Subject, job.subject_id).photos  # type: ignore[union-attr]
-        for row, note in zip(rows, annotations, strict=True):
-            row.box = [round(v, 1) for v in note.box] if note.box else None
-            row.score, row.label, row.source = note.score, note.label, note.source
-            row.unusable_reason = note.reason
-        session.get(Subject, job.subject_id).status = "training"  # type: ignore[union-attr]
-        session.commit()
-    timings["annotate"] = time.perf_counter() - started
-    ctx.report(stage="training", progress=ANNOTATE_END, timings=timings)
+
+    def on_annotated(notes) -> None:  # type: ignore[no-untyped-def]
+        with runtime.session() as session:
+            row = TenantRepository(session, job.tenant_id).get(Subject, job.subject_id or "")
+            assert row is not None
+            subjects.record_boxes(row, notes)
+            session.commit()
+        timings["annotate"] = time.perf_counter() - started
+        ctx.report(stage="training", progress=ANNOTATE_END, timings=timings)
 
     # --- training: LoRA on the UNet, progress and losses to the job row ----------------------
-    started = time.perf_counter()
-    train_photos = [TrainingPhoto(images[i], note.box) for i, note in enumerate(annotations) if note.box]
     steps = int(job.params.get("steps") or settings.default_train_steps)
     train_settings = TrainSettings(
         steps=steps,
@@ -120,37 +107,24 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
         ctx.report(progress=fraction, loss_point=(p.step, p.loss))
 
     base = runtime.base_model
-    info = {"subject": job.subject_id, "version": version}
     try:
-        result = train_subject(
-            base, train_photos, train_settings, progress=on_progress, checkpoint_dir=checkpoints, info=info
+        trained = annotate_and_train(
+            base,
+            images,
+            train_settings,
+            boxes=[photo.box if photo.source == "given" else None for photo in photos],
+            detector=lambda: runtime.detector,
+            label=label,
+            names=[f"photo {p.index}" for p in photos],
+            on_annotated=on_annotated,
+            progress=on_progress,
+            checkpoint_dir=checkpoints,
+            info={"subject": job.subject_id, "version": version},
         )
-    except torch.OutOfMemoryError:
-        smaller = max(1, train_settings.batch_size // 2)
-        log.warning(
-            "job %s: out of memory at batch %d; retrying once at %d",
-            job.id,
-            train_settings.batch_size,
-            smaller,
-        )
-        if smaller == train_settings.batch_size:
-            raise JobFailed("out_of_memory", "training ran out of memory even at batch size 1") from None
-        _free_accelerator_memory()
-        try:
-            result = train_subject(
-                base,
-                train_photos,
-                dataclasses.replace(train_settings, batch_size=smaller),
-                progress=on_progress,
-                checkpoint_dir=checkpoints / f"batch{smaller}",
-                info=info,
-            )
-        except torch.OutOfMemoryError:
-            raise JobFailed(
-                "out_of_memory",
-                f"training ran out of memory at batch size {train_settings.batch_size} and {smaller}",
-            ) from None
-    timings["train"] = time.perf_counter() - started
+    except RoomfitModelError as exc:  # no product found, out of memory even at batch 1, ...
+        raise JobFailed(exc.code, str(exc)) from exc
+    result = trained.result
+    timings["train"] = time.perf_counter() - started - timings.get("annotate", 0.0)
     log.info(
         "job %s: trained %d steps in %.1fs (resumed from step %d), final loss %.4f",
         job.id,
@@ -167,32 +141,22 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
     runtime.blobs.put(key, data, content_type="application/vnd.roomfit.adapter+safetensors")
     ctx.check()  # cancelled while uploading: the handler above removes the blob again
     with runtime.session() as session:
-        subject = session.get(Subject, job.subject_id)
+        repo = TenantRepository(session, job.tenant_id)
+        subject = repo.get(Subject, job.subject_id or "")
         if subject is None:
             runtime.blobs.delete(key)
             raise JobStopped("cancelled")
-        subject.status = "ready"
-        subject.stage = None
-        subject.adapter_version = version
-        subject.adapter_key = key
-        subject.adapter_bytes = len(data)
-        subject.adapter_sha256 = hashlib.sha256(data).hexdigest()
-        subject.adapter_rank = settings.lora_rank
-        subject.adapter_base_model = base.model_id
-        subject.error_code = subject.error_message = None
-        subject.updated_at = utcnow()
-        job_row = session.get(Job, job.id)
+        adapter = AdapterRecord(
+            version=version,
+            key=key,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            rank=settings.lora_rank,
+            base_model=base.model_id,
+        )
+        subjects.mark_ready(subject, adapter)
+        job_row = repo.get(Job, job.id)
         assert job_row is not None
         job_row.timings = {**job_row.timings, **{k: round(v, 4) for k, v in timings.items()}}
         job_state.finish(session, ctx.held, "succeeded")
         emit_event(session, subject.tenant_id, "subject.ready", subject_payload(subject))
-
-
-def _free_accelerator_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

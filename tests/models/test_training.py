@@ -32,7 +32,8 @@ import torch
 from models.adapter_format import read_adapter
 from models.base_model import BaseModel, load_base_model
 from models.lora import inject_lora, lora_parameters
-from models.training import TrainSettings, encode_pairs, evaluation_loss, train_subject
+from models.training import TrainSettings, train_subject
+from models.training_loss import encode_pairs, evaluation_loss
 from models.training_pairs import evaluation_pairs
 from tests.models.training_fixtures import views
 

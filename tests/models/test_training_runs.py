@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from cli.train import train
 from models import Painter, PaintRequest, check_compatible, read_adapter
 from models.base_model import BaseModel, load_base_model
-from models.detector import ensure_tiny_detector
+from models.full_weights_format import FULL_FORMAT
 from models.lora import inject_lora, lora_parameters
-from models.training import FULL_FORMAT, TrainProgress, TrainSettings, train_domain, train_subject
+from models.tiny import ensure_tiny_detector
+from models.training import TrainProgress, TrainSettings, train_domain, train_subject
 from tests.models.training_fixtures import random_background, views
 
 FAST = TrainSettings(steps=3, batch_size=2, learning_rate=1e-3, seed=3)
