@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from models.training import TrainProgress
 
 
-# typer options: declarative, one per flag (their shapes repeat by design)
 def train(
     photos: Annotated[
         list[Path],
@@ -27,6 +26,7 @@ def train(
         ),
     ],
     out: Annotated[Path, typer.Option(help="Where to write the adapter (.safetensors).")],
+    # alike: typer options are declarative, one per flag; their shapes repeat by design.
     label: Annotated[
         str | None, typer.Option(help="What the product is (couch, bed, chair ...): the detector's hint.")
     ] = None,

@@ -213,7 +213,7 @@ def annotate_photos(
 # --- loading -----------------------------------------------------------------------------------
 
 
-# declarative, like base_model.BASE_MODEL: the rule that reads it is model_folder.find_model_folder
+# alike: declarative, like base_model.BASE_MODEL; the rule that reads it is model_folder.find_model_folder
 DETECTOR = ModelSetting(
     setting=SETTING,
     error=DetectorNotFoundError,

@@ -12,7 +12,7 @@ class RoomfitModelError(Exception):
     code = "model_error"
 
 
-# One small class per code (they repeat in shape by design): callers catch them one by one.
+# alike: one small class per code (they repeat in shape by design): callers catch them one by one.
 class ModelNotFoundError(RoomfitModelError):
     """The base model named by `ROOMFIT_BASE_MODEL` is neither a folder, nor `tiny`, nor in the HF cache."""
 

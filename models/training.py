@@ -129,6 +129,7 @@ class TrainResult:
 # --- entry points ------------------------------------------------------------------------------
 
 
+# alike: the two entry points take the same arguments and differ only in how they sample pairs.
 def train_subject(
     base: BaseModel,
     photos: Sequence[SubjectPhoto],

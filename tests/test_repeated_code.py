@@ -7,7 +7,8 @@ one side carries a comment `# alike: <why>` in the run or on the three lines abo
 pair passes. Tests and migrations are left out: a test reads best whole.
 
 Lines that carry no code are passed over before runs are counted: blank lines, comments, import
-statements, lines of brackets and at most one name or literal (docstrings, items of a list), and the
+statements, lines of at most one name among literals and punctuation (docstrings, list items,
+`keyword=value,` in a declaration), and the
 inner lines of a multi-line string. A block of one file that repeats itself (a list of small alike
 classes) counts as one pair, explained by one comment anywhere in it.
 """
@@ -27,7 +28,7 @@ PACKAGES = ("api", "core", "worker", "models", "cli")
 RUN = 6
 TOO_COMMON = 8  # a run in more places than this is an idiom of the language, not a copy
 MARKER = "# alike:"
-_BRACKETS = set("()[]{},:;")
+_DATA = {"S", "0", "=", "-", "*", *"()[]{},:;"}
 _SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
 
 
@@ -70,10 +71,10 @@ def code_lines(source: str) -> list[tuple[int, tuple[str, ...]]]:
         shapes[tok.start[0]].append(shape)
     out = []
     for number, parts in sorted(shapes.items()):
-        # Thin: brackets and at most one name or literal (`)`, `"a",`, `Subject,` in a tuple).
-        if sum(p not in _BRACKETS for p in parts) <= 1 and all(
-            p in _BRACKETS or p in "S0" or p[0] == "$" for p in parts
-        ):
+        # Thin: at most one name, the rest literals and punctuation (`)`, `"a",`, `Subject,`,
+        # `num_layers=4,`, `"sofa": ("couch",),`): data in a declaration, not logic.
+        names = sum(p[0] == "$" for p in parts)
+        if names <= 1 and all(p[0] == "$" or p in _DATA for p in parts):
             continue
         out.append((number, tuple(parts)))
     return out
