@@ -3,7 +3,7 @@
 Two places that share six lines (the same tokens, or the same but for strings, numbers and a
 consistent renaming of names) are one idea written twice; they should become one function. Where a
 pair must stay — declarations whose shape is all they share, such as FastAPI route decorators —
-one side carries a comment `# alike: <why>` in the run or on the three lines above it, and the
+one side carries a comment `# alike: <why>` in the run or on the five lines above it, and the
 pair passes. Tests and migrations are left out: a test reads best whole.
 
 Lines that carry no code are passed over before runs are counted: blank lines, comments, import
@@ -28,6 +28,7 @@ PACKAGES = ("api", "core", "worker", "models", "cli")
 RUN = 6
 TOO_COMMON = 8  # a run in more places than this is an idiom of the language, not a copy
 MARKER = "# alike:"
+LOOK_BACK = 5  # lines above a run where its marker may stand
 _DATA = {"S", "0", "=", "-", "*", *"()[]{},:;"}
 _SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
 
@@ -155,7 +156,7 @@ def _merge_self_repeats(pairs: list[tuple[Place, Place]]) -> list[tuple[Place, P
 
 def explained(place: Place, text: str) -> bool:
     source_lines = text.splitlines()
-    window = source_lines[max(0, place.first - 4) : place.last]
+    window = source_lines[max(0, place.first - 1 - LOOK_BACK) : place.last]
     return any(MARKER in line for line in window)
 
 
