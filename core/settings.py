@@ -84,11 +84,55 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `roomfit up` / `serve` bind to.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest accepted image file.")
     max_pixels: int = Field(40_000_000, description="Largest accepted image, in pixels (decoded).")
+    max_side: int = Field(
+        12_000, ge=64, description="Longest accepted side of an image, in pixels (after EXIF orientation)."
+    )
+    max_aspect_ratio: float = Field(
+        10.0, ge=1.0, description="Largest accepted ratio of an image's longer side to its shorter side."
+    )
+    max_request_pixels: int = Field(
+        160_000_000,
+        ge=1,
+        description="Pixels all the images of one request may decode to together (8 photos of 20 MP).",
+    )
+    api_memory_budget_bytes: int = Field(
+        768 * 1024 * 1024,
+        ge=0,
+        description="Memory the image checks of one API process may hold at once; past it, 503 with "
+        "Retry-After instead of growing. 0: no budget.",
+    )
     rate_limit: str = Field(
         "600/minute",
         description="Per-key rate limit (limits' syntax). Widgets poll a preview a few times a second.",
     )
     idempotency_hours: int = Field(24, ge=24, description="How long Idempotency-Key records are kept.")
+
+    # --- quotas (per tenant and per publishable key) ---------------------------------------------
+    max_queued_previews_per_tenant: int = Field(
+        200, ge=1, description="A tenant's previews queued or running at once; past it, 429 too_many_jobs."
+    )
+    max_queued_previews_per_key: int = Field(
+        20, ge=1, description="Previews queued or running at once made by one publishable key."
+    )
+    max_queued_trainings_per_tenant: int = Field(
+        20, ge=1, description="A tenant's subjects queued or training at once; past it, 429 too_many_jobs."
+    )
+    publishable_max_steps: int = Field(
+        50, ge=1, le=100, description="Most sampling steps a publishable key may ask for (secret keys: 100)."
+    )
+
+    # --- webhooks ------------------------------------------------------------------------------
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, le=30, description="Connect and read timeout of one webhook delivery."
+    )
+    webhook_max_pending: int = Field(
+        1000, ge=1, description="Undelivered webhook events kept per tenant; past it, new ones fail."
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Development only: allow http:// and non-public addresses (loopback, private ranges) "
+        "as webhook URLs. Never in production: it lets a tenant aim the workers at your network.",
+    )
 
     # --- jobs --------------------------------------------------------------------------------
     lease_seconds: int = Field(60, ge=5, description="A job whose heartbeat is older than this is orphaned.")
