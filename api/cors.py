@@ -13,13 +13,13 @@ import json
 from collections.abc import Callable
 
 import anyio.to_thread
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import normalize_origin
-from core.tables import ApiKey
+from api.problems import ORIGIN_NOT_ALLOWED, PROBLEM_JSON
+from core.repository import OpsRepository
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
@@ -28,12 +28,10 @@ MAX_AGE_SECONDS = "600"
 
 
 def listed_origin_check(sessions: sessionmaker[Session]) -> Callable[[str], bool]:
+    # Its own short session: this runs in a middleware, outside any request's transaction.
     def is_listed(origin: str) -> bool:
         with sessions() as session:
-            rows = session.scalars(
-                select(ApiKey.origins).where(ApiKey.kind == "publishable", ApiKey.revoked_at.is_(None))
-            ).all()
-        return any(origin in (origins or ()) for origins in rows)
+            return origin in OpsRepository(session).publishable_origins()
 
     return is_listed
 
@@ -84,17 +82,11 @@ class KeyOriginCORS:
                 (b"vary", b"Origin"),
             ]
         else:
-            status = 403
+            status = ORIGIN_NOT_ALLOWED.status
             body = json.dumps(
-                {
-                    "type": "https://roomfit.dev/problems/origin_not_allowed",
-                    "title": "Forbidden",
-                    "status": 403,
-                    "detail": "this origin is not listed on any publishable key",
-                    "code": "origin_not_allowed",
-                }
+                ORIGIN_NOT_ALLOWED.document("this origin is not listed on any publishable key")
             ).encode()
-            headers = [(b"content-type", b"application/problem+json"), (b"vary", b"Origin")]
+            headers = [(b"content-type", PROBLEM_JSON.encode()), (b"vary", b"Origin")]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -1,6 +1,11 @@
-"""Typed dependencies: a route's signature says what it needs (a session, a caller of some kind, a
-tenant-scoped repository), and the checks behind them run before the route body — so an
-unauthenticated or forbidden request is refused before a byte of its upload is read."""
+"""Typed dependencies: a route's signature says everything it needs (the request's transaction, a
+caller of some kind, a tenant-scoped repository, the blob store, the broker, the settings), and the
+checks behind them run before the route body — so an unauthenticated or forbidden request is
+refused before a byte of its upload is read.
+
+Everything the app holds (`create_app` puts it on `app.state`) is read here and nowhere else, at
+request time, so a test can swap one (a broken database, a refusing broker) on a running app.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,17 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+from celery import Celery
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from api.problems import ApiError
+from api.problems import FORBIDDEN, ORIGIN_NOT_ALLOWED, RATE_LIMITED, UNAUTHORIZED, ApiError
 from api.rate_limit import RateLimiter
+from api.transaction import request_transaction
 from core.accounts import find_active_key
+from core.blobstore import BlobStore
 from core.repository import OpsRepository, TenantRepository
 from core.settings import Settings
 
@@ -29,24 +38,46 @@ def is_id(value: str) -> bool:
     return bool(_ID.fullmatch(value))
 
 
+# --- what the app holds ------------------------------------------------------------------------
+# async: no I/O, so no hop through the thread pool.
 async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+async def get_blobs(request: Request) -> BlobStore:
+    return request.app.state.blobs  # type: ignore[no-any-return]
+
+
+async def get_celery(request: Request) -> Celery:
+    return request.app.state.celery  # type: ignore[no-any-return]
+
+
+async def get_engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+async def get_ping_timeout(request: Request) -> float:
+    """Seconds to wait for workers to answer a ping (app state, not settings: tests shorten it)."""
+    return request.app.state.inspect_timeout  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+PingTimeoutDep = Annotated[float, Depends(get_ping_timeout)]
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session: Session = request.app.state.sessions()
-    try:
-        yield session
-    finally:
-        session.close()
+    yield from request_transaction(request.app.state.sessions)
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit (or roll back) after the route returns and before the response is sent
+# (see api.transaction). Every dependency and route of a request shares this one session.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+# --- who is calling ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Caller:
     """The authenticated key behind a request."""
@@ -62,7 +93,7 @@ def normalize_origin(origin: str) -> str:
 
 
 def _unauthorized(detail: str) -> ApiError:
-    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="roomfit"'})
+    return UNAUTHORIZED(detail, headers={"WWW-Authenticate": 'Bearer realm="roomfit"'})
 
 
 # Declared for the OpenAPI document (the "Authorize" button of /docs); the header is parsed below so
@@ -90,17 +121,11 @@ def get_caller(
     if caller.kind == "publishable":
         origin = request.headers.get("origin")
         if origin is None or normalize_origin(origin) not in caller.origins:
-            raise ApiError(
-                403,
-                "origin_not_allowed",
-                "a publishable key works only from the origins listed on it",
-            )
+            raise ORIGIN_NOT_ALLOWED("a publishable key works only from the origins listed on it")
     limiter: RateLimiter = request.app.state.rate_limiter
     verdict = limiter.check(caller.key_id)
     if not verdict.allowed:
-        raise ApiError(
-            429,
-            "rate_limited",
+        raise RATE_LIMITED(
             f"more than {verdict.limit} requests in the window; retry after {verdict.retry_after} s",
             headers={"Retry-After": str(verdict.retry_after)},
         )
@@ -114,10 +139,9 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 def allow(*kinds: str) -> Callable[[Caller], Awaitable[Caller]]:
     """A dependency that lets only these kinds of key through (403 `forbidden` for the others)."""
 
-    # async: no I/O here, so no hop through the thread pool
     async def check(caller: CallerDep) -> Caller:
         if caller.kind not in kinds:
-            raise ApiError(403, "forbidden", f"a {caller.kind} key may not do this")
+            raise FORBIDDEN(f"a {caller.kind} key may not do this")
         return caller
 
     return check
@@ -129,10 +153,15 @@ OpsCaller = Annotated[Caller, Depends(allow("ops"))]
 JobReader = Annotated[Caller, Depends(allow("secret", "ops"))]
 
 
-async def get_repo(session: SessionDep, caller: CallerDep) -> TenantRepository:
+# --- repositories: the only way routes and services reach rows ----------------------------------
+def _tenant_repo(session: Session, caller: Caller) -> TenantRepository:
     if caller.tenant_id is None:
-        raise ApiError(403, "forbidden", "this key belongs to no tenant")
+        raise FORBIDDEN("this key belongs to no tenant")
     return TenantRepository(session, caller.tenant_id)
+
+
+async def get_repo(session: SessionDep, caller: CallerDep) -> TenantRepository:
+    return _tenant_repo(session, caller)
 
 
 RepoDep = Annotated[TenantRepository, Depends(get_repo)]
@@ -143,3 +172,11 @@ async def get_ops_repo(session: SessionDep, _: OpsCaller) -> OpsRepository:
 
 
 OpsRepoDep = Annotated[OpsRepository, Depends(get_ops_repo)]
+
+
+async def get_job_repo(session: SessionDep, caller: JobReader) -> TenantRepository | OpsRepository:
+    """Where a job reader looks: every tenant's jobs for an ops key, its own tenant's for a secret key."""
+    return OpsRepository(session) if caller.kind == "ops" else _tenant_repo(session, caller)
+
+
+JobRepoDep = Annotated[TenantRepository | OpsRepository, Depends(get_job_repo)]

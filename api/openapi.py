@@ -1,7 +1,8 @@
 """OpenAPI pieces the routes share: the problem responses and the multipart request bodies.
 
-The upload routes read their body with `api.uploads` (streaming, with limits) rather than FastAPI's
-`File()` parameters, so their request bodies are described here by hand.
+The upload routes read their body with `api.multipart` (streaming, with limits) rather than
+FastAPI's `File()` parameters, so their request bodies are described here by hand. The codes listed
+per status come from the registry in `api.problems`.
 """
 
 from __future__ import annotations
@@ -9,27 +10,15 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from api.schemas import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, Problem
+from api.problems import PROBLEM_JSON, codes_by_status
+from api.schemas import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
+from api.schemas import Problem as ProblemBody  # the document's schema; api.problems.Problem is a code
 
-PROBLEM_MEDIA = "application/problem+json"
-
-_CODES: dict[int, str] = {
-    400: "malformed_multipart, client_disconnected",
-    401: "unauthorized",
-    403: "forbidden, origin_not_allowed",
-    404: "not_found",
-    409: "subject_not_ready, external_id_taken, subject_busy, preview_not_ready, idempotency_key_reused, "
-    "idempotency_key_in_progress, job_not_retryable, job_not_cancellable",
-    413: "image_too_large, payload_too_large, field_too_large",
-    415: "unsupported_media_type, unsupported_content_type",
-    422: "validation_error, image_unreadable, too_many_photos, invalid_boxes, mask_size_mismatch, "
-    "mask_empty, invalid_idempotency_key, invalid_webhook_url",
-    429: "rate_limited (with Retry-After)",
-    503: "service_unavailable (database, broker or blob store down)",
-}
+_PROBLEM_SCHEMA = ProblemBody.model_json_schema()
 
 
-_PROBLEM_SCHEMA = Problem.model_json_schema()
+def _codes(status: int) -> str:
+    return ", ".join(f"`{code}`" for code in codes_by_status().get(status, [])) or "see API.md"
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -37,8 +26,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         out[status] = {
-            "description": f"{HTTPStatus(status).phrase}. Codes: {_CODES.get(status, 'see API.md')}",
-            "content": {PROBLEM_MEDIA: {"schema": _PROBLEM_SCHEMA}},
+            "description": f"{HTTPStatus(status).phrase}. Codes: {_codes(status)}",
+            "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
         }
     return out
 
@@ -56,94 +45,87 @@ _IDEMPOTENCY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
 
-SUBJECT_FORM: dict[str, Any] = {
-    "parameters": [_IDEMPOTENCY],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["name", "photos"],
-                    "properties": {
-                        "name": {"type": "string", "minLength": 1, "maxLength": 200, "example": "Oslo sofa"},
-                        "photos": {
-                            "type": "array",
-                            "items": _IMAGE,
-                            "minItems": 1,
-                            "maxItems": 8,
-                            "description": "1 to 8 product photos (more: 422 `too_many_photos`)",
-                        },
-                        "external_id": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 200,
-                            "description": "the shop's SKU; unique per tenant (409 `external_id_taken`)",
-                        },
-                        "boxes": {
-                            "type": "string",
-                            "description": "JSON list, one entry per photo: [x0, y0, x1, y1] in "
-                            "pixels of the photo after its EXIF orientation, or null to detect",
-                            "example": "[[10, 20, 500, 600], null]",
-                        },
-                        "label": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": 100,
-                            "description": "what the product is, a hint for the detector",
-                            "example": "couch",
-                        },
-                    },
-                },
-                "encoding": {"photos": {"contentType": "image/jpeg, image/png, image/webp"}},
-            }
-        },
-    },
-}
 
-PREVIEW_FORM: dict[str, Any] = {
-    "parameters": [_IDEMPOTENCY],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["subject_id", "room", "mask"],
-                    "properties": {
-                        "subject_id": {"type": "string", "minLength": 1, "maxLength": 40},
-                        "room": _IMAGE,
-                        "mask": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "PNG of exactly the room's size after the room's EXIF "
-                            "orientation; a pixel with any non-zero colour channel is painted "
-                            "(alpha is ignored)",
-                        },
-                        "seed": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": MAX_SEED,
-                            "description": "default: random, returned in the answer",
-                        },
-                        "steps": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_STEPS,
-                            "description": "sampling steps; default: the service's",
-                        },
-                        "guidance_scale": {
-                            "type": "number",
-                            "minimum": 0,
-                            "maximum": MAX_GUIDANCE,
-                            "description": "classifier-free guidance; default: the service's",
-                        },
-                    },
-                },
-                "encoding": {"room": {"contentType": "image/jpeg, image/png, image/webp"}},
-            }
+def _multipart_post(required: list[str], properties: dict[str, Any], images: str) -> dict[str, Any]:
+    """`openapi_extra` of an upload route: Idempotency-Key and its multipart form."""
+    form = {"type": "object", "required": required, "properties": properties}
+    encoding = {images: {"contentType": "image/jpeg, image/png, image/webp"}}
+    return {
+        "parameters": [_IDEMPOTENCY],
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": form, "encoding": encoding}},
+        },
+    }
+
+
+# alike: the form fields below are JSON-schema declarations, alike in shape only.
+SUBJECT_FORM = _multipart_post(
+    ["name", "photos"],
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200, "example": "Oslo sofa"},
+        "photos": {
+            "type": "array",
+            "items": _IMAGE,
+            "minItems": 1,
+            "maxItems": 8,
+            "description": "1 to 8 product photos (more: 422 `too_many_photos`)",
+        },
+        "external_id": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "description": "the shop's SKU; unique per tenant (409 `external_id_taken`)",
+        },
+        "boxes": {
+            "type": "string",
+            "description": "JSON list, one entry per photo: [x0, y0, x1, y1] in "
+            "pixels of the photo after its EXIF orientation, or null to detect",
+            "example": "[[10, 20, 500, 600], null]",
+        },
+        "label": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "description": "what the product is, a hint for the detector",
+            "example": "couch",
         },
     },
-}
+    images="photos",
+)
+
+PREVIEW_FORM = _multipart_post(
+    ["subject_id", "room", "mask"],
+    {
+        "subject_id": {"type": "string", "minLength": 1, "maxLength": 40},
+        "room": _IMAGE,
+        "mask": {
+            "type": "string",
+            "format": "binary",
+            "description": "PNG of exactly the room's size after the room's EXIF orientation; "
+            "with an alpha channel its opaque pixels are painted, without one its pixels of "
+            "non-zero luminance",
+        },
+        "seed": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_SEED,
+            "description": "default: random, returned in the answer",
+        },
+        "steps": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_STEPS,
+            "description": "sampling steps; default: the service's",
+        },
+        "guidance_scale": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_GUIDANCE,
+            "description": "classifier-free guidance; default: the service's",
+        },
+    },
+    images="room",
+)
 
 IDEMPOTENT_POST: dict[str, Any] = {"parameters": [_IDEMPOTENCY]}

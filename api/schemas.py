@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,8 +37,21 @@ class ErrorInfo(BaseModel):
     message: str | None = Field(examples=["no couch found in photo 2"])
 
 
-def _error(code: str | None, message: str | None) -> ErrorInfo | None:
-    return ErrorInfo(code=code, message=message) if code else None
+class _Tracked(Protocol):
+    """A subject, preview or job row: what the workers report on it."""
+
+    progress: float
+    error_code: str | None
+    error_message: str | None
+
+
+def _error(row: _Tracked) -> ErrorInfo | None:
+    return ErrorInfo(code=row.error_code, message=row.error_message) if row.error_code else None
+
+
+def _progress(row: _Tracked) -> float:
+    """0..1, whatever a worker wrote."""
+    return max(0.0, min(1.0, row.progress or 0.0))
 
 
 class PhotoOut(BaseModel):
@@ -94,7 +107,7 @@ class SubjectOut(BaseModel):
             external_id=row.external_id,
             label=row.label,
             status=row.status,  # type: ignore[arg-type]
-            progress=max(0.0, min(1.0, row.progress or 0.0)),
+            progress=_progress(row),
             stage=row.stage,
             photos=[PhotoOut.of(p) for p in row.photos],
             adapter=AdapterOut(
@@ -105,7 +118,7 @@ class SubjectOut(BaseModel):
             )
             if row.adapter_key
             else None,
-            error=_error(row.error_code, row.error_message),
+            error=_error(row),
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -125,9 +138,9 @@ class SubjectStatusOut(BaseModel):
         return cls(
             id=row.id,
             status=row.status,  # type: ignore[arg-type]
-            progress=max(0.0, min(1.0, row.progress or 0.0)),
+            progress=_progress(row),
             stage=row.stage,
-            error=_error(row.error_code, row.error_message),
+            error=_error(row),
         )
 
 
@@ -155,6 +168,8 @@ class PreviewForm(BaseModel):
     guidance_scale: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE)
 
 
+# alike: fields and `of` read like SubjectOut's and JobOut's on purpose: each schema lists its own
+# fields in the order its JSON has them, rather than inheriting shared ones (pydantic puts those first).
 class PreviewOut(BaseModel):
     id: str = Field(examples=["prv_01JD6Y5B0M9Z8S4W2T1V3X7Y6Q"])
     subject_id: str = Field(examples=["sub_01JD6Y3ZC6T4VY1X9N8K2M7Q5R"])
@@ -180,11 +195,11 @@ class PreviewOut(BaseModel):
             id=row.id,
             subject_id=row.subject_id,
             status=row.status,  # type: ignore[arg-type]
-            progress=max(0.0, min(1.0, row.progress or 0.0)),
+            progress=_progress(row),
             result_url=f"/v1/previews/{row.id}/result"
             if row.status == "succeeded" and row.result_key
             else None,
-            error=_error(row.error_code, row.error_message),
+            error=_error(row),
             seed=row.seed,
             steps=row.steps,
             guidance_scale=row.guidance_scale,
@@ -230,13 +245,13 @@ class JobOut(BaseModel):
             preview_id=row.preview_id,
             status=row.status,  # type: ignore[arg-type]
             stage=row.stage,
-            progress=max(0.0, min(1.0, row.progress or 0.0)),
+            progress=_progress(row),
             attempts=row.attempts,
             worker=row.worker,
             cancel_requested=bool(row.cancel_requested),
             timings=dict(row.timings or {}),
             loss=[[float(step), float(loss)] for step, loss in (row.loss_points or [])],
-            error=_error(row.error_code, row.error_message),
+            error=_error(row),
             created_at=row.created_at,
             updated_at=row.updated_at,
             enqueued_at=row.enqueued_at,

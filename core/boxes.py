@@ -41,8 +41,6 @@ def parse_boxes(raw: str | None, sizes: Sequence[tuple[int, int]]) -> list[Box |
             raise InvalidBoxes(f"box {i} must be [x0, y0, x1, y1] in pixels, or null")
         x0, y0, x1, y1 = (float(v) for v in box)
         if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-            raise InvalidBoxes(
-                f"box {i} {box} is not inside photo {i} ({width}x{height}) with x0<x1, y0<y1"
-            )
+            raise InvalidBoxes(f"box {i} {box} is not inside photo {i} ({width}x{height}) with x0<x1, y0<y1")
         out.append([x0, y0, x1, y1])
     return out

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
 from core.settings import Settings, get_settings
+
+log = logging.getLogger("roomfit.queue")
 
 QUEUES = ("train", "preview", "default")
 
@@ -81,15 +85,49 @@ def job_ids_in_broker(app: Celery) -> set[str] | None:
     Redis (kombu) keeps each queue as a list and unacknowledged messages in the `unacked` hash; the
     filesystem transport keeps one file per message. Task arguments appear verbatim in both.
     """
-    url = app.conf.broker_url or ""
     try:
-        if url.startswith(("redis://", "rediss://")):
+        if _is_redis(app):
             return _ids_in_redis(app)
-        if url.startswith("filesystem://"):
+        if str(app.conf.broker_url or "").startswith("filesystem://"):
             return _ids_in_folder(app)
     except Exception:
         return None
     return None
+
+
+def _is_redis(app: Celery) -> bool:
+    return str(app.conf.broker_url or "").startswith(("redis://", "rediss://"))
+
+
+def queue_lengths(app: Celery) -> dict[str, int] | None:
+    """Messages waiting per queue, when the broker can say so cheaply (Redis: LLEN); else None."""
+    if not _is_redis(app):
+        return None
+    try:
+        with app.connection_for_read() as conn:
+            client = conn.default_channel.client
+            return {name: int(client.llen(name)) for name in QUEUES}
+    except Exception:
+        log.warning("could not read queue lengths from the broker", exc_info=True)
+        return None
+
+
+def ping_workers(app: Celery, timeout: float) -> dict[str, Any] | None:
+    """The workers that answer Celery's ping within `timeout` seconds, by name; None when the
+    broker carries no broadcast (filesystem, memory) or cannot be asked."""
+    if not str(app.conf.broker_url or "").startswith(("redis://", "rediss://", "amqp://")):
+        return None
+    try:
+        return app.control.inspect(timeout=timeout).ping() or {}
+    except Exception:
+        log.warning("celery inspect failed", exc_info=True)
+        return None
+
+
+def check_broker(app: Celery) -> None:
+    """Return if the broker accepts a connection, else raise (for /readyz)."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
 
 
 _JOB_ID = re.compile(r"job_[0-9A-Z]{26}")

@@ -1,20 +1,33 @@
-"""Tenant-scoped data access: every query made through a `TenantRepository` carries the tenant.
+"""Data access: every query of the API and the workers is a method here, scoped when it is built.
 
-Routes and tasks that act for a tenant get one of these and never build a bare `select`, so a
-forgotten `where tenant_id = ...` cannot leak another shop's rows. Cross-tenant reads (ops staff,
-the reconciler) go through `OpsRepository`, which says so in its name.
+Routes and tasks that act for a tenant get a `TenantRepository` and never build a bare `select`, so
+a forgotten `where tenant_id = ...` cannot leak another shop's rows. Cross-tenant reads (ops staff,
+the reconciler) go through `OpsRepository`, which says so in its name. `IdempotencyRepository` holds
+the records of one API key's Idempotency-Keys. Repositories add, delete and query; they never
+commit: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, delete, func, select
 from sqlalchemy.orm import Session
 
-from core.tables import Base, Job, Preview, Subject, Tenant, Webhook, WebhookDelivery
+from core.tables import (
+    ApiKey,
+    Base,
+    IdempotencyRecord,
+    Job,
+    Preview,
+    Subject,
+    Tenant,
+    Webhook,
+    WebhookDelivery,
+)
 
 M = TypeVar("M", bound=Base)
 
@@ -89,14 +102,22 @@ class TenantRepository:
     def jobs_of_subject(self, subject_id: str) -> Sequence[Job]:
         return self.session.scalars(self.select(Job).where(Job.subject_id == subject_id)).all()
 
+    def job(self, job_id: str) -> Job | None:
+        """One of the tenant's jobs (the same question `OpsRepository.job` answers across tenants)."""
+        return self.get(Job, job_id)
+
     # --- webhooks -----------------------------------------------------------------------------
     def webhook(self) -> Webhook | None:
         """The tenant's one webhook endpoint, if it set one."""
         return self.session.scalars(self.select(Webhook)).first()
 
+    def pending_deliveries(self) -> int:
+        """How many of the tenant's webhook deliveries are not delivered or failed yet."""
+        return self.count(WebhookDelivery, WebhookDelivery.status == "pending")
+
 
 class OpsRepository:
-    """Reads across tenants, for ops keys and the reconciler only."""
+    """Reads across tenants, for ops keys, the reconciler and the CORS preflight only."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -120,6 +141,13 @@ class OpsRepository:
     def delivery(self, delivery_id: str) -> WebhookDelivery | None:
         return self.session.get(WebhookDelivery, delivery_id)
 
+    def publishable_origins(self) -> set[str]:
+        """Every origin listed on an active publishable key (CORS preflights carry no key)."""
+        rows = self.session.scalars(
+            select(ApiKey.origins).where(ApiKey.kind == "publishable", ApiKey.revoked_at.is_(None))
+        ).all()
+        return {origin for origins in rows for origin in origins or ()}
+
     def stalled_deliveries(self, due_before: datetime) -> Sequence[str]:
         """Ids of pending webhook deliveries whose retry time is long past: their message was lost."""
         return self.session.scalars(
@@ -139,3 +167,71 @@ class OpsRepository:
     def job_counts(self) -> dict[tuple[str, str], int]:
         rows = self.session.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status))
         return {(kind, status): int(n) for kind, status, n in rows}
+
+    def workers_seen(self, since: datetime) -> dict[str, WorkerSeen]:
+        """Workers named in job heartbeats since `since`, by name: their running jobs, their latest
+        heartbeat and the kinds of job they ran."""
+        rows = self.session.execute(
+            select(
+                Job.worker,
+                Job.kind,
+                func.max(Job.heartbeat_at),
+                func.sum(case((Job.status == "running", 1), else_=0)),
+            )
+            .where(Job.worker.is_not(None), Job.heartbeat_at >= since)
+            .group_by(Job.worker, Job.kind)
+        ).all()
+        seen: dict[str, WorkerSeen] = {}
+        for worker, kind, last, running in rows:
+            info = seen.setdefault(worker, WorkerSeen(worker))
+            info.running += int(running or 0)
+            info.kinds.add(kind)
+            if last is not None and (info.last_heartbeat is None or last > info.last_heartbeat):
+                info.last_heartbeat = last
+        return seen
+
+
+@dataclass
+class WorkerSeen:
+    """A worker as job heartbeats show it."""
+
+    name: str
+    running: int = 0
+    last_heartbeat: datetime | None = None
+    kinds: set[str] = field(default_factory=set)
+
+
+class IdempotencyRepository:
+    """The Idempotency-Key records of one API key (keys are per API key, not per tenant: ops keys
+    belong to no tenant and use them too)."""
+
+    def __init__(self, session: Session, api_key_id: str) -> None:
+        self.session = session
+        self.api_key_id = api_key_id
+
+    def find(self, key: str) -> IdempotencyRecord | None:
+        return self.session.scalars(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.api_key_id == self.api_key_id, IdempotencyRecord.key == key
+            )
+        ).first()
+
+    def add(self, record: IdempotencyRecord) -> None:
+        if record.api_key_id != self.api_key_id:
+            raise ValueError(f"record of key {record.api_key_id} given to key {self.api_key_id}")
+        self.session.add(record)
+
+    def delete(self, record: IdempotencyRecord) -> None:
+        self.session.delete(record)
+
+    def delete_id(self, record_id: str) -> None:
+        """Delete by id, without loading the row (the session may have forgotten it by rollback)."""
+        self.session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.id == record_id, IdempotencyRecord.api_key_id == self.api_key_id
+            )
+        )
+
+    def delete_expired(self, now: datetime) -> None:
+        """Every key's expired records: the sweep runs as any key writes a new one."""
+        self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now))

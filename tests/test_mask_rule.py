@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.uploads import UploadedFile, check_mask
+from api.image_checks import check_mask
+from api.multipart import UploadedFile
 from models import open_mask
 
 H, W = 24, 32

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+
+from api.deps import BlobsDep, CeleryDep, EngineDep
+from core.queue import check_broker
 
 log = logging.getLogger("roomfit.api")
 router = APIRouter(tags=["health"])
@@ -20,14 +24,14 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Database, broker and blob store are reachable")
-def readyz(request: Request) -> JSONResponse:
-    state = request.app.state
+def readyz(engine: EngineDep, celery: CeleryDep, blobs: BlobsDep) -> JSONResponse:
     checks: dict[str, str] = {}
-    for name, check in (
-        ("database", lambda: _check_database(state.engine)),
-        ("broker", lambda: _check_broker(state.celery)),
-        ("blob_store", lambda: state.blobs.ping()),
-    ):
+    probes: tuple[tuple[str, Callable[[], None]], ...] = (
+        ("database", lambda: _check_database(engine)),
+        ("broker", lambda: check_broker(celery)),
+        ("blob_store", blobs.ping),
+    )
+    for name, check in probes:
         started = time.perf_counter()
         try:
             check()
@@ -39,14 +43,10 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
 
-def _check_database(engine) -> None:  # type: ignore[no-untyped-def]
+def _check_database(engine: Engine) -> None:
+    # The engine, not the request's session: readiness must not open a transaction to commit.
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
-
-
-def _check_broker(celery) -> None:  # type: ignore[no-untyped-def]
-    with celery.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

@@ -1,35 +1,24 @@
 """`/v1/previews`: paint a ready subject into a room photo; read the preview; fetch its result.
 
-HTTP only; the rules of creating one are in `api.services.previews`.
+HTTP only; the rules are in `api.services.previews`.
 """
 
 from __future__ import annotations
 
-import logging
-
-from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
-from sqlalchemy.orm import Session
 
-from api.deps import Caller, RepoDep, SessionDep, SettingsDep, TenantCaller, is_id
-from api.idempotency import run_idempotent
+from api.deps import BlobsDep, CeleryDep, RepoDep, SettingsDep, TenantCaller
+from api.idempotency import Outcome
+from api.multipart import FormLimits, ParsedForm
 from api.openapi import AUTH, PREVIEW_FORM, problems
-from api.problems import ApiError
+from api.posts import PostDep, answer
+from api.problems import VALIDATION_ERROR
 from api.schemas import PreviewOut
 from api.services import previews as service
-from api.uploads import FormLimits, ParsedForm, read_form
-from core.blobstore import BlobNotFound, BlobStore, LocalBlobStore
-from core.repository import TenantRepository
-from core.settings import Settings
-from core.tables import Preview
+from core.blobstore import Stream
 
-log = logging.getLogger("roomfit.api.previews")
 router = APIRouter(prefix="/v1/previews", tags=["previews"])
-
-
-def _one(name: str) -> ApiError:
-    return ApiError(422, "validation_error", f"{name}: send exactly one file")
 
 
 @router.post(
@@ -44,41 +33,21 @@ def _one(name: str) -> ApiError:
     openapi_extra=PREVIEW_FORM,
 )
 async def create_preview(
-    request: Request, caller: TenantCaller, session: SessionDep, settings: SettingsDep
+    caller: TenantCaller,
+    post: PostDep,
+    repo: RepoDep,
+    blobs: BlobsDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
 ) -> Response:
-    limits = FormLimits(
-        max_file_bytes=settings.max_upload_bytes,
-        file_fields={"room": (1, _one("room")), "mask": (1, _one("mask"))},
-    )
-    form = await read_form(request, limits)
-    try:
-        return await run_in_threadpool(_create_preview, request, caller, session, settings, form)
-    finally:
-        form.close()
+    one = {name: (1, VALIDATION_ERROR(f"{name}: send exactly one file")) for name in ("room", "mask")}
+    limits = FormLimits(max_file_bytes=settings.max_upload_bytes, file_fields=one)
 
+    def produce(form: ParsedForm) -> Outcome:
+        done = service.create_preview(repo, blobs, celery, settings, form, caller.key_id)
+        return answer(done, PreviewOut.of(done.row), status=202, location=f"/v1/previews/{done.row.id}")
 
-def _create_preview(
-    request: Request, caller: Caller, session: Session, settings: Settings, form: ParsedForm
-) -> Response:
-    assert caller.tenant_id is not None  # TenantCaller: a tenant's key
-    repo = TenantRepository(session, caller.tenant_id)
-    state = request.app.state
-    return run_idempotent(
-        session,
-        caller,
-        request,
-        form.digest,
-        settings.idempotency_hours,
-        lambda: service.create_preview(repo, state.blobs, state.celery, settings, form, caller.key_id),
-    )
-
-
-def _visible_preview(repo: TenantRepository, caller: Caller, preview_id: str) -> Preview:
-    """The tenant's preview; for a publishable key, only one it made. Anything else: 404."""
-    preview = repo.get(Preview, preview_id) if is_id(preview_id) else None
-    if preview is None or (caller.kind == "publishable" and preview.api_key_id != caller.key_id):
-        raise ApiError(404, "not_found", f"no preview {preview_id!r}")
-    return preview
+    return await post.run(produce, form=limits)
 
 
 @router.get(
@@ -88,7 +57,7 @@ def _visible_preview(repo: TenantRepository, caller: Caller, preview_id: str) ->
     responses=problems(*AUTH, 404),
 )
 def get_preview(preview_id: str, caller: TenantCaller, repo: RepoDep) -> PreviewOut:
-    return PreviewOut.of(_visible_preview(repo, caller, preview_id))
+    return PreviewOut.of(service.visible_preview(repo, caller, preview_id))
 
 
 @router.get(
@@ -102,21 +71,10 @@ def get_preview(preview_id: str, caller: TenantCaller, repo: RepoDep) -> Preview
     },
 )
 def get_result(
-    preview_id: str, caller: TenantCaller, repo: RepoDep, request: Request, settings: SettingsDep
+    preview_id: str, caller: TenantCaller, repo: RepoDep, blobs: BlobsDep, settings: SettingsDep
 ) -> Response:
-    preview = _visible_preview(repo, caller, preview_id)
-    if preview.status != "succeeded" or not preview.result_key:
-        raise ApiError(
-            409, "preview_not_ready", f"preview {preview_id} is {preview.status}; it has no result yet"
-        )
-    blobs: BlobStore = request.app.state.blobs
+    download = service.result(repo, caller, blobs, settings, preview_id)
     headers = {"Cache-Control": "private, no-store"}
-    try:
-        if isinstance(blobs, LocalBlobStore):
-            chunks = blobs.open(preview.result_key)
-            return StreamingResponse(chunks, media_type="image/png", headers=headers)
-        url = blobs.presign(preview.result_key, settings.presign_seconds)
-    except BlobNotFound as exc:
-        log.error("preview %s: result blob %s is missing", preview_id, preview.result_key)
-        raise ApiError(404, "not_found", f"the result of preview {preview_id} is gone") from exc
-    return RedirectResponse(url, status_code=307, headers=headers)
+    if isinstance(download, Stream):
+        return StreamingResponse(download.chunks, media_type="image/png", headers=headers)
+    return RedirectResponse(download.url, status_code=307, headers=headers)

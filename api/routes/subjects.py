@@ -7,30 +7,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Query, Response
 
-from api.deps import Caller, RepoDep, SecretCaller, SessionDep, SettingsDep, TenantCaller, is_id
-from api.idempotency import body_digest, read_small_body, run_idempotent
+from api.deps import BlobsDep, CeleryDep, RepoDep, SecretCaller, SettingsDep, TenantCaller
+from api.idempotency import Outcome
+from api.multipart import FormLimits
 from api.openapi import AUTH, IDEMPOTENT_POST, SUBJECT_FORM, problems
-from api.problems import ApiError
+from api.posts import PostDep, answer
+from api.problems import TOO_MANY_PHOTOS
 from api.schemas import SUBJECT_STATUSES, SubjectOut, SubjectPage, SubjectStatus, SubjectStatusOut
+from api.services import Done
 from api.services import subjects as service
-from api.uploads import FormLimits, ParsedForm, read_form
-from core.repository import TenantRepository
-from core.settings import Settings
+from api.transaction import after_commit
 from core.tables import Subject
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 MAX_PHOTOS = service.MAX_PHOTOS
 
 
-def _repo(session: Session, caller: Caller) -> TenantRepository:
-    assert caller.tenant_id is not None  # SecretCaller: a tenant's key
-    return TenantRepository(session, caller.tenant_id)
+def _accepted(done: Done[Subject]) -> Outcome:
+    return answer(done, SubjectOut.of(done.row), status=202, location=f"/v1/subjects/{done.row.id}")
 
 
+# alike: POST /v1/previews is declared the same way; the decorator is this route's own OpenAPI entry
 @router.post(
     "",
     status_code=202,
@@ -43,36 +42,20 @@ def _repo(session: Session, caller: Caller) -> TenantRepository:
     openapi_extra=SUBJECT_FORM,
 )
 async def create_subject(
-    request: Request, caller: SecretCaller, session: SessionDep, settings: SettingsDep
+    # alike: the typed dependencies of every upload route (POST /v1/previews, the services)
+    _: SecretCaller,
+    post: PostDep,
+    repo: RepoDep,
+    blobs: BlobsDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
 ) -> Response:
-    limits = FormLimits(
+    photos = FormLimits(
         max_file_bytes=settings.max_upload_bytes,
-        file_fields={
-            "photos": (
-                MAX_PHOTOS,
-                ApiError(422, "too_many_photos", f"at most {MAX_PHOTOS} photos per subject"),
-            )
-        },
+        file_fields={"photos": (MAX_PHOTOS, TOO_MANY_PHOTOS(f"at most {MAX_PHOTOS} photos per subject"))},
     )
-    form = await read_form(request, limits)
-    try:
-        return await run_in_threadpool(_create_subject, request, caller, session, settings, form)
-    finally:
-        form.close()
-
-
-def _create_subject(
-    request: Request, caller: Caller, session: Session, settings: Settings, form: ParsedForm
-) -> Response:
-    state = request.app.state
-    repo = _repo(session, caller)
-    return run_idempotent(
-        session,
-        caller,
-        request,
-        form.digest,
-        settings.idempotency_hours,
-        lambda: service.create_subject(repo, state.blobs, state.celery, settings, form),
+    return await post.run(
+        lambda form: _accepted(service.create_subject(repo, blobs, celery, settings, form)), form=photos
     )
 
 
@@ -103,9 +86,7 @@ def list_subjects(
     responses=problems(*AUTH, 404),
 )
 def get_subject(subject_id: str, caller: TenantCaller, repo: RepoDep) -> Any:
-    subject = repo.get(Subject, subject_id) if is_id(subject_id) else None
-    if subject is None:
-        raise service.not_found(subject_id)
+    subject = service.find_subject(repo, subject_id)
     if caller.kind == "publishable":
         return SubjectStatusOut.of(subject)
     return SubjectOut.of(subject)
@@ -117,10 +98,9 @@ def get_subject(subject_id: str, caller: TenantCaller, repo: RepoDep) -> Any:
     summary="Delete a subject with its photos, adapters and previews (cancels its training)",
     responses={204: {"description": "Deleted."}, **problems(*AUTH, 404)},
 )
-def delete_subject(subject_id: str, _: SecretCaller, repo: RepoDep, request: Request) -> Response:
-    if not is_id(subject_id):
-        raise service.not_found(subject_id)
-    service.delete_subject(repo, request.app.state.blobs, subject_id)
+def delete_subject(subject_id: str, _: SecretCaller, repo: RepoDep, blobs: BlobsDep) -> Response:
+    done = service.delete_subject(repo, blobs, subject_id)
+    after_commit(repo.session, done.after_commit)
     return Response(status_code=204)
 
 
@@ -133,24 +113,6 @@ def delete_subject(subject_id: str, _: SecretCaller, repo: RepoDep, request: Req
     openapi_extra=IDEMPOTENT_POST,
 )
 async def train_again(
-    subject_id: str, request: Request, caller: SecretCaller, session: SessionDep, settings: SettingsDep
+    subject_id: str, _: SecretCaller, post: PostDep, repo: RepoDep, celery: CeleryDep
 ) -> Response:
-    digest = body_digest(await read_small_body(request))
-    return await run_in_threadpool(_train_again, subject_id, request, caller, session, settings, digest)
-
-
-def _train_again(
-    subject_id: str, request: Request, caller: Caller, session: Session, settings: Settings, digest: str
-) -> Response:
-    if not is_id(subject_id):
-        raise service.not_found(subject_id)
-    repo = _repo(session, caller)
-    celery = request.app.state.celery
-    return run_idempotent(
-        session,
-        caller,
-        request,
-        digest,
-        settings.idempotency_hours,
-        lambda: service.train_again(repo, celery, subject_id),
-    )
+    return await post.run(lambda _: _accepted(service.train_again(repo, celery, subject_id)))

@@ -1,38 +1,42 @@
-"""Previews: check the room and the mask, store them, queue the painting."""
+"""Previews: check the room and the mask, store them, queue the painting; find one; its result."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from celery import Celery
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.deps import is_id
-from api.idempotency import Outcome
-from api.problems import ApiError, invalid
-from api.schemas import MAX_SEED, PreviewForm, PreviewOut
+from api.deps import Caller, is_id
+from api.image_checks import check_image, check_mask, png_bytes
+from api.multipart import ParsedForm
+from api.problems import NOT_FOUND, PREVIEW_NOT_READY, SUBJECT_NOT_READY, VALIDATION_ERROR, invalid
+from api.schemas import MAX_SEED, PreviewForm
+from api.services import Done
 from api.services.subjects import drop_blobs
-from api.uploads import ParsedForm, check_image, check_mask, png_bytes
 from core import previews
 from core.blob_keys import preview_mask_key, preview_prefix, preview_room_key
-from core.blobstore import BlobStore
+from core.blobstore import BlobNotFound, BlobStore, Download
 from core.dispatch import send
 from core.ids import new_id
 from core.job_state import new_job
 from core.repository import TenantRepository
 from core.settings import Settings
-from core.tables import Subject
+from core.tables import Preview, Subject
+
+log = logging.getLogger("roomfit.api.previews")
 
 
 def create_preview(
+    # alike: the typed arguments of every upload service and route (subjects), declarations only
     repo: TenantRepository,
     blobs: BlobStore,
     celery: Celery,
     settings: Settings,
     form: ParsedForm,
     key_id: str,
-) -> Outcome:
+) -> Done[Preview]:
     """Cheap checks first (fields, subject ready), then the images; `key_id` is remembered so a
     publishable key reads only the previews it made."""
     tenant_id = repo.tenant_id
@@ -43,18 +47,14 @@ def create_preview(
         raise invalid(exc) from exc
     subject = repo.get(Subject, params.subject_id) if is_id(params.subject_id) else None
     if subject is None:
-        raise ApiError(404, "not_found", f"no subject {params.subject_id!r}")
+        raise NOT_FOUND(f"no subject {params.subject_id!r}")
     if subject.status != "ready" or not subject.adapter_key:
-        raise ApiError(
-            409,
-            "subject_not_ready",
-            f"subject {subject.id} is {subject.status}; previews need a ready subject",
-        )
+        raise SUBJECT_NOT_READY(f"subject {subject.id} is {subject.status}; previews need a ready subject")
     rooms, masks = form.files.get("room", []), form.files.get("mask", [])
     if not rooms:
-        raise ApiError(422, "validation_error", "room: a room photo is required")
+        raise VALIDATION_ERROR("room: a room photo is required")
     if not masks:
-        raise ApiError(422, "validation_error", "mask: a mask PNG is required")
+        raise VALIDATION_ERROR("mask: a mask PNG is required")
     room = check_image(rooms[0], what="room", max_pixels=settings.max_pixels)
     mask = check_mask(masks[0], size=room.size, max_pixels=settings.max_pixels)
 
@@ -85,9 +85,26 @@ def create_preview(
     except BaseException:
         drop_blobs(blobs, preview_prefix(tenant_id, preview.id))
         raise
-    response = JSONResponse(
-        PreviewOut.of(preview).model_dump(mode="json"),
-        status_code=202,
-        headers={"Location": f"/v1/previews/{preview.id}"},
-    )
-    return Outcome(response, [lambda: send(repo.session, celery, job)])
+    return Done(preview, [lambda: send(repo.session, celery, job)])
+
+
+def visible_preview(repo: TenantRepository, caller: Caller, preview_id: str) -> Preview:
+    """The tenant's preview; for a publishable key, only one it made. Anything else: 404."""
+    preview = repo.get(Preview, preview_id) if is_id(preview_id) else None
+    if preview is None or (caller.kind == "publishable" and preview.api_key_id != caller.key_id):
+        raise NOT_FOUND(f"no preview {preview_id!r}")
+    return preview
+
+
+def result(
+    repo: TenantRepository, caller: Caller, blobs: BlobStore, settings: Settings, preview_id: str
+) -> Download:
+    """How the caller gets the painted PNG: streamed, or from a presigned URL (the store decides)."""
+    preview = visible_preview(repo, caller, preview_id)
+    if preview.status != "succeeded" or not preview.result_key:
+        raise PREVIEW_NOT_READY(f"preview {preview_id} is {preview.status}; it has no result yet")
+    try:
+        return blobs.download(preview.result_key, settings.presign_seconds)
+    except BlobNotFound as exc:
+        log.error("preview %s: result blob %s is missing", preview_id, preview.result_key)
+        raise NOT_FOUND(f"the result of preview {preview_id} is gone") from exc

@@ -1,18 +1,19 @@
-"""Subjects: create from checked photos, delete with everything they own, train again."""
+"""Subjects: create from checked photos, find, delete with everything they own, train again."""
 
 from __future__ import annotations
 
 import logging
 
 from celery import Celery
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from api.idempotency import Outcome
-from api.problems import ApiError, invalid
-from api.schemas import SubjectForm, SubjectOut
-from api.uploads import CheckedImage, ParsedForm, check_image
+from api.deps import is_id
+from api.image_checks import CheckedImage, check_image
+from api.multipart import ParsedForm
+from api.problems import EXTERNAL_ID_TAKEN, INVALID_BOXES, NOT_FOUND, SUBJECT_BUSY, VALIDATION_ERROR, invalid
+from api.schemas import SubjectForm
+from api.services import Done
 from core import boxes as core_boxes
 from core import subjects
 from core.blob_keys import photo_key, preview_prefix, subject_prefix
@@ -28,16 +29,12 @@ log = logging.getLogger("roomfit.api.subjects")
 MAX_PHOTOS = 8
 
 
-def not_found(subject_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no subject {subject_id!r}")
-
-
-def accepted(subject: Subject) -> JSONResponse:
-    return JSONResponse(
-        SubjectOut.of(subject).model_dump(mode="json"),
-        status_code=202,
-        headers={"Location": f"/v1/subjects/{subject.id}"},
-    )
+def find_subject(repo: TenantRepository, subject_id: str) -> Subject:
+    """The tenant's subject; 404 `not_found` for anything else (no query for what is not an id)."""
+    subject = repo.get(Subject, subject_id) if is_id(subject_id) else None
+    if subject is None:
+        raise NOT_FOUND(f"no subject {subject_id!r}")
+    return subject
 
 
 def parse_boxes(raw: str | None, photos: list[CheckedImage]) -> list[list[float] | None]:
@@ -45,7 +42,7 @@ def parse_boxes(raw: str | None, photos: list[CheckedImage]) -> list[list[float]
     try:
         return core_boxes.parse_boxes(raw, [photo.size for photo in photos])
     except core_boxes.InvalidBoxes as exc:
-        raise ApiError(422, "invalid_boxes", str(exc)) from exc
+        raise INVALID_BOXES(str(exc)) from exc
 
 
 def drop_blobs(blobs: BlobStore, prefix: str) -> None:
@@ -57,7 +54,7 @@ def drop_blobs(blobs: BlobStore, prefix: str) -> None:
 
 def create_subject(
     repo: TenantRepository, blobs: BlobStore, celery: Celery, settings: Settings, form: ParsedForm
-) -> Outcome:
+) -> Done[Subject]:
     """Check every field and photo first; then store the photos, the subject and its train job."""
     tenant_id = repo.tenant_id
     try:
@@ -68,8 +65,8 @@ def create_subject(
         raise invalid(exc) from exc
     uploads = form.files.get("photos", [])
     if not uploads:
-        raise ApiError(422, "validation_error", "photos: at least one photo is required")
-    taken = ApiError(409, "external_id_taken", f"a subject with external_id {fields.external_id!r} exists")
+        raise VALIDATION_ERROR("photos: at least one photo is required")
+    taken = EXTERNAL_ID_TAKEN(f"a subject with external_id {fields.external_id!r} exists")
     if fields.external_id and repo.subject_by_external_id(fields.external_id) is not None:
         raise taken
     photos = [
@@ -82,7 +79,7 @@ def create_subject(
     repo.add(subject)
     try:
         for i, (photo, box) in enumerate(zip(photos, boxes, strict=True)):
-            # As sent when already upright RGB, else normalised PNG (see api.uploads).
+            # As sent when already upright RGB, else normalised PNG (see api.image_checks).
             data, ext, content_type = photo.stored()
             key = photo_key(tenant_id, subject.id, i, ext)
             blobs.put(key, data, content_type)
@@ -101,40 +98,34 @@ def create_subject(
     except BaseException:
         drop_blobs(blobs, subject_prefix(tenant_id, subject.id))
         raise
-    return Outcome(accepted(subject), [lambda: send(repo.session, celery, job)])
+    return Done(subject, [lambda: send(repo.session, celery, job)])
 
 
-def delete_subject(repo: TenantRepository, blobs: BlobStore, subject_id: str) -> None:
-    """Rows first (cancelling its jobs: a running worker stops at its next heartbeat), then blobs."""
-    subject = repo.get(Subject, subject_id)
-    if subject is None:
-        raise not_found(subject_id)
-    session = repo.session
-    for job in repo.jobs_of_subject(subject_id):
+def delete_subject(repo: TenantRepository, blobs: BlobStore, subject_id: str) -> Done[None]:
+    """Rows now (cancelling its jobs: a running worker stops at its next heartbeat); its blobs and
+    its previews' once the rows are gone for good."""
+    subject = find_subject(repo, subject_id)
+    for job in repo.jobs_of_subject(subject.id):
         if job.status in ACTIVE:
-            request_cancel(session, job)
-    previews = list(repo.previews_of_subject(subject_id))
+            request_cancel(repo.session, job)
+    previews = list(repo.previews_of_subject(subject.id))
     for preview in previews:
         repo.delete(preview)
-    session.flush()
+    repo.session.flush()
     repo.delete(subject)
-    session.commit()
-    drop_blobs(blobs, subject_prefix(repo.tenant_id, subject_id))
-    for preview in previews:
-        drop_blobs(blobs, preview_prefix(repo.tenant_id, preview.id))
+    repo.session.flush()
+    prefixes = [subject_prefix(repo.tenant_id, subject.id)]
+    prefixes += [preview_prefix(repo.tenant_id, preview.id) for preview in previews]
+    return Done(None, [lambda prefix=prefix: drop_blobs(blobs, prefix) for prefix in prefixes])
 
 
-def train_again(repo: TenantRepository, celery: Celery, subject_id: str) -> Outcome:
-    subject = repo.get(Subject, subject_id)
-    if subject is None:
-        raise not_found(subject_id)
-    busy = [j for j in repo.jobs_of_subject(subject_id) if j.kind == "train" and j.status in ACTIVE]
+def train_again(repo: TenantRepository, celery: Celery, subject_id: str) -> Done[Subject]:
+    subject = find_subject(repo, subject_id)
+    busy = [j for j in repo.jobs_of_subject(subject.id) if j.kind == "train" and j.status in ACTIVE]
     if busy:
-        raise ApiError(
-            409, "subject_busy", f"subject {subject_id} is already queued or training ({busy[0].id})"
-        )
+        raise SUBJECT_BUSY(f"subject {subject.id} is already queued or training ({busy[0].id})")
     subjects.reset_for_training(subject)
     job = new_job(repo.tenant_id, "train", subject_id=subject.id)
     repo.add(job)
     repo.session.flush()
-    return Outcome(accepted(subject), [lambda: send(repo.session, celery, job)])
+    return Done(subject, [lambda: send(repo.session, celery, job)])

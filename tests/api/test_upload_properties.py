@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from api.image_checks import check_image, check_mask
+from api.multipart import UploadedFile
 from api.problems import ApiError
-from api.uploads import UploadedFile, check_image, check_mask
 from tests.api.conftest import image_bytes, mask_bytes
 
 SEEDS = [
