@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, case, delete, func, select
@@ -106,6 +106,15 @@ class TenantRepository:
         """One of the tenant's jobs (the same question `OpsRepository.job` answers across tenants)."""
         return self.get(Job, job_id)
 
+    # --- quotas -------------------------------------------------------------------------------
+    def active_jobs(self, kind: str) -> int:
+        """The tenant's jobs of `kind` queued or running now."""
+        return self.count(Job, Job.kind == kind, Job.status.in_(("queued", "running")))
+
+    def active_previews_of_key(self, key_id: str) -> int:
+        """Previews queued or running now that this key asked for."""
+        return self.count(Preview, Preview.api_key_id == key_id, Preview.status.in_(("queued", "running")))
+
     # --- webhooks -----------------------------------------------------------------------------
     def webhook(self) -> Webhook | None:
         """The tenant's one webhook endpoint, if it set one."""
@@ -114,6 +123,11 @@ class TenantRepository:
     def pending_deliveries(self) -> int:
         """How many of the tenant's webhook deliveries are not delivered or failed yet."""
         return self.count(WebhookDelivery, WebhookDelivery.status == "pending")
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands aggregates back without their zone; every time here is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class OpsRepository:
@@ -132,6 +146,39 @@ class OpsRepository:
             .where(Job.status == "running", Job.lease_expires_at < now)
             .with_for_update(skip_locked=True)
         ).all()
+
+    def fairest_queued_job(self, kind: str) -> str | None:
+        """The queued job of `kind` to run next, fairly across tenants: the tenant with the fewest
+        jobs of this kind running, then the one served least recently (never: first), then the one
+        waiting longest; and that tenant's oldest queued job. Ids are time-ordered."""
+        waiting = dict(
+            self.session.execute(
+                select(Job.tenant_id, func.min(Job.id))
+                .where(Job.kind == kind, Job.status == "queued", Job.cancel_requested.is_(False))
+                .group_by(Job.tenant_id)
+            ).all()
+        )
+        if not waiting:
+            return None
+        served = {
+            tenant: (int(running or 0), last)
+            for tenant, running, last in self.session.execute(
+                select(
+                    Job.tenant_id,
+                    func.sum(case((Job.status == "running", 1), else_=0)),
+                    func.max(Job.started_at),
+                )
+                .where(Job.kind == kind, Job.tenant_id.in_(list(waiting)), Job.started_at.is_not(None))
+                .group_by(Job.tenant_id)
+            ).all()
+        }
+        never = datetime.min.replace(tzinfo=UTC)
+
+        def turn(tenant: str) -> tuple[int, datetime, str]:
+            running, last = served.get(tenant, (0, None))
+            return running, _aware(last) if last is not None else never, waiting[tenant]
+
+        return waiting[min(waiting, key=turn)]
 
     def queued_jobs(self) -> Sequence[Job]:
         return self.session.scalars(

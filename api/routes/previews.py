@@ -44,7 +44,7 @@ async def create_preview(
     limits = FormLimits(max_file_bytes=settings.max_upload_bytes, file_fields=one)
 
     def produce(form: ParsedForm) -> Outcome:
-        done = service.create_preview(repo, blobs, celery, settings, form, caller.key_id)
+        done = service.create_preview(repo, blobs, celery, settings, form, caller)
         return answer(done, PreviewOut.of(done.row), status=202, location=f"/v1/previews/{done.row.id}")
 
     return await post.run(produce, form=limits)

@@ -113,6 +113,6 @@ def delete_subject(subject_id: str, _: SecretCaller, repo: RepoDep, blobs: Blobs
     openapi_extra=IDEMPOTENT_POST,
 )
 async def train_again(
-    subject_id: str, _: SecretCaller, post: PostDep, repo: RepoDep, celery: CeleryDep
+    subject_id: str, _: SecretCaller, post: PostDep, repo: RepoDep, celery: CeleryDep, settings: SettingsDep
 ) -> Response:
-    return await post.run(lambda _: _accepted(service.train_again(repo, celery, subject_id)))
+    return await post.run(lambda _: _accepted(service.train_again(repo, celery, settings, subject_id)))

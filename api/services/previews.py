@@ -14,6 +14,7 @@ from api.multipart import ParsedForm
 from api.problems import NOT_FOUND, PREVIEW_NOT_READY, SUBJECT_NOT_READY, VALIDATION_ERROR, invalid
 from api.schemas import MAX_SEED, PreviewForm
 from api.services import Done
+from api.services.quotas import check_preview_quota, check_steps
 from api.services.subjects import drop_blobs
 from core import previews
 from core.blob_keys import preview_mask_key, preview_prefix, preview_room_key
@@ -35,10 +36,11 @@ def create_preview(
     celery: Celery,
     settings: Settings,
     form: ParsedForm,
-    key_id: str,
+    caller: Caller,
 ) -> Done[Preview]:
-    """Cheap checks first (fields, subject ready), then the images; `key_id` is remembered so a
-    publishable key reads only the previews it made."""
+    """Cheap checks first (fields, subject ready, quotas), then the images; the caller's key is
+    remembered so a publishable key reads only the previews it made."""
+    publishable = caller.kind == "publishable"
     tenant_id = repo.tenant_id
     raw = {k: form.text(k) for k in ("subject_id", "seed", "steps", "guidance_scale")}
     try:
@@ -50,6 +52,8 @@ def create_preview(
         raise NOT_FOUND(f"no subject {params.subject_id!r}")
     if subject.status != "ready" or not subject.adapter_key:
         raise SUBJECT_NOT_READY(f"subject {subject.id} is {subject.status}; previews need a ready subject")
+    check_steps(params.steps, settings, publishable)
+    check_preview_quota(repo, settings, caller.key_id, publishable)
     rooms, masks = form.files.get("room", []), form.files.get("mask", [])
     if not rooms:
         raise VALIDATION_ERROR("room: a room photo is required")
@@ -65,7 +69,7 @@ def create_preview(
     preview = previews.new_preview(
         id=preview_id,
         subject_id=subject.id,
-        api_key_id=key_id,
+        api_key_id=caller.key_id,
         seed=params.seed if params.seed is not None else secrets.randbelow(MAX_SEED + 1),
         steps=params.steps,
         guidance_scale=params.guidance_scale,

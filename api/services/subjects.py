@@ -14,6 +14,7 @@ from api.multipart import ParsedForm
 from api.problems import EXTERNAL_ID_TAKEN, INVALID_BOXES, NOT_FOUND, SUBJECT_BUSY, VALIDATION_ERROR, invalid
 from api.schemas import SubjectForm
 from api.services import Done
+from api.services.quotas import check_training_quota
 from core import boxes as core_boxes
 from core import subjects
 from core.blob_keys import photo_key, preview_prefix, subject_prefix
@@ -69,6 +70,7 @@ def create_subject(
     taken = EXTERNAL_ID_TAKEN(f"a subject with external_id {fields.external_id!r} exists")
     if fields.external_id and repo.subject_by_external_id(fields.external_id) is not None:
         raise taken
+    check_training_quota(repo, settings)
     photos = [
         check_image(upload, what=f"photo {i}", max_pixels=settings.max_pixels)
         for i, upload in enumerate(uploads)
@@ -119,11 +121,12 @@ def delete_subject(repo: TenantRepository, blobs: BlobStore, subject_id: str) ->
     return Done(None, [lambda prefix=prefix: drop_blobs(blobs, prefix) for prefix in prefixes])
 
 
-def train_again(repo: TenantRepository, celery: Celery, subject_id: str) -> Done[Subject]:
+def train_again(repo: TenantRepository, celery: Celery, settings: Settings, subject_id: str) -> Done[Subject]:
     subject = find_subject(repo, subject_id)
     busy = [j for j in repo.jobs_of_subject(subject.id) if j.kind == "train" and j.status in ACTIVE]
     if busy:
         raise SUBJECT_BUSY(f"subject {subject.id} is already queued or training ({busy[0].id})")
+    check_training_quota(repo, settings)
     subjects.reset_for_training(subject)
     job = new_job(repo.tenant_id, "train", subject_id=subject.id)
     repo.add(job)
