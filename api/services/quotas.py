@@ -18,7 +18,8 @@ RETRY_AFTER_SECONDS = "10"  # about one preview's time: a place is free again by
 def check_preview_quota(repo: TenantRepository, settings: Settings, key_id: str, publishable: bool) -> None:
     if repo.active_jobs("preview") >= settings.max_queued_previews_per_tenant:
         raise TOO_MANY_JOBS(
-            f"this shop has {settings.max_queued_previews_per_tenant} previews waiting; retry when one is done",
+            f"this shop has {settings.max_queued_previews_per_tenant} previews waiting; "
+            "retry when one is done",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     if publishable and repo.active_previews_of_key(key_id) >= settings.max_queued_previews_per_key:
