@@ -17,6 +17,7 @@ from core.blobstore import blob_store_from_settings
 from core.db import engine_for, session_factory
 from core.queue import make_celery
 from core.settings import Settings, get_settings
+from core.webhook_urls import resolve_with_deadline
 
 DESCRIPTION = """\
 REST contract v1 (API.md). Authenticate every `/v1` call with `Authorization: Bearer <key>`:
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.rate_limiter = RateLimiter.from_settings(settings)
     app.state.inspect_timeout = 1.0
+    app.state.resolve = resolve_with_deadline  # webhook hosts
     install_problem_handlers(app)
     for module in (health, subjects, previews, jobs, ops, webhook):
         app.include_router(module.router)

@@ -27,6 +27,7 @@ from core.accounts import find_active_key
 from core.blobstore import BlobStore
 from core.repository import OpsRepository, TenantRepository
 from core.settings import Settings
+from core.webhook_urls import Resolver
 
 MAX_KEY_CHARS = 200
 # roomfit's ids (core.ids): a short prefix and 26 Crockford base32 characters.
@@ -61,7 +62,13 @@ async def get_ping_timeout(request: Request) -> float:
     return request.app.state.inspect_timeout  # type: ignore[no-any-return]
 
 
+async def get_resolver(request: Request) -> Resolver:
+    """How webhook hosts are resolved (app state: DNS is the outside world, tests stand in for it)."""
+    return request.app.state.resolve  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+ResolverDep = Annotated[Resolver, Depends(get_resolver)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -1,9 +1,10 @@
 """`roomfit up`: the whole service on one machine, as a small process supervisor.
 
-It migrates, makes a dev tenant on first start, then runs the API and two workers (the `train` pool
-and the `preview` + `default` pool, as in production) as child processes. Each child leads its own
-process group, so stopping kills whatever the child started too; Ctrl-C, SIGTERM or any child dying
-stops them all, and nothing is left behind.
+It migrates, makes a dev tenant on first start, then runs the API and three workers (the `train`,
+`preview` and `webhooks` + `default` pools, as in production) as child processes. Each child leads
+its own process group, so stopping kills whatever the child started too. A child that dies (say a
+worker killed for memory) is started again; one that keeps dying, Ctrl-C or SIGTERM stops them all,
+and nothing is left behind.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -26,12 +27,17 @@ from core.settings import Settings
 from core.tables import Tenant
 
 STOP_GRACE_SECONDS = 10.0
+# A child that dies is started again (an out-of-memory kill of one worker must not end the service),
+# unless it keeps dying: more than this many restarts within the window stops everything.
+MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0
 
 
 @dataclass
 class Child:
     name: str
+    argv: list[str]
     process: subprocess.Popen[bytes]
+    restarts: list[float] = field(default_factory=list)
 
 
 def run_embedded(settings: Settings, host: str, port: int) -> int:
@@ -47,9 +53,11 @@ def run_embedded(settings: Settings, host: str, port: int) -> int:
     specs = [
         ("api", [*me, "serve", "--host", host, "--port", str(port)]),
         ("worker-train", [*me, "worker", "--queues", "train", "--name", f"train-{os.getpid()}@%h"]),
+        ("worker-preview", [*me, "worker", "--queues", "preview", "--name", f"preview-{os.getpid()}@%h"]),
+        # Webhook deliveries and small tasks: their own pool, so a slow receiver never holds a GPU.
         (
-            "worker-preview",
-            [*me, "worker", "--queues", "preview,default", "--name", f"preview-{os.getpid()}@%h"],
+            "worker-webhooks",
+            [*me, "worker", "--queues", "webhooks,default", "--name", f"webhooks-{os.getpid()}@%h"],
         ),
     ]
     children: list[Child] = []
@@ -63,19 +71,40 @@ def run_embedded(settings: Settings, host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         for name, argv in specs:
-            children.append(Child(name, subprocess.Popen(argv, env=env, start_new_session=True)))
+            children.append(Child(name, argv, _start(argv, env)))
         _banner(settings, host, port, var_dir, dev_keys, children)
         while not stopping:
             for child in children:
                 code = child.process.poll()
-                if code is not None:
-                    print(f"roomfit: {child.name} exited with {code}; stopping everything", file=sys.stderr)
+                if code is None:
+                    continue
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_SECONDS]
+                if len(child.restarts) >= MAX_RESTARTS:
+                    print(
+                        f"roomfit: {child.name} exited with {code} {len(child.restarts) + 1} times within "
+                        f"{RESTART_WINDOW_SECONDS:.0f} s; stopping everything",
+                        file=sys.stderr,
+                    )
                     return code or 1
+                # Whatever the dead child started goes with it before its successor starts.
+                _signal_group(child.process, signal.SIGKILL)
+                child.restarts.append(now)
+                child.process = _start(child.argv, env)
+                print(
+                    f"roomfit: {child.name} exited with {code}; restarted as pid {child.process.pid}",
+                    file=sys.stderr,
+                )
             time.sleep(0.3)
         print("roomfit: stopping ...", file=sys.stderr)
         return 0
     finally:
         _stop_all(children)
+
+
+def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Its own process group: stopping the child stops whatever it started too.
+    return subprocess.Popen(argv, env=env, start_new_session=True)
 
 
 def _stop_all(children: list[Child]) -> None:

@@ -77,8 +77,8 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
 @app.command()
 def worker(
     queues: Annotated[
-        str, typer.Option(help="Comma-separated queues: train, preview, default.")
-    ] = "train,preview,default",
+        str, typer.Option(help="Comma-separated queues: train, preview, webhooks, default.")
+    ] = "train,preview,webhooks,default",
     name: Annotated[str | None, typer.Option(help="Worker node name (default QUEUES@host).")] = None,
 ) -> None:
     """A worker for those queues: one process, one task at a time (one GPU each)."""
@@ -98,10 +98,18 @@ def worker(
         prepare_worker(wanted)
     except ModelNotFoundError as exc:
         _fail(f"cannot start the worker: {exc}", code=1)
-    # solo pool: the model lives in this process and is reused by every task (no forked copies).
+    # GPU queues: the solo pool, so the model lives in this process and is reused by every task (no
+    # forked copies). Webhook deliveries wait on the network, not a GPU: threads, several at once.
+    if set(wanted) <= {"webhooks", "default"}:
+        pool = ["--pool", "threads", "--concurrency", str(WEBHOOK_THREADS)]
+    else:
+        pool = ["--pool", "solo"]
     celery_app.worker_main(
-        ["worker", "-Q", ",".join(wanted), "--pool", "solo", "-n", node, "--loglevel", settings.log_level]
+        ["worker", "-Q", ",".join(wanted), *pool, "-n", node, "--loglevel", settings.log_level]
     )
+
+
+WEBHOOK_THREADS = 8
 
 
 @app.command()

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from core import previews, subjects
 from core.clock import utcnow
 from core.ids import new_id
+from core.repository import OpsRepository
 from core.tables import Job, Preview, Subject
 
 log = logging.getLogger("roomfit.jobs")
@@ -122,6 +123,33 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: int, max_at
     session.refresh(job)
     log.info("job %s: claimed by %s, attempt %d", job_id, worker, job.attempts)
     return Claim(job_id=job_id, worker=worker, attempt=job.attempts)
+
+
+def claim_next(
+    session: Session, kind: str, message_job_id: str, worker: str, lease_seconds: int, max_attempts: int
+) -> Claim | None:
+    """Take the next job of `kind` that is fair to run, or None when there is none.
+
+    A broker message is a turn, not an assignment: one message lets one job run, and which job is
+    decided here, across tenants, so one tenant's burst of fifty previews does not stand in front of
+    another tenant's one. The fairest job belongs to the tenant with the fewest jobs of this kind
+    running, then the one served least recently, and is that tenant's oldest queued job. Every
+    queued job was sent its own message, so messages never run short of jobs; a message whose job
+    was run by another turn simply runs someone else's. The message's own job comes first only
+    when its worker died (lease expired): the reconciler sent the message to recover exactly it.
+    """
+    own = session.get(Job, message_job_id)
+    if own is not None and own.kind == kind and own.status == "running":
+        return claim(session, message_job_id, worker, lease_seconds, max_attempts)
+    ops = OpsRepository(session)
+    for _ in range(8):  # another worker may take the chosen job first; choose again
+        job_id = ops.fairest_queued_job(kind)
+        if job_id is None:
+            return None
+        held = claim(session, job_id, worker, lease_seconds, max_attempts)
+        if held is not None:
+            return held
+    return None
 
 
 def heartbeat(session: Session, held: Claim, lease_seconds: int) -> None:

@@ -1,5 +1,7 @@
-"""The job queue's configuration: queues `train`, `preview` and `default`, broker and backend from
-settings. The API only sends task names and job ids through it; the worker adds the tasks.
+"""The job queue's configuration: queues `train`, `preview`, `webhooks` and `default`, broker and
+backend from settings. Each is served by its own worker pool, so a long training never delays a
+preview and a slow webhook receiver never holds a GPU. The API only sends task names and job ids
+through it; the worker adds the tasks.
 
 Embedded mode uses Celery's `filesystem://` transport under `var/broker` and a SQLite result
 backend, so one laptop needs no Redis. GPU tasks are long and must not be lost, hence late acks and
@@ -22,7 +24,7 @@ from core.settings import Settings, get_settings
 
 log = logging.getLogger("roomfit.queue")
 
-QUEUES = ("train", "preview", "default")
+QUEUES = ("train", "preview", "webhooks", "default")
 
 
 def broker_options(settings: Settings) -> dict[str, object]:
@@ -56,6 +58,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_routes={
             "roomfit.train_subject": {"queue": "train"},
             "roomfit.render_preview": {"queue": "preview"},
+            "roomfit.deliver_webhook": {"queue": "webhooks"},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -71,6 +74,11 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 TASK_FOR_KIND = {"train": "roomfit.train_subject", "preview": "roomfit.render_preview"}
+
+
+def enqueue_delivery(app: Celery, delivery_id: str) -> None:
+    """Put a webhook delivery's id on the `webhooks` queue (the row is the truth, as for jobs)."""
+    app.send_task("roomfit.deliver_webhook", args=[delivery_id], queue="webhooks")
 
 
 def enqueue(app: Celery, kind: str, job_id: str) -> None:

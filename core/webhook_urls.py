@@ -15,6 +15,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -47,6 +49,19 @@ def system_resolver(host: str, port: int) -> list[str]:
     """Every address `host` resolves to (IPv4 and IPv6), as the operating system resolves it."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return sorted({str(info[4][0]) for info in infos})
+
+
+_RESOLVERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+RESOLVE_SECONDS = 3.0
+
+
+def resolve_with_deadline(host: str, port: int) -> list[str]:
+    """`system_resolver` that gives up after RESOLVE_SECONDS (getaddrinfo itself has no timeout), so
+    a tenant's slow DNS cannot hold an API thread."""
+    try:
+        return _RESOLVERS.submit(system_resolver, host, port).result(timeout=RESOLVE_SECONDS)
+    except FutureTimeout as exc:
+        raise OSError(f"resolving {host!r} took longer than {RESOLVE_SECONDS} s") from exc
 
 
 def is_public(address: str) -> bool:

@@ -3,6 +3,12 @@
 The row is the truth (like jobs): a delivery whose message is lost is found by the reconciler. Each
 POST carries `Roomfit-Signature: t=<unix>,v1=<hmac>` (core.webhooks.sign, shared with the API docs)
 and is retried with exponential backoff until the shop answers 2xx or the attempts run out.
+
+Deliveries run on their own queue (`webhooks`) and worker pool, never on a GPU worker, with short
+timeouts: a slow receiver holds up only deliveries. Before each attempt the URL is checked again
+(`core.webhook_urls`) and the POST goes to the address that was checked, so a host re-pointed at
+an inward address after registration reaches nothing. A tenant keeps at most
+`webhook_max_pending` undelivered events; past that, new ones are recorded as failed.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from sqlalchemy.orm import Session
 
 from core import webhooks
 from core.clock import utcnow
+from core.queue import enqueue_delivery
 from core.repository import OpsRepository, TenantRepository
 from core.tables import Preview, Subject
+from core.webhook_urls import Resolver, Target, WebhookUrlRefused, check_webhook_url, system_resolver
+from worker.runtime import get_runtime
 
 log = logging.getLogger("roomfit.webhooks")
 
 MAX_DELIVERY_ATTEMPTS = 12  # with backoff capped at an hour: about half a day of retries
-DELIVERY_TIMEOUT_SECONDS = 10.0
 
 
 def subject_payload(subject: Subject) -> dict[str, Any]:
@@ -64,16 +72,22 @@ def preview_payload(preview: Preview) -> dict[str, Any]:
 
 def emit_event(session: Session, tenant_id: str, event: str, data: dict[str, Any]) -> str | None:
     """Record a delivery for the tenant's webhook (if any), commit, and send its id to the queue."""
-    if TenantRepository(session, tenant_id).webhook() is None:
+    repo = TenantRepository(session, tenant_id)
+    if repo.webhook() is None:
         session.commit()
         return None
+    over_cap = repo.pending_deliveries() >= get_runtime().settings.webhook_max_pending
     delivery = webhooks.new_delivery(tenant_id, event, data)
     session.add(delivery)
+    if over_cap:
+        # The receiver is down or slow and events pile up: keep the cap, never the queue.
+        webhooks.mark_failed(delivery, "too many undelivered events for this webhook")
+        session.commit()
+        log.warning("webhook delivery %s of tenant %s: over the pending cap, dropped", delivery.id, tenant_id)
+        return delivery.id
     session.commit()
-    from worker.celery_app import celery_app
-
     try:
-        celery_app.send_task("roomfit.deliver_webhook", args=[delivery.id], queue="default")
+        enqueue_delivery(get_runtime().celery, delivery.id)
     except Exception:  # the broker is down: the reconciler sends pending deliveries later
         log.exception("webhook delivery %s: could not enqueue", delivery.id)
     return delivery.id
@@ -84,8 +98,15 @@ def backoff_seconds(attempt: int) -> float:
     return random.uniform(0, min(3600.0, 2.0**attempt))
 
 
-def deliver(session: Session, delivery_id: str, client: httpx.Client | None = None) -> str:
+def deliver(
+    session: Session,
+    delivery_id: str,
+    *,
+    client: httpx.Client | None = None,
+    resolve: Resolver = system_resolver,
+) -> str:
     """Try one delivery; returns delivered | retry | failed | skipped."""
+    settings = get_runtime().settings
     delivery = OpsRepository(session).delivery(delivery_id)
     if delivery is None or delivery.status != "pending":
         return "skipped"
@@ -94,30 +115,17 @@ def deliver(session: Session, delivery_id: str, client: httpx.Client | None = No
         webhooks.mark_failed(delivery, "the webhook was removed")
         session.commit()
         return "failed"
-    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True)
-    timestamp = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "Roomfit-Signature": webhooks.sign(hook.secret, timestamp, body),
-        "User-Agent": "roomfit-webhooks/1",
-    }
     delivery.attempts += 1
-    error: str | None = None
     try:
-        owned = client is None
-        http = client or httpx.Client(timeout=DELIVERY_TIMEOUT_SECONDS, follow_redirects=False)
-        try:
-            response = http.post(hook.url, content=body.encode(), headers=headers)
-        finally:
-            if owned:
-                http.close()
-        if 200 <= response.status_code < 300:
-            webhooks.mark_delivered(delivery)
-            session.commit()
-            return "delivered"
-        error = f"HTTP {response.status_code}"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        target = check_webhook_url(hook.url, allow_private=settings.webhook_allow_private, resolve=resolve)
+        error = _post(target, hook.secret, delivery.payload, client, settings.webhook_timeout_seconds)
+    except WebhookUrlRefused as exc:  # re-pointed inward since registration, or not resolvable now
+        log.warning("webhook delivery %s: %s", delivery_id, exc)
+        error = f"refused: {exc}"
+    if error is None:
+        webhooks.mark_delivered(delivery)
+        session.commit()
+        return "delivered"
     if delivery.attempts >= MAX_DELIVERY_ATTEMPTS:
         webhooks.mark_failed(delivery, error)
         session.commit()
@@ -126,3 +134,31 @@ def deliver(session: Session, delivery_id: str, client: httpx.Client | None = No
     webhooks.schedule_retry(delivery, error, at)
     session.commit()
     return "retry"
+
+
+def _post(
+    target: Target, secret: str, payload: dict[str, Any], client: httpx.Client | None, timeout: float
+) -> str | None:
+    """POST the signed event to the checked address; None when the receiver answered 2xx."""
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    default_port = 443 if target.scheme == "https" else 80
+    headers = {
+        "Content-Type": "application/json",
+        "Roomfit-Signature": webhooks.sign(secret, int(time.time()), body),
+        "User-Agent": "roomfit-webhooks/1",
+        # The URL names the address; Host and TLS (SNI, certificate) keep naming the host.
+        "Host": target.host if target.port == default_port else f"{target.host}:{target.port}",
+    }
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    owned = client is None
+    http = client or httpx.Client(timeout=timeout, follow_redirects=False)
+    try:
+        response = http.post(
+            target.url_for_address(), content=body.encode(), headers=headers, extensions=extensions
+        )
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        if owned:
+            http.close()
+    return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"

@@ -112,17 +112,28 @@ def _timeout_for(runtime: Runtime, kind: str) -> int:
     return s.train_timeout_seconds if kind == "train" else s.preview_timeout_seconds
 
 
-def run_job(runtime: Runtime, job_id: str, work: Callable[[JobContext, Job], None]) -> str:
-    """Claim `job_id` and run `work(ctx, job)`; returns how it ended (for logs and tests).
+def run_job(
+    runtime: Runtime, job_id: str, work: Callable[[JobContext, Job], None], kind: str | None = None
+) -> str:
+    """Claim the next fair job of `kind` (see core.job_state.claim_next; the message named
+    `job_id`) and run `work(ctx, job)`; returns how it ended (for logs and tests).
 
     Outcomes: "skipped" (not ours to run), "succeeded", "failed", "cancelled", "lease_lost".
     Transient errors release the lease and re-raise, so Celery's autoretry sends the job again.
     """
     s = runtime.settings
     with runtime.session() as session:
-        held = job_state.claim(session, job_id, runtime.name, s.lease_seconds, s.max_attempts)
+        if kind is None:  # a caller that names the job, not the queue: the job's own kind
+            named = OpsRepository(session).job(job_id)
+            if named is None:
+                return "skipped"
+            kind = named.kind
+        held = job_state.claim_next(session, kind, job_id, runtime.name, s.lease_seconds, s.max_attempts)
         if held is None:
             return "skipped"
+        if held.job_id != job_id:
+            log.info("message of job %s: ran job %s, fairer across tenants", job_id, held.job_id)
+        job_id = held.job_id
         job = OpsRepository(session).job(job_id)
         assert job is not None
         session.expunge(job)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core import dispatch
 from core.clock import utcnow
-from core.queue import enqueue, job_ids_in_broker
+from core.queue import enqueue, enqueue_delivery, job_ids_in_broker
 from core.repository import OpsRepository
 from worker.runtime import Runtime
 
@@ -57,5 +57,5 @@ def _resend_stalled_deliveries(session: Session, app: Celery, grace: timedelta) 
     """Webhook deliveries still pending well after their retry time lost their message: send again.
     A duplicate is harmless: `deliver` skips a delivery that is no longer pending."""
     for delivery_id in OpsRepository(session).stalled_deliveries(utcnow() - grace):
-        app.send_task("roomfit.deliver_webhook", args=[delivery_id], queue="default")
+        enqueue_delivery(app, delivery_id)
         log.warning("reconciler: re-sent webhook delivery %s", delivery_id)

@@ -53,9 +53,10 @@ class Runtime:
 
     @cached_property
     def celery(self) -> Celery:
-        from worker.celery_app import celery_app
+        """A Celery app on this runtime's broker, for sending (the worker's own app consumes)."""
+        from core.queue import make_celery
 
-        return celery_app
+        return make_celery(self.settings)
 
     @property
     def models_dir(self) -> Path:

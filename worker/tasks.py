@@ -26,14 +26,14 @@ RETRY = {
 def train_subject(job_id: str) -> str:
     from worker.train_job import train_subject_work
 
-    return run_job(get_runtime(), job_id, train_subject_work)
+    return run_job(get_runtime(), job_id, train_subject_work, kind="train")
 
 
 @celery_app.task(name="roomfit.render_preview", **RETRY)
 def render_preview(job_id: str) -> str:
     from worker.preview_job import render_preview_work
 
-    return run_job(get_runtime(), job_id, render_preview_work)
+    return run_job(get_runtime(), job_id, render_preview_work, kind="preview")
 
 
 @celery_app.task(name="roomfit.deliver_webhook", bind=True, max_retries=None)

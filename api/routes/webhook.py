@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import RepoDep, SecretCaller
+from api.deps import RepoDep, ResolverDep, SecretCaller, SettingsDep
 from api.openapi import AUTH, problems
 from api.schemas import WebhookCreated, WebhookIn, WebhookOut
 from api.services import webhooks as service
@@ -24,8 +24,10 @@ router = APIRouter(prefix="/v1/webhook", tags=["webhook"])
     summary="Set the webhook URL; answers a new signing secret, shown only here",
     responses=problems(*AUTH, 422),
 )
-def put_webhook(body: WebhookIn, _: SecretCaller, repo: RepoDep) -> WebhookCreated:
-    return service.set_url(repo, body.url)
+def put_webhook(
+    body: WebhookIn, _: SecretCaller, repo: RepoDep, settings: SettingsDep, resolve: ResolverDep
+) -> WebhookCreated:
+    return service.set_url(repo, settings, resolve, body.url)
 
 
 @router.get(

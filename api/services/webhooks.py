@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from api.problems import INVALID_WEBHOOK_URL, NOT_FOUND
+from api.problems import NOT_FOUND, WEBHOOK_URL_NOT_ALLOWED
 from api.schemas import WebhookCreated, WebhookOut
 from core.ids import new_id
 from core.repository import TenantRepository
+from core.settings import Settings
 from core.tables import Webhook
+from core.webhook_urls import Resolver, WebhookUrlRefused, check_webhook_url
 from core.webhooks import new_secret
 
-# Plain http only to this machine (a developer's receiver); shops' endpoints must use TLS.
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
-
-def check_url(url: str) -> str:
-    """The URL, stripped, if a webhook may point at it; else 422 `invalid_webhook_url`."""
-    if any(c.isspace() or not c.isprintable() for c in url.strip()):
-        raise INVALID_WEBHOOK_URL("the url must not contain spaces or control characters")
+def check_url(url: str, settings: Settings, resolve: Resolver) -> str:
+    """The URL, stripped, if a webhook may point at it (core.webhook_urls: https, public hosts
+    only); else 422 `webhook_url_not_allowed`. Deliveries check it again."""
     try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise INVALID_WEBHOOK_URL("the url cannot be parsed") from exc
-    if not host or parts.username or parts.password:
-        raise INVALID_WEBHOOK_URL("the url needs a host and no credentials")
-    if parts.scheme != "https" and not (parts.scheme == "http" and host in _LOOPBACK):
-        raise INVALID_WEBHOOK_URL("the url must be https:// (http:// only for localhost)")
-    return url.strip()
+        return check_webhook_url(url, allow_private=settings.webhook_allow_private, resolve=resolve).url
+    except WebhookUrlRefused as exc:
+        raise WEBHOOK_URL_NOT_ALLOWED(str(exc)) from exc
 
 
-def set_url(repo: TenantRepository, url: str) -> WebhookCreated:
+def set_url(repo: TenantRepository, settings: Settings, resolve: Resolver, url: str) -> WebhookCreated:
     """Point the webhook at `url` with a new secret: a PUT rotates it, the old one stops signing at
     once. The secret is in this answer only."""
-    url = check_url(url)
+    url = check_url(url, settings, resolve)
     secret = new_secret()
     hook = repo.webhook()
     if hook is None:

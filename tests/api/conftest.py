@@ -23,6 +23,7 @@ from core.ids import new_id
 from core.migrate import upgrade
 from core.settings import Settings
 from core.tables import Preview, Subject, SubjectPhoto
+from core.webhook_urls import system_resolver
 
 ORIGIN_A = "https://shop-a.example"
 ORIGIN_B = "https://shop-b.example"
@@ -86,10 +87,22 @@ def _shop(session: Session, name: str, origin: str) -> Shop:
     return Shop(tenant.id, secret, publishable, pub_row.id, secret_row.id, origin)
 
 
+# Shops' webhook hosts: DNS is the outside world, so `*.example` names resolve here to a public
+# documentation address; literal addresses still go through the system's resolver.
+PUBLIC_EXAMPLE_ADDRESS = "93.184.216.34"
+
+
+def example_resolver(host: str, port: int) -> list[str]:
+    if host.endswith(".example"):
+        return [PUBLIC_EXAMPLE_ADDRESS]
+    return system_resolver(host, port)
+
+
 def build_env(settings: Settings) -> Iterator[ApiEnv]:
     upgrade(settings.resolved_database_url)
     app = create_app(settings)
     app.state.inspect_timeout = 0.2
+    app.state.resolve = example_resolver
     with app.state.sessions() as session:
         a = _shop(session, "shop-a", ORIGIN_A)
         b = _shop(session, "shop-b", ORIGIN_B)

@@ -409,9 +409,21 @@ def test_webhook_url_checks(sqlite_env: ApiEnv) -> None:
         "https://",
         "https://u:p@shop.example",
         "not a url",
+        # inward, in every spelling (docs/api.md: public addresses only)
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.8/h",
+        "https://192.168.1.1/h",
+        "https://127.0.0.1:6379/",
+        "https://[::ffff:169.254.169.254]/",
+        "https://2130706433/",
+        "https://0x7f000001/",
+        "https://127.1/",
+        "https://localhost/h",
     ):
         _problem(
-            env.client.put("/v1/webhook", headers=env.a.auth(), json={"url": url}), 422, "invalid_webhook_url"
+            env.client.put("/v1/webhook", headers=env.a.auth(), json={"url": url}),
+            422,
+            "webhook_url_not_allowed",
         )
     _problem(env.client.put("/v1/webhook", headers=env.a.auth(), json={"nope": 1}), 422, "validation_error")
     _problem(
@@ -423,12 +435,12 @@ def test_webhook_url_checks(sqlite_env: ApiEnv) -> None:
         422,
         "validation_error",
     )
-    assert (
-        env.client.put(
-            "/v1/webhook", headers=env.a.auth(), json={"url": "http://localhost:9000/h"}
-        ).status_code
-        == 200
-    )
+    local = {"url": "http://localhost:9000/h"}
+    _problem(env.client.put("/v1/webhook", headers=env.a.auth(), json=local), 422, "webhook_url_not_allowed")
+    # A developer's own receiver: only under the development setting.
+    app = env.client.app
+    app.state.settings = env.settings.model_copy(update={"webhook_allow_private": True})  # type: ignore[attr-defined]
+    assert env.client.put("/v1/webhook", headers=env.a.auth(), json=local).status_code == 200
 
 
 def test_signature_matches_api_md() -> None:

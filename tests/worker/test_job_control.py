@@ -99,7 +99,8 @@ def test_webhook_is_signed_and_retried_until_2xx(distributed_stack: Stack, hook_
         session.add(Webhook(id=new_id("whk"), tenant_id=tenant_id, url=url, secret=secret))
         session.commit()
     stack.start_worker("train")
-    stack.start_worker("preview,default")  # webhook deliveries run on the default queue
+    # Deliveries have their own pool; the test's loopback receiver needs the development setting.
+    stack.start_worker("webhooks", ROOMFIT_WEBHOOK_ALLOW_PRIVATE="true")
     subject_id, _ = submit_subject(stack, tenant_id)
 
     wait_for(lambda: len(handler.received) >= 2, 240, "the webhook to be delivered after one failure")
