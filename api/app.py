@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import access_log
 from api.cors import KeyOriginCORS, listed_origin_check
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Paint a shop's own product into a shopper's room photo.",
         description=DESCRIPTION,
     )
+    access_log.install()
     app.state.settings = settings
     app.state.engine = engine_for(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)

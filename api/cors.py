@@ -5,6 +5,12 @@ when a key is created or revoked, so this small middleware reads it per request 
 for requests that carry an `Origin`). A preflight carries no key, so it is allowed when *any* active
 publishable key lists the origin; the real request is then checked against its own key's origins
 by `api.deps.get_caller` (403 `origin_not_allowed`).
+
+The answer names the origin as it is listed (lower case, no trailing slash), never the request's
+own spelling. On an authenticated answer it is granted only when the caller's own key lists the
+origin: an origin listed by one shop gets nothing on another shop's answers, nor on a secret
+key's (those belong on servers). Answers refused before a key was read (401) keep it when any
+key lists the origin, so a widget can read why it was refused.
 """
 
 from __future__ import annotations
@@ -50,20 +56,24 @@ class KeyOriginCORS:
         if origin is None:
             await self.app(scope, receive, send)
             return
+        canonical = normalize_origin(origin)
         try:
-            listed = await anyio.to_thread.run_sync(self.is_listed, normalize_origin(origin))
+            listed = await anyio.to_thread.run_sync(self.is_listed, canonical)
         except Exception:  # database down: no CORS headers; the route itself will answer 503/401
             listed = False
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self._preflight(origin, listed, send)
+            await self._preflight(canonical, listed, send)
             return
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
                 out.add_vary_header("Origin")
-                if listed:
-                    out["Access-Control-Allow-Origin"] = origin
+                # api.deps.get_caller leaves the authenticated key in the request's state.
+                caller = scope.get("state", {}).get("caller")
+                granted = listed if caller is None else canonical in caller.origins
+                if granted:
+                    out["Access-Control-Allow-Origin"] = canonical
                     out["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
             await send(message)
 

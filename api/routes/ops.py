@@ -5,13 +5,13 @@ HTTP only; the rules are in `api.services.ops` and `api.services.jobs`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 
 from api.deps import CeleryDep, OpsCaller, OpsRepoDep, PingTimeoutDep
+from api.html_pages import page
 from api.idempotency import Outcome
 from api.openapi import AUTH, IDEMPOTENT_POST, problems
 from api.posts import PostDep, answer
@@ -22,7 +22,6 @@ from core.tables import Job
 router = APIRouter(prefix="/v1/ops", tags=["ops"])
 page_router = APIRouter(tags=["ops"])
 
-OPS_PAGE = Path(__file__).resolve().parent.parent / "static" / "ops.html"
 
 
 def _job(done: Done[Job], *, status: int) -> Outcome:
@@ -91,4 +90,4 @@ async def cancel_job(job_id: str, _: OpsCaller, post: PostDep, repo: OpsRepoDep)
 
 @page_router.get("/ops", response_class=HTMLResponse, include_in_schema=False)
 def ops_page() -> HTMLResponse:
-    return HTMLResponse(OPS_PAGE.read_text(encoding="utf-8"))
+    return page("ops.html")

@@ -80,15 +80,25 @@ def test_transient_error_releases_the_job_for_a_retry(runtime: Runtime) -> None:
     assert (job.status, job.attempts, calls) == ("succeeded", 2, [1, 2])
 
 
-def test_a_bug_becomes_internal_error_with_the_exception_named(runtime: Runtime) -> None:
+def test_a_bug_becomes_internal_error_named_only_in_the_log(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
     job_id = _train_job(runtime)
 
     def buggy(ctx: JobContext, job: Job) -> None:
-        raise KeyError("boom")
+        raise KeyError("secret-internal-detail")
 
-    assert run_job(runtime, job_id, buggy) == "failed"
-    job, _ = _load(runtime, job_id)
-    assert job.error_code == "internal_error" and "KeyError" in job.error_message
+    with caplog.at_level("ERROR", logger="roomfit.worker"):
+        assert run_job(runtime, job_id, buggy) == "failed"
+    job, subject = _load(runtime, job_id)
+    assert job.error_code == subject.error_code == "internal_error"
+    # What a shop (or, through the subject, a shopper) reads says nothing of internals ...
+    for message in (job.error_message, subject.error_message):
+        assert "secret-internal-detail" not in message and "KeyError" not in message
+        assert job_id in message
+    # ... and the log has all of it, under the job's id.
+    crash = [r for r in caplog.records if job_id in r.getMessage() and r.exc_info]
+    assert crash and "secret-internal-detail" in str(crash[0].exc_info[1])
 
 
 def test_progress_writes_are_batched_but_stage_changes_are_not(runtime: Runtime) -> None:
