@@ -70,3 +70,30 @@ def test_commands_and_queues_are_real() -> None:
             ):
                 assert node["metadata"]["listName"] in QUEUES, f"{path.name}: KEDA scales on an unknown queue"
     assert seen_queues == set(QUEUES), "every queue needs a worker pool in the manifests"
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_ships_no_working_credentials() -> None:
+    """Every password, secret or access key comes from the env file and stops compose when unset
+    (`${NAME:?…}`); none is written in the file."""
+    credential_words = ("PASSWORD", "SECRET", "ACCESS_KEY", "ROOT_USER", "DATABASE_URL")
+    found = []
+    for node in _walk(_compose()):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and any(w in key for w in credential_words):
+                    found.append(key)
+                    assert isinstance(value, str) and "${" in value and ":?" in value, f"{key}: {value!r}"
+    assert len(found) >= 6, found  # the postgres, minio and roomfit credentials were all seen
+    example = (ROOT / "deploy" / "compose.env.example").read_text()
+    for name in ("POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH"):
+        assert f"\n{name}=\n" in example, f"{name} is listed, empty, in the example env file"
+
+
+def test_flower_needs_a_password_and_listens_on_this_host_only() -> None:
+    flower = _compose()["services"]["flower"]
+    assert any(arg.startswith("--basic-auth=${") for arg in flower["command"])
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"])
