@@ -1,4 +1,5 @@
-"""`roomfit up` in a temporary folder: migrates, serves, runs the workers, and leaves nothing behind."""
+"""`roomfit up` in a temporary folder: migrates, serves, runs the workers, starts a killed worker
+again, and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ from core.migrate import upgrade
 from core.settings import Settings
 
 READY_TIMEOUT = 180.0
+WORKERS = 3  # train, preview, webhooks
+
+
+def _process_running(root: int, argument: str) -> int:
+    """The pid below `root` whose command line holds `argument`."""
+    for pid in _descendants(root):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if argument in cmdline and _alive(pid):
+            return pid
+    raise AssertionError(f"no process with {argument!r} below {root}")
 
 
 def _free_port() -> int:
@@ -91,18 +105,32 @@ def test_roomfit_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 status = 0
             output = log_path.read_text(errors="replace")
-            if status == 200 and output.count("ready.") >= 2:  # both Celery workers report ready
+            if status == 200 and output.count("ready.") >= WORKERS:  # every Celery worker is ready
                 break
             time.sleep(0.5)
         output = log_path.read_text(errors="replace")
         assert status == 200, f"/readyz never answered 200 ({body}); log:\n{output[-4000:]}"
-        assert output.count("ready.") >= 2, output[-4000:]
+        assert output.count("ready.") >= WORKERS, output[-4000:]
         assert set(body["checks"]) == {"database", "broker", "blob_store"}
         assert "secret key      : sk_" in output and "publishable key : pk_" in output
         assert "ROOMFIT_BASE_MODEL=tiny" in output  # the banner says loudly that images are noise
         assert (tmp_path / "var" / "roomfit.db").exists()  # state stays in the working folder
         seen |= _descendants(proc.pid)
-        assert len(seen) >= 3, "expected the API and two worker processes"
+        assert len(seen) >= 1 + WORKERS, "expected the API and three worker processes"
+
+        # The preview worker dies as a worker killed for memory does: SIGKILL, no goodbye.
+        painter = _process_running(proc.pid, "--queues preview")
+        os.kill(painter, signal.SIGKILL)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline and log_path.read_text(errors="replace").count("ready.") <= WORKERS:
+            seen |= _descendants(proc.pid)
+            time.sleep(0.5)
+        output = log_path.read_text(errors="replace")
+        assert "worker-preview exited with -9; restarted" in output, output[-4000:]
+        assert output.count("ready.") == WORKERS + 1, output[-4000:]  # the new one is ready
+        assert proc.poll() is None and _get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+        assert _process_running(proc.pid, "--queues preview") != painter
+        seen |= _descendants(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
