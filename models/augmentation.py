@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from models.images import fit_reference
+
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 MASK_SHAPES = ("box", "ellipse", "polygon")
 
@@ -58,8 +60,9 @@ def pixel_box(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 def crop_reference(photo: Image.Image, box: Box) -> Image.Image:
-    """The object: the photo inside its box (the un-augmented reference)."""
-    return photo.crop(pixel_box(box, photo.size))
+    """The object: the photo inside its box (the un-augmented reference), within the reference bound
+    (`models.images.fit_reference`), so augmenting it never scales with the photo's shape."""
+    return fit_reference(photo, pixel_box(box, photo.size))
 
 
 def augment_reference(

@@ -18,8 +18,9 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
 from models.base_model import BaseModel
-from models.compositing import CropBox, crop_box_around_mask, crop_square, paste_masked
+from models.compositing import CropPlan, crop_box_around_mask, crop_mask, crop_pixels, paste_masked, plan_crop
 from models.errors import InvalidImageError
+from models.images import as_rgb, fit_reference
 from models.unet_input import build_unet_input, keep_mask_from_paint_mask, latent_keep_mask, masked_image
 
 SCHEDULERS = ("ddim", "dpmsolver++")
@@ -68,7 +69,8 @@ class InpaintPipeline:
     def encode_reference(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Reference crop(s) -> [1, D]: the mean Paint-by-Example embedding of the crops."""
         base = self.base
-        pixels = base.feature_extractor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        # bounded first: the processor scales the shorter side up to its size, whatever the longer one
+        pixels = base.feature_extractor(images=[fit_reference(im) for im in images], return_tensors="pt")
         pixel_values = pixels.pixel_values.to(device=base.device, dtype=base.dtype)  # [N,3,224,224]
         embeddings = base.image_encoder(pixel_values)  # [N,1,D]
         return embeddings.mean(dim=0).float().cpu()  # [1,D]
@@ -90,12 +92,13 @@ class InpaintPipeline:
         batch = len(requests)
         do_cfg = guidance_scale > 1.0
 
-        # 1. Crop a square around each mask and bring it to the model's resolution.
-        rooms = [np.asarray(r.room.convert("RGB")) for r in requests]  # [H,W,3] uint8
+        # 1. Crop a square around each mask and bring it to the model's resolution; the square is
+        # never built at its own size (models.crop_plan), however long the room's side.
+        rooms = [as_rgb(r.room) for r in requests]
         masks = [np.asarray(r.mask) != 0 for r in requests]  # [H,W] bool, True = paint
-        boxes = [self._crop_box(room, mask) for room, mask in zip(rooms, masks, strict=True)]
-        crops = torch.stack([self._crop_image(room, box) for room, box in zip(rooms, boxes, strict=True)])
-        paint = torch.stack([self._crop_mask(mask, box) for mask, box in zip(masks, boxes, strict=True)])
+        plans = [self._plan(room, mask) for room, mask in zip(rooms, masks, strict=True)]
+        crops = torch.stack([crop_pixels(room, plan) for room, plan in zip(rooms, plans, strict=True)])
+        paint = torch.stack([crop_mask(mask, plan) for mask, plan in zip(masks, plans, strict=True)])
         crops, paint = crops.to(device, dtype), paint.to(device, dtype)  # [B,3,R,R] in [-1,1], [B,1,R,R]
 
         # 2. Reference embeddings; the negative branch is the encoder's learned unconditional vector.
@@ -139,32 +142,22 @@ class InpaintPipeline:
         images = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         images = images.permute(0, 2, 3, 1).cpu().numpy()  # [B,R,R,3]
         outputs = []
-        for room, painted, mask, box in zip(rooms, images, masks, boxes, strict=True):
-            pasted = paste_masked(room, Image.fromarray(painted), mask, box, feather_px=self.feather_px)
+        for room, painted, mask, plan in zip(rooms, images, masks, plans, strict=True):
+            pasted = paste_masked(
+                np.asarray(room), Image.fromarray(painted), mask, plan.box, feather_px=self.feather_px
+            )
             outputs.append(Image.fromarray(pasted))
         return outputs
 
     # --- per-request preparation ---------------------------------------------------------------
 
-    def _crop_box(self, room: np.ndarray, mask: np.ndarray) -> CropBox:
-        if mask.shape != room.shape[:2]:
+    def _plan(self, room: Image.Image, mask: np.ndarray) -> CropPlan:
+        if mask.shape != (room.height, room.width):
             raise InvalidImageError(
-                f"the mask is {mask.shape[1]}x{mask.shape[0]} but the room is {room.shape[1]}x{room.shape[0]}"
+                f"the mask is {mask.shape[1]}x{mask.shape[0]} but the room is {room.width}x{room.height}"
             )
-        return crop_box_around_mask(mask, margin=self.margin, min_side=self.resolution // 2)
-
-    def _crop_image(self, room: np.ndarray, box: CropBox) -> torch.Tensor:
-        """-> [3,R,R] in [-1, 1]"""
-        crop = Image.fromarray(crop_square(room, box))
-        crop = crop.resize((self.resolution, self.resolution), Image.Resampling.BICUBIC)
-        return torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
-
-    def _crop_mask(self, mask: np.ndarray, box: CropBox) -> torch.Tensor:
-        """-> [1,R,R], 1 = paint. Any coverage of a resized pixel paints it, so no masked room pixel
-        is left without painted content when the crop is scaled back."""
-        crop = Image.fromarray(crop_square(mask.astype(np.uint8) * 255, box))
-        crop = crop.resize((self.resolution, self.resolution), Image.Resampling.BOX)
-        return torch.from_numpy(np.asarray(crop) > 0).float()[None]
+        box = crop_box_around_mask(mask, margin=self.margin, min_side=self.resolution // 2)
+        return plan_crop(box, room.size, self.resolution)
 
     def _embedding(self, request: PaintRequest) -> torch.Tensor:
         """-> [1,D]"""

@@ -24,7 +24,8 @@ from models.augmentation import (
     crop_reference,
     pixel_box,
 )
-from models.compositing import crop_box_around_mask, crop_square
+from models.compositing import crop_box_around_mask, crop_mask, crop_pixels, plan_crop
+from models.images import as_rgb
 
 
 @dataclass(frozen=True)
@@ -48,35 +49,25 @@ def make_pair(
     resolution: int,
     settings: AugmentSettings = AugmentSettings(),
 ) -> TrainingPair:
-    """One training pair from one photo; every random choice comes from `rng`."""
-    image = np.asarray(photo.image.convert("RGB"))
-    size = (image.shape[1], image.shape[0])
-    paint = augment_mask(photo.box, size, rng, settings)  # [H,W] bool
-    reference = augment_reference(crop_reference(photo.image, photo.box), rng, settings)
+    """One training pair from one photo; every random choice comes from `rng`. Cropped as a room is
+    (`models.compositing`): no buffer scales with the photo's shape beyond the photo and its masks."""
+    image = as_rgb(photo.image)
+    paint = augment_mask(photo.box, image.size, rng, settings)  # [H,W] bool
+    reference = augment_reference(crop_reference(image, photo.box), rng, settings)
 
     margin = rng.uniform(*settings.crop_margin)
-    crop = crop_box_around_mask(paint, margin=margin, min_side=resolution // 2)
-    x0, y0, x1, y1 = pixel_box(photo.box, size)
+    plan = plan_crop(
+        crop_box_around_mask(paint, margin=margin, min_side=resolution // 2), image.size, resolution
+    )
+    x0, y0, x1, y1 = pixel_box(photo.box, image.size)
     object_mask = np.zeros(paint.shape, dtype=bool)
     object_mask[y0:y1, x0:x1] = True
-
-    source = Image.fromarray(crop_square(image, crop)).resize(
-        (resolution, resolution), Image.Resampling.BICUBIC
-    )
-    source_t = torch.from_numpy(np.asarray(source).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
     return TrainingPair(
-        source=source_t,
-        paint_mask=_resize_mask(paint, crop, resolution),
-        object_mask=_resize_mask(object_mask, crop, resolution),
+        source=crop_pixels(image, plan),
+        paint_mask=crop_mask(paint, plan),
+        object_mask=crop_mask(object_mask, plan),
         reference=reference,
     )
-
-
-def _resize_mask(mask: np.ndarray, crop: object, resolution: int) -> torch.Tensor:
-    """[H,W] bool -> [1,R,R] float; a resized pixel touched by the mask is in it (as at inference)."""
-    square = Image.fromarray(crop_square(mask.astype(np.uint8) * 255, crop))  # type: ignore[arg-type]
-    square = square.resize((resolution, resolution), Image.Resampling.BOX)
-    return torch.from_numpy(np.asarray(square) > 0).float()[None]
 
 
 def sample_pairs(
