@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, Request, Security
@@ -40,39 +40,25 @@ def is_id(value: str) -> bool:
 
 
 # --- what the app holds ------------------------------------------------------------------------
-# async: no I/O, so no hop through the thread pool.
-async def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+def _held(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency answering `app.state.<name>`, which `api.app.create_app` set once."""
+
+    # async: no I/O, so no hop through the thread pool.
+    async def held(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    held.__name__ = f"app_{name}"
+    return held
 
 
-async def get_blobs(request: Request) -> BlobStore:
-    return request.app.state.blobs  # type: ignore[no-any-return]
-
-
-async def get_celery(request: Request) -> Celery:
-    return request.app.state.celery  # type: ignore[no-any-return]
-
-
-async def get_engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
-
-
-async def get_ping_timeout(request: Request) -> float:
-    """Seconds to wait for workers to answer a ping (app state, not settings: tests shorten it)."""
-    return request.app.state.inspect_timeout  # type: ignore[no-any-return]
-
-
-async def get_resolver(request: Request) -> Resolver:
-    """How webhook hosts are resolved (app state: DNS is the outside world, tests stand in for it)."""
-    return request.app.state.resolve  # type: ignore[no-any-return]
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-ResolverDep = Annotated[Resolver, Depends(get_resolver)]
-BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
-CeleryDep = Annotated[Celery, Depends(get_celery)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
-PingTimeoutDep = Annotated[float, Depends(get_ping_timeout)]
+SettingsDep = Annotated[Settings, Depends(_held("settings"))]
+BlobsDep = Annotated[BlobStore, Depends(_held("blobs"))]
+CeleryDep = Annotated[Celery, Depends(_held("celery"))]
+EngineDep = Annotated[Engine, Depends(_held("engine"))]
+# Seconds to wait for workers to answer a ping (app state, not settings: tests shorten it).
+PingTimeoutDep = Annotated[float, Depends(_held("inspect_timeout"))]
+# How webhook hosts are resolved (app state: DNS is the outside world; tests stand in for it).
+ResolverDep = Annotated[Resolver, Depends(_held("resolve"))]
 
 
 def get_session(request: Request) -> Iterator[Session]:
