@@ -13,6 +13,7 @@ from typing import Any
 from api.problems import PROBLEM_JSON, codes_by_status
 from api.schemas import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from api.schemas import Problem as ProblemBody  # the document's schema; api.problems.Problem is a code
+from core.settings import Settings
 
 _PROBLEM_SCHEMA = ProblemBody.model_json_schema()
 
@@ -35,7 +36,23 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 AUTH = (401, 403, 422, 429, 503)
 """Every /v1 route can answer these (422: a bad parameter or Idempotency-Key)."""
 
-_IMAGE = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP; ≤ 20 MB, ≤ 40 megapixels"}
+
+def _default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
+# The limits every image is held to (defaults shown; each is a setting, `ROOMFIT_<NAME>`).
+IMAGE_LIMITS = (
+    f"at most {_default('max_upload_bytes') // 2**20} MiB (`ROOMFIT_MAX_UPLOAD_BYTES`) and "
+    f"{_default('max_pixels') / 1e6:g} megapixels (`ROOMFIT_MAX_PIXELS`), else 413 `image_too_large`; "
+    f"longest side at most {_default('max_side')} px (`ROOMFIT_MAX_SIDE`) and long side / short side "
+    f"at most {_default('max_aspect_ratio'):g} (`ROOMFIT_MAX_ASPECT_RATIO`), else 422 "
+    "`image_shape_not_allowed`; all the images of the request together at most "
+    f"{_default('max_request_pixels') / 1e6:g} megapixels (`ROOMFIT_MAX_REQUEST_PIXELS`), else 413 "
+    "`request_too_large`. Checked from the header before decoding. Sides are counted after the EXIF "
+    "orientation (a quarter turn swaps them; the limits hold either way)."
+)
+_IMAGE = {"type": "string", "format": "binary", "description": f"JPEG, PNG or WebP; {IMAGE_LIMITS}"}
 _IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -104,7 +121,7 @@ PREVIEW_FORM = _multipart_post(
             "format": "binary",
             "description": "PNG of exactly the room's size after the room's EXIF orientation; "
             "with an alpha channel its opaque pixels are painted, without one its pixels of "
-            "non-zero luminance",
+            "non-zero luminance. The same limits as the room; its pixels count towards the request's.",
         },
         "seed": {
             "type": "integer",

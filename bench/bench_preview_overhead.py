@@ -226,9 +226,7 @@ def main() -> None:
     real_step_ms = _real_unet_step_ms(Path(tempfile.mkdtemp()), args.real_reps) if args.real_reps else None
     service, engine = statistics.median(service_ms), statistics.median(engine_ms)
     overhead = service - engine
-    print(
-        f"\n## Preview overhead ({args.requests} previews, {args.steps} steps, tiny, poll {args.poll}s)\n"
-    )
+    print(f"\n## Preview overhead ({args.requests} previews, {args.steps} steps, tiny, poll {args.poll}s)\n")
     print("| measured | median ms | p90 ms |")
     print("| --- | ---: | ---: |")
     for name, values in (

@@ -23,7 +23,6 @@ router = APIRouter(prefix="/v1/ops", tags=["ops"])
 page_router = APIRouter(tags=["ops"])
 
 
-
 def _job(done: Done[Job], *, status: int) -> Outcome:
     return answer(done, JobOut.of(done.row), status=status)
 

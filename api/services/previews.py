@@ -9,7 +9,15 @@ from celery import Celery
 from pydantic import ValidationError
 
 from api.deps import Caller, is_id
-from api.image_checks import check_image, check_mask, png_bytes
+from api.image_checks import (
+    ACCEPTED_FORMATS,
+    MASK_FORMATS,
+    ImageLimits,
+    decode_image,
+    decode_mask,
+    png_bytes,
+    read_headers,
+)
 from api.multipart import ParsedForm
 from api.problems import NOT_FOUND, PREVIEW_NOT_READY, SUBJECT_NOT_READY, VALIDATION_ERROR, invalid
 from api.schemas import MAX_SEED, PreviewForm
@@ -38,8 +46,8 @@ def create_preview(
     form: ParsedForm,
     caller: Caller,
 ) -> Done[Preview]:
-    """Cheap checks first (fields, subject ready, quotas), then the images; the caller's key is
-    remembered so a publishable key reads only the previews it made."""
+    """Cheap checks first (fields, image headers, subject ready, quotas), then the images, one at a
+    time; the caller's key is remembered so a publishable key reads only the previews it made."""
     publishable = caller.kind == "publishable"
     tenant_id = repo.tenant_id
     raw = {k: form.text(k) for k in ("subject_id", "seed", "steps", "guidance_scale")}
@@ -47,6 +55,15 @@ def create_preview(
         params = PreviewForm.model_validate({k: v for k, v in raw.items() if v not in (None, "")})
     except ValidationError as exc:
         raise invalid(exc) from exc
+    rooms, masks = form.files.get("room", []), form.files.get("mask", [])
+    if not rooms:
+        raise VALIDATION_ERROR("room: a room photo is required")
+    if not masks:
+        raise VALIDATION_ERROR("mask: a mask PNG is required")
+    # The images' headers (type, size, shape, pixels together) cost nothing to read: first.
+    room_header, mask_header = read_headers(
+        ImageLimits.of(settings), [(rooms[0], "room", ACCEPTED_FORMATS), (masks[0], "mask", MASK_FORMATS)]
+    )
     subject = repo.get(Subject, params.subject_id) if is_id(params.subject_id) else None
     if subject is None:
         raise NOT_FOUND(f"no subject {params.subject_id!r}")
@@ -54,13 +71,8 @@ def create_preview(
         raise SUBJECT_NOT_READY(f"subject {subject.id} is {subject.status}; previews need a ready subject")
     check_steps(params.steps, settings, publishable)
     check_preview_quota(repo, settings, caller.key_id, publishable)
-    rooms, masks = form.files.get("room", []), form.files.get("mask", [])
-    if not rooms:
-        raise VALIDATION_ERROR("room: a room photo is required")
-    if not masks:
-        raise VALIDATION_ERROR("mask: a mask PNG is required")
-    room = check_image(rooms[0], what="room", max_pixels=settings.max_pixels)
-    mask = check_mask(masks[0], size=room.size, max_pixels=settings.max_pixels)
+    room = decode_image(room_header)  # one image at a time: the room's pixels are freed here
+    mask = decode_mask(mask_header, size=room.size)
 
     preview_id = new_id("prv")
     room_bytes, room_ext, room_type = room.stored()

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import is_id
-from api.image_checks import CheckedImage, check_image
+from api.image_checks import ACCEPTED_FORMATS, ImageHeader, ImageLimits, decode_image, read_headers
 from api.multipart import ParsedForm
 from api.problems import EXTERNAL_ID_TAKEN, INVALID_BOXES, NOT_FOUND, SUBJECT_BUSY, VALIDATION_ERROR, invalid
 from api.schemas import SubjectForm
@@ -38,10 +38,10 @@ def find_subject(repo: TenantRepository, subject_id: str) -> Subject:
     return subject
 
 
-def parse_boxes(raw: str | None, photos: list[CheckedImage]) -> list[list[float] | None]:
-    """The `boxes` field (see core.boxes) as 422 `invalid_boxes` when it is wrong."""
+def parse_boxes(raw: str | None, sizes: list[tuple[int, int]]) -> list[list[float] | None]:
+    """The `boxes` field (see core.boxes) for photos of these sizes, as 422 `invalid_boxes` when wrong."""
     try:
-        return core_boxes.parse_boxes(raw, [photo.size for photo in photos])
+        return core_boxes.parse_boxes(raw, sizes)
     except core_boxes.InvalidBoxes as exc:
         raise INVALID_BOXES(str(exc)) from exc
 
@@ -56,7 +56,8 @@ def drop_blobs(blobs: BlobStore, prefix: str) -> None:
 def create_subject(
     repo: TenantRepository, blobs: BlobStore, celery: Celery, settings: Settings, form: ParsedForm
 ) -> Done[Subject]:
-    """Check every field and photo first; then store the photos, the subject and its train job."""
+    """Check every field and every photo's header first; then decode, check and store the photos one
+    at a time, the subject and its train job. On any failure, what was stored is removed."""
     tenant_id = repo.tenant_id
     try:
         fields = SubjectForm.model_validate(
@@ -71,26 +72,32 @@ def create_subject(
     if fields.external_id and repo.subject_by_external_id(fields.external_id) is not None:
         raise taken
     check_training_quota(repo, settings)
-    photos = [
-        check_image(upload, what=f"photo {i}", max_pixels=settings.max_pixels)
-        for i, upload in enumerate(uploads)
-    ]
-    boxes = parse_boxes(form.text("boxes"), photos)
+    # Every header before any pixel is decoded: type, size, shape, the request's pixels together.
+    headers = read_headers(
+        ImageLimits.of(settings),
+        [(upload, f"photo {i}", ACCEPTED_FORMATS) for i, upload in enumerate(uploads)],
+    )
+    raw_boxes = form.text("boxes")
+    predicted = [header.oriented_size for header in headers]
+    # Boxes are checked against the sizes the headers promise; a PNG may turn after its pixels.
+    settled = all(header.orientation_settled for header in headers)
+    boxes = parse_boxes(raw_boxes, predicted) if settled else None
 
     subject = subjects.new_subject(fields.name, fields.external_id, fields.label)
     repo.add(subject)
     try:
-        for i, (photo, box) in enumerate(zip(photos, boxes, strict=True)):
-            # As sent when already upright RGB, else normalised PNG (see api.image_checks).
-            data, ext, content_type = photo.stored()
-            key = photo_key(tenant_id, subject.id, i, ext)
-            blobs.put(key, data, content_type)
-            repo.add(subjects.new_photo(subject, i, key, photo.size, box))
+        # One photo at a time: decoded, checked, stored and freed before the next is decoded.
+        stored = [_store_photo(blobs, subject, i, header) for i, header in enumerate(headers)]
+        sizes = [size for size, _, _ in stored]
+        if boxes is None or sizes != predicted:
+            boxes = parse_boxes(raw_boxes, sizes)
+        for i, ((size, key, _), box) in enumerate(zip(stored, boxes, strict=True)):
+            repo.add(subjects.new_photo(subject, i, key, size, box))
         job = new_job(
             tenant_id,
             "train",
             subject_id=subject.id,
-            params={"animated_photos": [i for i, p in enumerate(photos) if p.animated]},
+            params={"animated_photos": [i for i, (_, _, animated) in enumerate(stored) if animated]},
         )
         repo.add(job)
         repo.session.flush()
@@ -101,6 +108,18 @@ def create_subject(
         drop_blobs(blobs, subject_prefix(tenant_id, subject.id))
         raise
     return Done(subject, [lambda: send(repo.session, celery, job)])
+
+
+def _store_photo(
+    blobs: BlobStore, subject: Subject, index: int, header: ImageHeader
+) -> tuple[tuple[int, int], str, bool]:
+    """Decode and check one photo, store it (as sent when already upright RGB, else the normalised
+    PNG: see api.image_checks) and let its pixels go: (size after orientation, blob key, animated)."""
+    photo = decode_image(header)
+    data, ext, content_type = photo.stored()
+    key = photo_key(subject.tenant_id, subject.id, index, ext)  # the tenant is stamped by repo.add
+    blobs.put(key, data, content_type)
+    return photo.size, key, photo.animated
 
 
 def delete_subject(repo: TenantRepository, blobs: BlobStore, subject_id: str) -> Done[None]:
