@@ -170,6 +170,7 @@ def heartbeat(session: Session, held: Claim, lease_seconds: int) -> None:
         raise LeaseLost(held.job_id)
 
 
+# alike: keyword-only optional fields, as new_job's signature: declarations, nothing to share.
 def report(
     session: Session,
     held: Claim,
