@@ -145,10 +145,14 @@ def claim_next(
     for _ in range(8):  # another worker may take the chosen job first; choose again
         job_id = ops.fairest_queued_job(kind)
         if job_id is None:
-            return None
+            break
         held = claim(session, job_id, worker, lease_seconds, max_attempts)
         if held is not None:
             return held
+    if own is not None and own.status not in ("queued",):
+        log.info(
+            "job %s: not claimable (status %s, worker %s); message dropped", own.id, own.status, own.worker
+        )
     return None
 
 
