@@ -13,7 +13,7 @@ from api import access_log
 from api.cors import KeyOriginCORS, listed_origin_check
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
-from api.routes import health, jobs, ops, previews, subjects, webhook
+from api.routes import demo, health, jobs, ops, previews, subjects, webhook, widget
 from core.blobstore import blob_store_from_settings
 from core.db import engine_for, session_factory
 from core.queue import make_celery
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.inspect_timeout = 1.0
     app.state.resolve = resolve_with_deadline  # webhook hosts
     install_problem_handlers(app)
-    for module in (health, subjects, previews, jobs, ops, webhook):
+    for module in (health, subjects, previews, jobs, ops, webhook, widget, demo):
         app.include_router(module.router)
     app.include_router(ops.page_router)
     app.add_middleware(KeyOriginCORS, is_listed=listed_origin_check(app.state.sessions))

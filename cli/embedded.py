@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from core.accounts import create_key, create_tenant
 from core.db import session_scope
 from core.migrate import upgrade
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from core.tables import Tenant
 
 STOP_GRACE_SECONDS = 10.0
@@ -44,7 +44,7 @@ def run_embedded(settings: Settings, host: str, port: int) -> int:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     var_dir = settings.var_dir.resolve()
     upgrade(settings.resolved_database_url)
-    dev_keys = _bootstrap_dev_tenant(host, port)
+    dev_keys = _bootstrap_dev_tenant(host, port, var_dir)
 
     # Children read the same settings; pin the state folder to an absolute path so a child started
     # from another working folder still finds it.
@@ -126,8 +126,14 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)
 
 
-def _bootstrap_dev_tenant(host: str, port: int) -> dict[str, str] | None:
-    """On the very first start (no tenant yet) make tenant `dev` with a secret and a publishable key."""
+# The dev publishable key, for the demo shop page (api/routes/demo.py reads it). Publishable keys are
+# public by design (every shopper's browser holds one); the secret key is never written anywhere.
+DEV_PUBLISHABLE_KEY_FILE = "dev-publishable-key.txt"
+
+
+def _bootstrap_dev_tenant(host: str, port: int, var_dir: Path | None = None) -> dict[str, str] | None:
+    """On the very first start (no tenant yet) make tenant `dev` with a secret and a publishable key,
+    and write the publishable one to `{var_dir}/dev-publishable-key.txt` for the demo page."""
     with session_scope() as session:
         if session.scalar(select(func.count()).select_from(Tenant)):
             return None
@@ -135,7 +141,11 @@ def _bootstrap_dev_tenant(host: str, port: int) -> dict[str, str] | None:
         origins = sorted({f"http://{host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"})
         _secret_row, secret = create_key(session, kind="secret", tenant=tenant)
         _pub_row, publishable = create_key(session, kind="publishable", tenant=tenant, origins=origins)
-        return {"tenant": tenant.id, "secret": secret, "publishable": publishable}
+        tenant_id = tenant.id
+    folder = var_dir if var_dir is not None else get_settings().var_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEV_PUBLISHABLE_KEY_FILE).write_text(publishable + "\n", encoding="utf-8")
+    return {"tenant": tenant_id, "secret": secret, "publishable": publishable}
 
 
 def _banner(

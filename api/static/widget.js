@@ -1,0 +1,1027 @@
+/*!
+ * roomfit storefront widget, v1.
+ *
+ *   <script src="https://roomfit.example/widget/v1.js" defer></script>
+ *   <roomfit-preview subject="sub_…" key="pk_…"></roomfit-preview>
+ *
+ * A shopper picks, drops or takes a photo of their room, paints where the product should go, and
+ * gets the shop's product painted into the photo. Attributes: `subject` (a ready subject's id),
+ * `key` (a publishable key that lists this page's origin) and `api` (the service's origin; by
+ * default the origin this script was loaded from). Events on the element: `roomfit:submit` (detail:
+ * the room and the mask it sends), `roomfit:result` (the preview and its PNG), `roomfit:error`
+ * (the problem code and the message shown).
+ *
+ * No framework, no build step, nothing fetched but the API: this file is served as it is.
+ */
+(() => {
+  "use strict";
+  const TAG = "roomfit-preview";
+  if (!window.customElements || customElements.get(TAG)) return;
+
+  const SCRIPT_ORIGIN = originOf(document.currentScript && document.currentScript.src) || location.origin;
+
+  // The service's default limits (docs/api.md, SECURITY.md). A photo past them is scaled down here,
+  // with its mask, before it is sent; a service set to lower ones still answers with a clear code.
+  const LIMITS = { side: 12000, pixels: 40000000, bytes: 20 * 1024 * 1024, aspect: 10 };
+  const SENT_AS_IS = ["image/jpeg", "image/png", "image/webp"];
+  const PAINT = "rgb(255, 40, 120)"; // how the mask looks; its opacity is in the CSS
+  // Answers that come with Retry-After: wait that long and send again, a few times.
+  const RETRYABLE = new Set(["rate_limited", "too_many_jobs", "server_busy", "service_unavailable"]);
+  const MAX_RETRIES = 3;
+  // Problems that sending the same request again cannot fix: no "Try again" button for them.
+  const FINAL = new Set([
+    "config", "mask_empty", "image_too_large", "image_shape_not_allowed", "request_too_large", "payload_too_large",
+    "unsupported_media_type", "image_unreadable", "origin_not_allowed", "unauthorized", "forbidden", "not_found",
+  ]);
+  // Polling GET /v1/previews/{id} (the event stream is not built yet): gentle, and growing.
+  const POLL = { first: 500, factor: 1.5, max: 4000, offlineMax: 15000, patience: 15 * 60 * 1000 };
+
+  // What the shopper reads for each problem code of the API (and a few of the widget's own).
+  const MESSAGES = {
+    rate_limited: "Too many requests from this page just now.",
+    too_many_jobs: "Many previews are being painted right now.",
+    server_busy: "The preview service is busy.",
+    service_unavailable: "The preview service is briefly unavailable.",
+    subject_not_ready: "This product is not ready for previews yet. Please try again later.",
+    image_too_large: "This photo is too large. Please use one under 20 MB and 40 megapixels.",
+    image_shape_not_allowed:
+      "This photo is too long and narrow. Please use one at most 10 times as wide as it is tall " +
+      "(or as tall as it is wide).",
+    request_too_large: "This photo is too large to send. Please use a smaller one.",
+    payload_too_large: "This photo is too large to send. Please use a smaller one.",
+    unsupported_media_type: "This kind of file can't be used. Please choose a JPEG, PNG or WebP photo.",
+    image_unreadable: "This photo could not be read. Please try another one.",
+    mask_empty: "Paint over the spot where the product should go first.",
+    mask_size_mismatch: "The painted area does not match the photo. Please choose the photo again.",
+    origin_not_allowed: "Previews are not enabled for this website: the shop's key does not list this site.",
+    unauthorized: "Previews are not set up correctly here: the shop's key is missing, unknown or revoked.",
+    forbidden: "Previews are not set up correctly here: this key may not make previews.",
+    validation_error: "The preview request was not accepted.",
+    not_found: "This product could not be found. It may have been removed.",
+    preview_gone: "This preview could not be found any more. Please try again.",
+    preview_failed: "The preview could not be painted. Please try again.",
+    network: "Cannot reach the preview service. Please check your connection and try again.",
+    blocked:
+      "The preview service refused this page, or the connection dropped. " +
+      "If it keeps happening, previews are not enabled for this website.",
+    too_slow: "This is taking much longer than usual.",
+    config: "This preview is not set up: the page must give a product (subject) and a key.",
+    photo_unreadable: "Your browser could not open this photo. Please try a JPEG or PNG photo.",
+    not_an_image: "That file is not a photo. Please choose an image file.",
+    generic: "Something went wrong. Please try again.",
+  };
+
+  const CSS = `
+    :host { display: block; font: inherit; color: inherit; --accent: var(--roomfit-accent, #1f5fd1);
+      --radius: var(--roomfit-radius, 8px); max-width: 100%; }
+    [hidden] { display: none !important; }
+    * { box-sizing: border-box; }
+    .root { display: grid; gap: 12px; }
+    .vh { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0);
+      clip-path: inset(50%); white-space: nowrap; }
+    .btn, button { font: inherit; min-height: 44px; padding: 8px 14px; border-radius: var(--radius);
+      border: 1px solid #8a8f98; background: #fff; color: #1b1d21; cursor: pointer; display: inline-flex;
+      align-items: center; justify-content: center; gap: 6px; text-decoration: none; }
+    .btn:hover, button:hover { border-color: #1b1d21; }
+    .primary { background: var(--accent); border-color: var(--accent); color: #fff; }
+    .primary:hover { filter: brightness(1.1); border-color: var(--accent); }
+    button:disabled, .btn.disabled { opacity: .45; cursor: not-allowed; filter: none; }
+    button[aria-pressed="true"] { background: #1b1d21; border-color: #1b1d21; color: #fff; }
+    button:focus-visible, .btn:focus-within, .btn:focus-visible, input:focus-visible, canvas:focus-visible {
+      outline: 3px solid var(--accent); outline-offset: 2px; }
+    .pick { border: 2px dashed #8a8f98; border-radius: var(--radius); padding: 20px 16px; text-align: center;
+      display: grid; gap: 12px; justify-items: center; }
+    .pick.over { border-color: var(--accent); background: #eef3fd; }
+    .pick p { margin: 0; }
+    .lead { font-weight: 600; font-size: 1.1em; }
+    .row { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+    .tools { display: flex; gap: 4px; }
+    .size { display: inline-flex; align-items: center; gap: 6px; min-height: 44px; }
+    .size input { width: 110px; }
+    @media (max-width: 420px) { .btn, button { padding: 8px 11px; } .size input { width: 84px; } }
+    .stage { position: relative; margin: 0 auto; width: 100%; background: #e9ebee; line-height: 0;
+      border-radius: var(--radius); overflow: hidden; user-select: none; -webkit-user-select: none; }
+    .photo, .after { display: block; width: 100%; height: auto; }
+    .mask { position: absolute; inset: 0; width: 100%; height: 100%; opacity: .5; cursor: crosshair;
+      touch-action: none; }
+    .after { position: absolute; inset: 0; height: 100%; }
+    .band { position: absolute; border: 2px dashed #fff; outline: 1px solid #000; pointer-events: none; }
+    .cursor { position: absolute; width: 18px; height: 18px; margin: -9px 0 0 -9px; border: 2px solid #fff;
+      outline: 1px solid #000; border-radius: 50%; pointer-events: none; }
+    .divider { position: absolute; top: 0; bottom: 0; width: 2px; margin-left: -1px; background: #fff;
+      box-shadow: 0 0 0 1px rgba(0,0,0,.4); pointer-events: none; }
+    .tag { position: absolute; top: 8px; padding: 2px 8px; border-radius: 4px; background: rgba(0,0,0,.6);
+      color: #fff; font-size: 12px; line-height: 18px; pointer-events: none; }
+    .tag.before { left: 8px; } .tag.after-tag { right: 8px; }
+    .compare { display: flex; align-items: center; gap: 8px; }
+    .compare input { flex: 1; min-width: 0; min-height: 44px; }
+    .wait { display: grid; gap: 6px; }
+    .wait progress { width: 100%; height: 12px; }
+    .hint, .status { margin: 0; font-size: .92em; color: #454a52; }
+    .error { border: 1px solid #c62828; background: #fdecea; color: #7f1010; border-radius: var(--radius);
+      padding: 10px 12px; display: grid; gap: 8px; }
+    .error p { margin: 0; }
+    .error .detail { font-size: .85em; }
+  `;
+
+  // --- small helpers --------------------------------------------------------------------------
+  function originOf(url) {
+    try {
+      return url ? new URL(url, location.href).origin : "";
+    } catch {
+      return "";
+    }
+  }
+
+  /** An element with properties (`hidden`, `disabled`, `onclick`…) or attributes, and children. */
+  function h(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(props || {})) {
+      if (name === "class") node.className = value;
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else if (typeof value === "boolean") node[name] = value;
+      else node.setAttribute(name, value);
+    }
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const jitter = (ms) => Math.round(ms * (0.8 + Math.random() * 0.4));
+  const canvasBlob = (canvas, type, quality) =>
+    new Promise((resolve, reject) =>
+      canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("encode failed"))), type, quality),
+    );
+
+  function randomSeed() {
+    return crypto.getRandomValues(new Uint32Array(1))[0];
+  }
+
+  function newKey() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /** The size a photo must be sent at: within the side and pixel limits, never larger than it is. */
+  function fitWithinLimits(width, height) {
+    const scale = Math.min(1, LIMITS.side / Math.max(width, height), Math.sqrt(LIMITS.pixels / (width * height)));
+    return {
+      width: Math.max(1, Math.floor(width * scale)),
+      height: Math.max(1, Math.floor(height * scale)),
+      scaled: scale < 1,
+    };
+  }
+
+  // --- the mask as a PNG: 8-bit grey, 255 = paint, 0 = keep, no alpha ---------------------------
+  // Written here rather than by canvas.toBlob, whose PNGs carry an alpha channel in some browsers:
+  // the API paints where a mask with alpha is opaque, so an opaque RGBA mask would paint everything.
+  const CRC_TABLE = (() => {
+    const table = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      table[n] = c >>> 0;
+    }
+    return table;
+  })();
+
+  function pngChunk(type, data) {
+    const out = new Uint8Array(12 + data.length);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, data.length);
+    for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
+    out.set(data, 8);
+    let crc = 0xffffffff;
+    for (let i = 4; i < 8 + data.length; i++) crc = CRC_TABLE[(crc ^ out[i]) & 0xff] ^ (crc >>> 8);
+    view.setUint32(8 + data.length, (crc ^ 0xffffffff) >>> 0);
+    return out;
+  }
+
+  /** zlib data of `chunks` (CompressionStream), or stored (uncompressed) blocks where it is missing. */
+  async function zlib(chunks) {
+    if (window.CompressionStream) {
+      const stream = new CompressionStream("deflate"); // "deflate" is the zlib format PNG wants
+      const collected = new Response(stream.readable).arrayBuffer();
+      const writer = stream.writable.getWriter();
+      for (const chunk of chunks()) await writer.write(chunk);
+      await writer.close();
+      return new Uint8Array(await collected);
+    }
+    // Stored (uncompressed) deflate blocks: larger, but any browser can make them.
+    const data = new Uint8Array(await new Blob(Array.from(chunks())).arrayBuffer());
+    const parts = [new Uint8Array([0x78, 0x01])];
+    for (let at = 0; at === 0 || at < data.length; at += 65535) {
+      const piece = data.subarray(at, at + 65535);
+      const n = piece.length;
+      const last = at + 65535 >= data.length ? 1 : 0;
+      parts.push(new Uint8Array([last, n & 255, n >> 8, ~n & 255, (~n >> 8) & 255]), piece);
+    }
+    let a = 1;
+    let b = 0;
+    for (const byte of data) {
+      a = (a + byte) % 65521;
+      b = (b + a) % 65521;
+    }
+    const adler = new Uint8Array(4);
+    new DataView(adler.buffer).setUint32(0, ((b << 16) | a) >>> 0);
+    parts.push(adler);
+    return new Uint8Array(await new Blob(parts).arrayBuffer());
+  }
+
+  /** The mask canvas (painted = any alpha) as a grey PNG; `painted` says whether any pixel paints. */
+  async function maskPng(canvas) {
+    const { width, height } = canvas;
+    const g = canvas.getContext("2d");
+    const rowsPerBand = Math.max(1, Math.floor(4000000 / width)); // ~16 MB of RGBA read at a time
+    let painted = false;
+    function* scanlines() {
+      for (let y = 0; y < height; y += rowsPerBand) {
+        const rows = Math.min(rowsPerBand, height - y);
+        const rgba = g.getImageData(0, y, width, rows).data;
+        const out = new Uint8Array(rows * (width + 1)); // each row: filter byte 0, then its pixels
+        for (let r = 0, i = 3; r < rows; r++) {
+          const row = r * (width + 1) + 1;
+          for (let x = 0; x < width; x++, i += 4) {
+            if (rgba[i] !== 0) {
+              out[row + x] = 255;
+              painted = true;
+            }
+          }
+        }
+        yield out;
+      }
+    }
+    const idat = await zlib(scanlines);
+    const ihdr = new Uint8Array(13);
+    const view = new DataView(ihdr.buffer);
+    view.setUint32(0, width);
+    view.setUint32(4, height);
+    ihdr.set([8, 0, 0, 0, 0], 8); // 8 bits, greyscale, deflate, no filter method, no interlace
+    const signature = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]);
+    const chunks = [pngChunk("IHDR", ihdr), pngChunk("IDAT", idat), pngChunk("IEND", new Uint8Array())];
+    const blob = new Blob([signature, ...chunks], { type: "image/png" });
+    return { blob, painted };
+  }
+
+  // --- drawing: one operation of the mask's history, replayed for undo and redo ------------------
+  function paintOp(g, op) {
+    g.save();
+    g.globalCompositeOperation = op.tool === "eraser" ? "destination-out" : "source-over";
+    g.fillStyle = g.strokeStyle = PAINT;
+    g.lineCap = g.lineJoin = "round";
+    g.lineWidth = op.size;
+    if (op.tool === "clear") {
+      g.clearRect(0, 0, g.canvas.width, g.canvas.height);
+    } else if (op.tool === "rect") {
+      g.fillRect(Math.min(op.x0, op.x1), Math.min(op.y0, op.y1), Math.abs(op.x1 - op.x0), Math.abs(op.y1 - op.y0));
+    } else if (op.points.length === 1) {
+      g.beginPath();
+      g.arc(op.points[0][0], op.points[0][1], op.size / 2, 0, 2 * Math.PI);
+      g.fill();
+    } else {
+      g.beginPath();
+      g.moveTo(op.points[0][0], op.points[0][1]);
+      for (const [x, y] of op.points.slice(1)) g.lineTo(x, y);
+      g.stroke();
+    }
+    g.restore();
+  }
+
+  class RoomfitPreview extends HTMLElement {
+    static get observedAttributes() {
+      return ["subject", "key", "api"];
+    }
+
+    constructor() {
+      super();
+      this.attachShadow({ mode: "open" });
+      this.tool = "brush";
+      this.ops = []; // the mask's history since the photo was chosen
+      this.undone = [];
+      this.room = null; // {file | null, width, height}: what is sent, at the size it is sent
+      this.version = 0; // bumped by every change of the photo or the mask
+      this.sent = null; // {room, mask, version} of the last request, reused while nothing changed
+      this.run = 0; // bumped to abandon whatever is waiting (cancel, new photo, removed element)
+      this.busy = false;
+      this.urls = [];
+      this.drag = null;
+      this.keyCursor = null; // keyboard drawing: [x, y] in photo pixels
+      this.keyAnchor = null; // keyboard box: its first corner
+      this.build();
+      this.show("pick");
+    }
+
+    get api() {
+      return (this.getAttribute("api") || SCRIPT_ORIGIN).replace(/\/+$/, "");
+    }
+
+    attributeChangedCallback(name, before, after) {
+      if (before === after || !this.ui) return;
+      if (this.ui.error.dataset.code === "config" && this.getAttribute("subject") && this.getAttribute("key")) {
+        this.clearError();
+      }
+      if (name === "subject" && this.view === "result") this.show("edit");
+    }
+
+    connectedCallback() {
+      // Attributes may come just after the element (frameworks): look once they had their chance.
+      queueMicrotask(() => {
+        if (!this.getAttribute("subject") || !this.getAttribute("key")) this.fail("config");
+      });
+      if (originOf(this.api) === location.origin) {
+        console.warn(
+          "roomfit-preview: the API is on this page's own origin. Browsers send no Origin header on " +
+            "same-origin GETs, so a publishable key's polls are refused: serve the API from another origin.",
+        );
+      }
+    }
+
+    disconnectedCallback() {
+      // Stop polling: nobody is looking any more. Put back in a page, the widget is usable again.
+      if (this.busy) this.cancel();
+      else this.run++;
+    }
+
+    // --- the interface ------------------------------------------------------------------------
+    build() {
+      const ui = (this.ui = {});
+      if ("adoptedStyleSheets" in ShadowRoot.prototype && "replaceSync" in CSSStyleSheet.prototype) {
+        // A constructed sheet is no inline <style>: a shop's strict CSP (no 'unsafe-inline') allows it.
+        const css = new CSSStyleSheet();
+        css.replaceSync(CSS);
+        this.shadowRoot.adoptedStyleSheets = [css];
+      } else {
+        this.shadowRoot.append(h("style", {}, CSS));
+      }
+      const fileInput = (extra) =>
+        h("input", {
+          type: "file",
+          accept: "image/*",
+          class: "vh",
+          onchange: (e) => this.picked(e.target),
+          ...extra,
+        });
+      ui.choose = fileInput({});
+      ui.camera = fileInput({ capture: "environment" });
+      ui.cameraLabel = h("label", { class: "btn" }, "Take a photo", ui.camera);
+      ui.cameraLabel.hidden = !matchMedia("(pointer: coarse)").matches;
+      ui.pick = h(
+        "div",
+        { class: "pick", part: "pick" },
+        h("p", { class: "lead" }, "See it in your room"),
+        h(
+          "div",
+          { class: "row" },
+          h("label", { class: "btn primary" }, "Choose a room photo", ui.choose),
+          ui.cameraLabel,
+        ),
+        h("p", { class: "hint" }, "…or drop a photo here. Then paint where the product should go."),
+      );
+      for (const type of ["dragenter", "dragover"]) {
+        this.addEventListener(type, (e) => {
+          e.preventDefault(); // always: a file dropped on a page that did not cancel this is opened
+          ui.pick.classList.toggle("over", !this.busy);
+        });
+      }
+      this.addEventListener("dragleave", () => ui.pick.classList.remove("over"));
+      this.addEventListener("drop", (e) => {
+        e.preventDefault();
+        ui.pick.classList.remove("over");
+        const file = e.dataTransfer && e.dataTransfer.files[0];
+        if (file && !this.busy) this.loadPhoto(file);
+      });
+
+      const tool = (name, label) => {
+        const button = h("button", { type: "button", onclick: () => this.setTool(name) }, label);
+        button.dataset.tool = name;
+        return button;
+      };
+      ui.tools = [tool("brush", "Brush"), tool("eraser", "Eraser"), tool("rect", "Box")];
+      ui.size = h("input", { type: "range", min: "4", max: "160", value: "40" });
+      // Arrows, named for everyone else: the toolbar fits two rows at 360 px.
+      const arrow = (label, keys, action, glyph) =>
+        h("button", { type: "button", "aria-label": label, title: `${label} (${keys})`, onclick: action }, glyph);
+      ui.undo = arrow("Undo", "Ctrl+Z", () => this.undo(), "↶");
+      ui.redo = arrow("Redo", "Ctrl+Shift+Z", () => this.redo(), "↷");
+      ui.clear = h("button", { type: "button", onclick: () => this.clearMask() }, "Clear");
+      ui.toolbar = h(
+        "div",
+        { class: "row", role: "group", "aria-label": "Mask tools" },
+        h("div", { class: "tools", role: "group", "aria-label": "Tool" }, ...ui.tools),
+        h("label", { class: "size" }, "Size", ui.size),
+        ui.undo,
+        ui.redo,
+        ui.clear,
+      );
+
+      ui.photo = h("canvas", { class: "photo", "aria-hidden": "true" });
+      ui.mask = h("canvas", {
+        class: "mask",
+        tabindex: "0",
+        role: "application",
+        "aria-label":
+          "Your photo. Paint where the product should go: drag with a finger or the mouse; or move " +
+          "with the arrow keys and press Space to paint (with Box: Space at two corners).",
+      });
+      ui.band = h("div", { class: "band", hidden: true });
+      ui.cursor = h("div", { class: "cursor", hidden: true });
+      ui.after = h("img", { class: "after", alt: "The product painted into your room", hidden: true });
+      ui.divider = h("div", { class: "divider", hidden: true });
+      ui.tags = [h("span", { class: "tag before" }, "Before"), h("span", { class: "tag after-tag" }, "After")];
+      ui.tags.forEach((t) => (t.hidden = true));
+      const layers = [ui.photo, ui.after, ui.divider, ui.mask, ui.band, ui.cursor, ...ui.tags];
+      ui.stage = h("div", { class: "stage", part: "stage" }, ...layers);
+      this.bindDrawing();
+
+      ui.preview = h("button", { type: "button", class: "primary", onclick: () => this.submit() }, "Preview");
+      ui.change = h("button", { type: "button", onclick: () => this.startOver() }, "Change photo");
+      ui.hint = h("p", { class: "hint" }, "Paint over the spot where the product should go, then press Preview.");
+      ui.edit = h("div", { class: "row" }, ui.preview, ui.change);
+
+      ui.progress = h("progress", { max: "1", "aria-label": "Preview progress" });
+      ui.phase = h("p", { class: "status", role: "status", "aria-live": "polite" });
+      ui.cancel = h("button", { type: "button", onclick: () => this.cancel() }, "Cancel");
+      const row = (...children) => h("div", { class: "row" }, ...children);
+      ui.wait = h("div", { class: "wait" }, ui.progress, row(ui.phase), row(ui.cancel));
+
+      ui.slider = h("input", {
+        type: "range",
+        min: "0",
+        max: "100",
+        value: "50",
+        "aria-label": "Before and after",
+        oninput: () => this.compare(),
+      });
+      ui.download = h("a", { class: "btn primary", download: "roomfit-preview.png", href: "#" }, "Download");
+      ui.again = h("button", { type: "button", onclick: () => this.submit() }, "Try another");
+      ui.back = h("button", { type: "button", onclick: () => this.show("edit") }, "Edit mask");
+      ui.restart = h("button", { type: "button", onclick: () => this.startOver() }, "New photo");
+      ui.result = h(
+        "div",
+        { class: "wait" },
+        h(
+          "div",
+          { class: "compare" },
+          h("span", { "aria-hidden": "true" }, "Before"),
+          ui.slider,
+          h("span", { "aria-hidden": "true" }, "After"),
+        ),
+        row(ui.download, ui.again, ui.back, ui.restart),
+      );
+
+      ui.status = h("p", { class: "status", role: "status", "aria-live": "polite" });
+      ui.errorText = h("p", {});
+      ui.errorDetail = h("p", { class: "detail" });
+      ui.retry = h("button", { type: "button", onclick: () => this.retryAction && this.retryAction() }, "Try again");
+      ui.error = h("div", { class: "error", role: "alert", part: "error" }, ui.errorText, ui.errorDetail);
+      ui.error.append(row(ui.retry));
+      ui.error.hidden = true;
+      ui.work = h("div", { class: "root" }, ui.toolbar, ui.stage, ui.hint, ui.edit, ui.wait, ui.result);
+      this.shadowRoot.append(h("div", { class: "root", part: "root" }, ui.pick, ui.work, ui.error, ui.status));
+      this.addEventListener("keydown", (e) => this.shortcut(e));
+    }
+
+    /** Which step is on screen: pick, edit, wait or result. */
+    show(view) {
+      const ui = this.ui;
+      this.view = view;
+      ui.pick.hidden = view !== "pick";
+      ui.work.hidden = view === "pick";
+      ui.toolbar.hidden = ui.hint.hidden = ui.edit.hidden = view !== "edit";
+      ui.wait.hidden = view !== "wait";
+      ui.result.hidden = view !== "result";
+      ui.status.hidden = view === "wait"; // the wait panel says it there
+      ui.mask.hidden = view === "result";
+      for (const node of [ui.after, ui.divider, ...ui.tags]) node.hidden = view !== "result";
+      if (view !== "edit") ui.band.hidden = ui.cursor.hidden = true;
+      if (view === "result") this.compare();
+      this.sync();
+    }
+
+    /** Enable what may be used now: nothing but Cancel while busy, so a click never does twice. */
+    sync() {
+      const ui = this.ui;
+      const busy = this.busy;
+      const controls = [...ui.tools, ui.size, ui.clear, ui.change, ui.again, ui.back, ui.restart, ui.slider];
+      for (const node of [...controls, ui.choose, ui.camera]) node.disabled = busy;
+      ui.tools.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.tool === this.tool)));
+      ui.undo.disabled = busy || this.ops.length === 0;
+      ui.redo.disabled = busy || this.undone.length === 0;
+      ui.preview.disabled = busy || !this.hasPaint();
+      ui.cancel.disabled = !busy;
+      ui.retry.disabled = busy;
+      ui.download.classList.toggle("disabled", busy);
+    }
+
+    say(text) {
+      this.ui.status.textContent = text;
+    }
+
+    /** Show a problem; `retry` (if given) is what "Try again" does. Controls are usable again. */
+    fail(code, { detail = "", retry = null, message = null } = {}) {
+      const text = message || MESSAGES[code] || MESSAGES.generic;
+      this.busy = false;
+      this.retryAction = retry;
+      this.ui.errorText.textContent = text;
+      this.ui.errorDetail.textContent = detail;
+      this.ui.errorDetail.hidden = !detail;
+      this.ui.retry.hidden = !retry;
+      this.ui.error.hidden = false;
+      this.ui.error.dataset.code = code;
+      this.say("");
+      if (this.view === "wait") this.show("edit");
+      this.sync();
+      this.dispatchEvent(new CustomEvent("roomfit:error", { detail: { code, message: text } }));
+    }
+
+    clearError() {
+      this.ui.error.hidden = true;
+      delete this.ui.error.dataset.code;
+      this.retryAction = null;
+    }
+
+    // --- step 1: the photo ----------------------------------------------------------------------
+    picked(input) {
+      const file = input.files && input.files[0];
+      input.value = ""; // choosing the same file again must fire `change` again
+      if (file) this.loadPhoto(file);
+    }
+
+    async loadPhoto(file) {
+      this.clearError();
+      if (file.type && !file.type.startsWith("image/")) return this.fail("not_an_image");
+      const run = ++this.run;
+      this.busy = true;
+      this.sync();
+      this.say("Opening the photo…");
+      let bitmap;
+      try {
+        // The photo as it is meant to be seen (EXIF orientation applied), which is how the API
+        // measures it: the mask is drawn at exactly this size.
+        bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      } catch {
+        return this.fail("photo_unreadable");
+      }
+      if (run !== this.run) return bitmap.close();
+      const { width, height } = bitmap;
+      if (Math.max(width, height) / Math.min(width, height) > LIMITS.aspect) {
+        bitmap.close();
+        return this.fail("image_shape_not_allowed");
+      }
+      const size = fitWithinLimits(width, height);
+      const photo = this.ui.photo;
+      photo.width = this.ui.mask.width = size.width;
+      photo.height = this.ui.mask.height = size.height;
+      const g = photo.getContext("2d");
+      g.fillStyle = "#fff"; // transparent photos are flattened on white, as the API does
+      g.fillRect(0, 0, size.width, size.height);
+      g.imageSmoothingQuality = "high";
+      g.drawImage(bitmap, 0, 0, size.width, size.height);
+      bitmap.close();
+      // Sent as it is when the API takes it as it is; otherwise this canvas is encoded (see roomBlob).
+      const asIs = !size.scaled && SENT_AS_IS.includes(file.type) && file.size <= LIMITS.bytes;
+      this.room = { file: asIs ? file : null, width: size.width, height: size.height, scaled: size.scaled };
+      this.ops = [];
+      this.undone = [];
+      this.version++;
+      this.keyCursor = [size.width / 2, size.height / 2];
+      this.redraw();
+      // Tall photos must not push the buttons off the screen.
+      this.ui.stage.style.maxWidth = `min(100%, calc(60vh * ${size.width / size.height}))`;
+      this.busy = false;
+      const scaled = `The photo was scaled down to ${size.width}×${size.height} to fit the service's limits.`;
+      this.say(size.scaled ? scaled : "");
+      this.show("edit");
+    }
+
+    startOver() {
+      this.run++;
+      this.busy = false;
+      this.clearError();
+      this.say("");
+      this.show("pick");
+    }
+
+    // --- step 2: the mask -------------------------------------------------------------------------
+    setTool(name) {
+      this.tool = name;
+      this.keyAnchor = null;
+      this.ui.band.hidden = true;
+      this.sync();
+    }
+
+    hasPaint() {
+      // Whether the history leaves anything painted is only known from the pixels; this is the cheap
+      // guess that keeps Preview disabled on an untouched photo. The encoder has the last word.
+      const lastClear = this.ops.map((op) => op.tool).lastIndexOf("clear");
+      return this.ops.slice(lastClear + 1).some((op) => op.tool !== "eraser");
+    }
+
+    /** Photo pixels under a pointer event (the canvases are at the photo's size, scaled by CSS). */
+    toPhoto(e) {
+      const box = this.ui.mask.getBoundingClientRect();
+      const x = ((e.clientX - box.left) / box.width) * this.ui.mask.width;
+      const y = ((e.clientY - box.top) / box.height) * this.ui.mask.height;
+      return [Math.max(0, Math.min(this.ui.mask.width, x)), Math.max(0, Math.min(this.ui.mask.height, y))];
+    }
+
+    /** The brush's width in photo pixels: the slider is in screen pixels, whatever the photo's size. */
+    brushWidth() {
+      const box = this.ui.mask.getBoundingClientRect();
+      return Number(this.ui.size.value) * (this.ui.mask.width / (box.width || this.ui.mask.width));
+    }
+
+    bindDrawing() {
+      const mask = this.ui.mask;
+      mask.addEventListener("pointerdown", (e) => {
+        if (this.busy || this.view !== "edit" || this.drag || (e.pointerType === "mouse" && e.button !== 0)) return;
+        e.preventDefault();
+        this.ui.cursor.hidden = true;
+        try {
+          mask.setPointerCapture(e.pointerId);
+        } catch {
+          // a synthetic pointer has nothing to capture; its events still come to this canvas
+        }
+        const at = this.toPhoto(e);
+        this.drag =
+          this.tool === "rect"
+            ? { id: e.pointerId, op: { tool: "rect", x0: at[0], y0: at[1], x1: at[0], y1: at[1] } }
+            : { id: e.pointerId, op: { tool: this.tool, size: this.brushWidth(), points: [at] } };
+        mask.focus({ preventScroll: true }); // after `drag` is set: no keyboard cursor for a pointer
+        if (this.tool === "rect") this.showBand(this.drag.op);
+        else paintOp(mask.getContext("2d"), this.drag.op);
+      });
+      mask.addEventListener("pointermove", (e) => {
+        if (!this.drag || e.pointerId !== this.drag.id) return;
+        e.preventDefault();
+        const op = this.drag.op;
+        const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
+        for (const one of events.length ? events : [e]) {
+          const at = this.toPhoto(one);
+          if (op.tool === "rect") {
+            [op.x1, op.y1] = at;
+          } else {
+            // Only the new segment is drawn now; the whole stroke is replayed on undo and redo.
+            paintOp(mask.getContext("2d"), { ...op, points: [op.points[op.points.length - 1], at] });
+            op.points.push(at);
+          }
+        }
+        if (op.tool === "rect") this.showBand(op);
+      });
+      const finish = (e) => {
+        if (!this.drag || e.pointerId !== this.drag.id) return;
+        const op = this.drag.op;
+        this.drag = null;
+        this.ui.band.hidden = true;
+        if (op.tool === "rect" && (Math.abs(op.x1 - op.x0) < 1 || Math.abs(op.y1 - op.y0) < 1)) return;
+        this.commit(op);
+      };
+      mask.addEventListener("pointerup", finish);
+      mask.addEventListener("pointercancel", finish);
+      mask.addEventListener("keydown", (e) => this.keyDraw(e));
+      // The keyboard's cursor, for focus from the keyboard only (not a click or a touch).
+      mask.addEventListener("focus", () => !this.drag && mask.matches(":focus-visible") && this.showCursor());
+      mask.addEventListener("blur", () => (this.ui.cursor.hidden = true));
+    }
+
+    /** A finished operation joins the history (drawn already, except a box, drawn here). */
+    commit(op) {
+      if (op.tool === "rect" || op.tool === "clear") paintOp(this.ui.mask.getContext("2d"), op);
+      this.ops.push(op);
+      this.undone = [];
+      this.version++;
+      this.sync();
+    }
+
+    redraw() {
+      const g = this.ui.mask.getContext("2d");
+      g.clearRect(0, 0, this.ui.mask.width, this.ui.mask.height);
+      for (const op of this.ops) paintOp(g, op);
+      this.version++;
+      this.sync();
+    }
+
+    undo() {
+      if (this.busy || !this.ops.length) return;
+      this.undone.push(this.ops.pop());
+      this.redraw();
+    }
+
+    redo() {
+      if (this.busy || !this.undone.length) return;
+      this.ops.push(this.undone.pop());
+      this.redraw();
+    }
+
+    clearMask() {
+      if (!this.busy && this.ops.length) this.commit({ tool: "clear" });
+    }
+
+    showBand(op) {
+      const { width, height } = this.ui.mask;
+      const band = this.ui.band.style;
+      band.left = `${(Math.min(op.x0, op.x1) / width) * 100}%`;
+      band.top = `${(Math.min(op.y0, op.y1) / height) * 100}%`;
+      band.width = `${(Math.abs(op.x1 - op.x0) / width) * 100}%`;
+      band.height = `${(Math.abs(op.y1 - op.y0) / height) * 100}%`;
+      this.ui.band.hidden = false;
+    }
+
+    showCursor() {
+      if (this.view !== "edit" || !this.keyCursor) return;
+      const [x, y] = this.keyCursor;
+      this.ui.cursor.style.left = `${(x / this.ui.mask.width) * 100}%`;
+      this.ui.cursor.style.top = `${(y / this.ui.mask.height) * 100}%`;
+      this.ui.cursor.hidden = false;
+      if (this.keyAnchor) this.showBand({ x0: this.keyAnchor[0], y0: this.keyAnchor[1], x1: x, y1: y });
+    }
+
+    /** Drawing without a pointer: arrows move a cursor, Space or Enter paints (or sets a box corner). */
+    keyDraw(e) {
+      if (this.busy || this.view !== "edit" || !this.keyCursor) return;
+      const { width, height } = this.ui.mask;
+      const step = (Math.max(width, height) / 50) * (e.shiftKey ? 5 : 1);
+      const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+      if (moves[e.key]) {
+        const [dx, dy] = moves[e.key];
+        const [x, y] = this.keyCursor;
+        this.keyCursor = [Math.max(0, Math.min(width, x + dx)), Math.max(0, Math.min(height, y + dy))];
+      } else if (e.key === " " || e.key === "Enter") {
+        const [x, y] = this.keyCursor;
+        if (this.tool !== "rect") {
+          const op = { tool: this.tool, size: this.brushWidth(), points: [[x, y]] };
+          paintOp(this.ui.mask.getContext("2d"), op);
+          this.commit(op);
+        } else if (!this.keyAnchor) {
+          this.keyAnchor = [x, y];
+          this.say("First corner set: move to the opposite corner and press Space.");
+        } else {
+          const [x0, y0] = this.keyAnchor;
+          this.keyAnchor = null;
+          this.ui.band.hidden = true;
+          if (Math.abs(x - x0) >= 1 && Math.abs(y - y0) >= 1) this.commit({ tool: "rect", x0, y0, x1: x, y1: y });
+        }
+      } else if (e.key === "Escape" && this.keyAnchor) {
+        this.keyAnchor = null;
+        this.ui.band.hidden = true;
+      } else {
+        return;
+      }
+      e.preventDefault();
+      this.showCursor();
+    }
+
+    shortcut(e) {
+      if (this.view !== "edit" || !(e.ctrlKey || e.metaKey)) return;
+      const key = e.key.toLowerCase();
+      if (key === "z" && !e.shiftKey) this.undo();
+      else if (key === "y" || (key === "z" && e.shiftKey)) this.redo();
+      else return;
+      e.preventDefault();
+    }
+
+    // --- step 3: the request ------------------------------------------------------------------------
+    /** The room as sent: the file itself, or the photo canvas as a JPEG within the size limit. */
+    async roomBlob() {
+      if (this.room.file) return this.room.file;
+      for (const quality of [0.92, 0.85, 0.75, 0.6]) {
+        const blob = await canvasBlob(this.ui.photo, "image/jpeg", quality);
+        if (blob.size <= LIMITS.bytes) return blob;
+      }
+      return null;
+    }
+
+    sentSize() {
+      return { width: this.room.width, height: this.room.height };
+    }
+
+    /** Ask for a preview, with a new seed each time ("Try another" sends the same room and mask). */
+    async submit() {
+      if (this.busy) return;
+      const subject = this.getAttribute("subject");
+      const key = this.getAttribute("key");
+      if (!subject || !key) return this.fail("config");
+      this.clearError();
+      const run = ++this.run;
+      this.busy = true;
+      this.show("wait");
+      this.progress(null, "Preparing your photo…");
+      let upload = this.sent;
+      if (!upload || upload.version !== this.version) {
+        const [room, mask] = await Promise.all([this.roomBlob(), maskPng(this.ui.mask)]);
+        if (run !== this.run) return;
+        if (!room) return this.fail("image_too_large");
+        if (!mask.painted) return this.fail("mask_empty");
+        upload = { room, mask: mask.blob, version: this.version };
+        this.sent = upload;
+      }
+      const seed = randomSeed();
+      this.dispatchEvent(
+        new CustomEvent("roomfit:submit", {
+          detail: { subject, seed, room: upload.room, mask: upload.mask, ...this.sentSize() },
+        }),
+      );
+      const form = new FormData();
+      form.append("subject_id", subject);
+      const extension = { "image/png": "png", "image/webp": "webp" }[upload.room.type] || "jpg";
+      form.append("room", upload.room, `room.${extension}`);
+      form.append("mask", upload.mask, "mask.png");
+      form.append("seed", String(seed));
+      const retry = () => this.submit();
+      const answer = await this.send(run, form, retry);
+      if (!answer || run !== this.run) return;
+      if (!answer.ok) {
+        if (answer.code === "mask_size_mismatch" && this.room.file) {
+          // The service turned the photo differently than this browser did: send what is on
+          // screen (the canvas, already upright) instead, once.
+          this.room.file = null;
+          this.version++;
+          this.busy = false;
+          return this.submit();
+        }
+        const detail = answer.code === "validation_error" ? answer.detail : "";
+        return this.fail(answer.code, { detail, retry: FINAL.has(answer.code) ? null : retry });
+      }
+      this.poll(run, answer.data.id);
+    }
+
+    /** One API call; a problem's `code`, `detail` and Retry-After are read from its answer. */
+    async call(method, path, body, headers = {}) {
+      const response = await fetch(this.api + path, {
+        method,
+        body,
+        mode: "cors",
+        credentials: "omit",
+        cache: "no-store",
+        headers: { Authorization: `Bearer ${this.getAttribute("key")}`, ...headers },
+      });
+      if (response.ok && path.endsWith("/result")) return { ok: true, blob: await response.blob() };
+      let data = null;
+      try {
+        data = await response.json();
+      } catch {
+        // not JSON (a proxy's error page): the status says enough
+      }
+      const wait = Number(response.headers.get("Retry-After"));
+      return {
+        ok: response.ok,
+        status: response.status,
+        data,
+        code: (data && data.code) || (response.status >= 500 ? "service_unavailable" : "generic"),
+        detail: (data && data.detail) || "",
+        retryAfter: Number.isFinite(wait) && wait > 0 ? Math.min(wait, 120) : 0,
+      };
+    }
+
+    /** POST /v1/previews, sent again after Retry-After for the codes that ask for it. The same
+     * Idempotency-Key for every attempt: an answer lost on the way never makes two previews. */
+    async send(run, form, retry) {
+      const headers = { "Idempotency-Key": newKey() };
+      for (let attempt = 0; ; attempt++) {
+        let answer;
+        try {
+          this.progress(null, attempt ? "Sending again…" : "Sending your photo…");
+          answer = await this.call("POST", "/v1/previews", form, headers);
+        } catch {
+          if (run !== this.run) return null;
+          if (attempt < 2) {
+            await this.countdown(run, 1 + attempt * 2, "Cannot reach the preview service.");
+            if (run !== this.run) return null;
+            continue;
+          }
+          // A refused CORS request looks like a network error. If the service answers a plain
+          // (no-cors) request, it is there: what failed is most likely this page's origin.
+          const reachable = await fetch(`${this.api}/healthz`, { mode: "no-cors", cache: "no-store" }).then(
+            () => true,
+            () => false,
+          );
+          if (run === this.run) this.fail(reachable ? "blocked" : "network", { retry });
+          return null;
+        }
+        if (run !== this.run) return null;
+        if (answer.ok || !RETRYABLE.has(answer.code) || attempt >= MAX_RETRIES) return answer;
+        await this.countdown(run, answer.retryAfter || 2, MESSAGES[answer.code]);
+        if (run !== this.run) return null;
+      }
+    }
+
+    /** Wait, saying so every second: "<why> Trying again in 3 s…". */
+    async countdown(run, seconds, why) {
+      for (let left = Math.ceil(seconds); left > 0 && run === this.run; left--) {
+        this.progress(null, `${why} Trying again in ${left} s…`);
+        await sleep(1000);
+      }
+    }
+
+    progress(value, text) {
+      if (value === null) this.ui.progress.removeAttribute("value");
+      else this.ui.progress.value = value;
+      this.ui.phase.textContent = text;
+    }
+
+    /** GET /v1/previews/{id} until it is done: backoff while it waits, longer while offline. */
+    async poll(run, id, since = Date.now()) {
+      let delay = POLL.first;
+      let offline = 0;
+      this.progress(0, "Queued: waiting for a painter…");
+      while (run === this.run) {
+        await sleep(offline ? 0 : delay);
+        if (run !== this.run) return;
+        if (Date.now() - since > POLL.patience) {
+          return this.fail("too_slow", { retry: () => this.resume(id) });
+        }
+        let answer;
+        try {
+          answer = await this.call("GET", `/v1/previews/${encodeURIComponent(id)}`);
+        } catch {
+          // The network or the service went away: wait longer each time, and keep trying.
+          offline++;
+          const wait = Math.min(POLL.offlineMax, 1000 * 2 ** (offline - 1));
+          await this.countdown(run, jitter(wait) / 1000, "Connection lost.");
+          continue;
+        }
+        if (run !== this.run) return;
+        if (offline) {
+          offline = 0;
+          this.ui.phase.textContent = "Connected again.";
+        }
+        if (!answer.ok) {
+          if (RETRYABLE.has(answer.code)) {
+            await this.countdown(run, answer.retryAfter || 2, MESSAGES[answer.code]);
+            continue;
+          }
+          const code = answer.code === "not_found" ? "preview_gone" : answer.code;
+          return this.fail(code, { retry: () => this.resume(id) });
+        }
+        const preview = answer.data;
+        if (preview.status === "succeeded") return this.fetchResult(run, id, preview);
+        if (preview.status === "failed") {
+          const detail = preview.error ? preview.error.message : "";
+          return this.fail("preview_failed", { detail, retry: () => this.submit() });
+        }
+        const percent = Math.round((preview.progress || 0) * 100);
+        const phase = preview.status === "queued" ? "Queued: waiting for a painter…" : `Painting… ${percent}%`;
+        this.progress(preview.progress || 0, phase);
+        delay = Math.min(POLL.max, delay * POLL.factor);
+      }
+    }
+
+    /** Wait for a preview again after an error (the same preview; nothing is sent again). */
+    resume(id) {
+      this.clearError();
+      const run = ++this.run;
+      this.busy = true;
+      this.show("wait");
+      this.poll(run, id);
+    }
+
+    async fetchResult(run, id, preview) {
+      this.progress(1, "Fetching your preview…");
+      for (let attempt = 0; run === this.run; attempt++) {
+        let answer;
+        try {
+          answer = await this.call("GET", `/v1/previews/${encodeURIComponent(id)}/result`);
+        } catch {
+          answer = null;
+        }
+        if (run !== this.run) return;
+        if (answer && answer.ok) return this.showResult(id, preview, answer.blob);
+        if (attempt >= 4 || (answer && !RETRYABLE.has(answer.code))) {
+          return this.fail(answer ? answer.code : "network", { retry: () => this.resume(id) });
+        }
+        await this.countdown(run, (answer && answer.retryAfter) || 2 ** attempt, "Could not fetch the preview.");
+      }
+    }
+
+    showResult(id, preview, blob) {
+      for (const url of this.urls) URL.revokeObjectURL(url);
+      const url = URL.createObjectURL(blob);
+      this.urls = [url];
+      this.ui.after.src = url;
+      this.ui.download.href = url;
+      this.ui.download.download = `roomfit-${id}.png`;
+      this.busy = false;
+      this.say("Your preview is ready. Slide to compare before and after.");
+      this.show("result");
+      this.dispatchEvent(new CustomEvent("roomfit:result", { detail: { preview, blob, url } }));
+    }
+
+    /** The before/after slider: the painted photo shows right of the line. */
+    compare() {
+      const at = Number(this.ui.slider.value);
+      this.ui.after.style.clipPath = `inset(0 0 0 ${at}%)`;
+      this.ui.divider.style.left = `${at}%`;
+      this.ui.slider.setAttribute("aria-valuetext", `${100 - at}% after`);
+    }
+
+    cancel() {
+      if (!this.busy) return;
+      this.run++;
+      this.busy = false;
+      this.say("Cancelled.");
+      this.show("edit");
+    }
+  }
+
+  customElements.define(TAG, RoomfitPreview);
+})();
