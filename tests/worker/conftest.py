@@ -118,17 +118,22 @@ def make_tenant(stack: Stack) -> str:
 
 
 def submit_subject(
-    stack: Stack, tenant_id: str, n_photos: int = 2, steps: int | None = None
+    stack: Stack,
+    tenant_id: str,
+    n_photos: int = 2,
+    steps: int | None = None,
+    photos: list[tuple[Image.Image, list[int]]] | None = None,
 ) -> tuple[str, str]:
-    """Photos to the blob store, subject + photo + job rows, the job id to the `train` queue."""
+    """Photos (generated, or these with their boxes) to the blob store, subject + photo + job rows,
+    the job id to the `train` queue."""
     blobs = stack.blobs
     subject_id, job_id = new_id("sub"), new_id("job")
+    photos = photos if photos is not None else [product_photo(index) for index in range(n_photos)]
     with stack.session() as session:
         subject = Subject(id=subject_id, tenant_id=tenant_id, name="striped sofa", label="couch")
         session.add(subject)
         session.flush()
-        for index in range(n_photos):
-            image, box = product_photo(index)
+        for index, (image, box) in enumerate(photos):
             key = photo_key(tenant_id, subject_id, index, "png")
             blobs.put(key, png_bytes(image), content_type="image/png")
             session.add(
@@ -152,16 +157,28 @@ def submit_subject(
 
 
 def submit_preview(
-    stack: Stack, tenant_id: str, subject_id: str, seed: int = 7
+    stack: Stack,
+    tenant_id: str,
+    subject_id: str,
+    seed: int = 7,
+    room: tuple[bytes, str] | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[str, str, Image.Image, np.ndarray]:
+    """Room + mask to the blob store, preview + job rows, the job id to the `preview` queue. The
+    room is generated unless given as (encoded bytes, content type); the mask ([H,W] bool) likewise."""
     blobs = stack.blobs
-    room, _ = product_photo(100 + seed, size=(101, 77))
-    mask = np.zeros((room.height, room.width), dtype=np.uint8)
-    mask[20:60, 30:80] = 255
+    if room is None:
+        image, _ = product_photo(100 + seed, size=(101, 77))
+        room = (png_bytes(image), "image/png")
+    else:
+        image = Image.open(io.BytesIO(room[0]))
+    if mask is None:
+        mask = np.zeros((image.height, image.width), dtype=bool)
+        mask[20:60, 30:80] = True
     preview_id, job_id = new_id("prv"), new_id("job")
     room_key, mask_key = preview_room_key(tenant_id, preview_id), preview_mask_key(tenant_id, preview_id)
-    blobs.put(room_key, png_bytes(room), content_type="image/png")
-    blobs.put(mask_key, png_bytes(Image.fromarray(mask)), content_type="image/png")
+    blobs.put(room_key, room[0], content_type=room[1])
+    blobs.put(mask_key, png_bytes(Image.fromarray(mask.astype(np.uint8) * 255)), content_type="image/png")
     with stack.session() as session:
         session.add(
             Preview(
@@ -170,8 +187,8 @@ def submit_preview(
                 subject_id=subject_id,
                 job_id=job_id,
                 seed=seed,
-                width=room.width,
-                height=room.height,
+                width=image.width,
+                height=image.height,
                 room_key=room_key,
                 mask_key=mask_key,
             )
@@ -182,4 +199,4 @@ def submit_preview(
         )
         session.commit()
     enqueue(stack.celery, "preview", job_id)
-    return preview_id, job_id, room, mask > 0
+    return preview_id, job_id, image, mask

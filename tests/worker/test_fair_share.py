@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from core.ids import new_id
+from core.migrate import upgrade
 from core.repository import TenantRepository
 from core.settings import Settings
 from core.tables import Job, Preview, Tenant, Webhook, WebhookDelivery
@@ -129,39 +131,44 @@ def test_a_slow_webhook_receiver_holds_up_only_its_own_tenant(
     assert pending and set(pending) == {"pending"}, pending
 
 
+@contextmanager
+def in_process_runtime(tmp_path: Path, **settings: object) -> Iterator[Runtime]:
+    """This process's worker runtime on an embedded database of its own (what tasks would use)."""
+    runtime = Runtime(Settings(_env_file=None, var_dir=tmp_path / "var", **settings))  # type: ignore[call-arg]
+    upgrade(runtime.settings.resolved_database_url)
+    reset_runtime(runtime)
+    try:
+        yield runtime
+    finally:
+        reset_runtime(None)
+
+
+def _tenant_with_webhook(runtime: Runtime, url: str) -> str:
+    with runtime.session() as session:
+        tenant = Tenant(id=new_id("ten"), name="shop")
+        session.add_all(
+            [tenant, Webhook(id=new_id("whk"), tenant_id=tenant.id, url=url, secret=new_secret())]
+        )
+        session.commit()
+        return tenant.id
+
+
 def test_a_name_that_resolves_inward_at_delivery_is_not_called(tmp_path: Path) -> None:
     """Registered while it resolved to a public address; by delivery it points at the metadata
     service. The worker re-checks, refuses, and schedules a retry without connecting anywhere."""
-    settings = Settings(_env_file=None, var_dir=tmp_path / "var")  # type: ignore[call-arg]
-    from core.migrate import upgrade
 
-    upgrade(settings.resolved_database_url)
-    runtime = Runtime(settings)
-    reset_runtime(runtime)
-    try:
+    class NoNetwork:
+        def post(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("the worker connected to a refused address")
+
+        def close(self) -> None:
+            pass
+
+    with in_process_runtime(tmp_path) as runtime:
+        tenant_id = _tenant_with_webhook(runtime, "https://hooks.shop.example/x")
         with runtime.session() as session:
-            tenant = Tenant(id=new_id("ten"), name="shop")
-            session.add(tenant)
-            session.add(
-                Webhook(
-                    id=new_id("whk"),
-                    tenant_id=tenant.id,
-                    url="https://hooks.shop.example/x",
-                    secret=new_secret(),
-                )
-            )
-            session.commit()
-            delivery_id = emit_event(session, tenant.id, "preview.succeeded", {"id": "prv_x"})
-        assert delivery_id is not None
-
-        class NoNetwork:
-            def post(self, *args: object, **kwargs: object) -> None:
-                raise AssertionError("the worker connected to a refused address")
-
-            def close(self) -> None:
-                pass
-
-        with runtime.session() as session:
+            delivery_id = emit_event(session, tenant_id, "preview.succeeded", {"id": "prv_x"})
+            assert delivery_id is not None
             outcome = deliver(
                 session,
                 delivery_id,
@@ -172,27 +179,13 @@ def test_a_name_that_resolves_inward_at_delivery_is_not_called(tmp_path: Path) -
             assert outcome == "retry"
             assert row is not None and row.status == "pending" and row.attempts == 1
             assert "non-public" in (row.last_error or "")
-            assert TenantRepository(session, tenant.id).pending_deliveries() == 1
-    finally:
-        reset_runtime(None)
+            assert TenantRepository(session, tenant_id).pending_deliveries() == 1
 
 
 def test_pending_deliveries_are_capped_per_tenant(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, var_dir=tmp_path / "var", webhook_max_pending=3)  # type: ignore[call-arg]
-    from core.migrate import upgrade
-
-    upgrade(settings.resolved_database_url)
-    runtime = Runtime(settings)
-    reset_runtime(runtime)
-    try:
+    with in_process_runtime(tmp_path, webhook_max_pending=3) as runtime:
+        tenant_id = _tenant_with_webhook(runtime, "https://h.example/")
         with runtime.session() as session:
-            tenant = Tenant(id=new_id("ten"), name="shop")
-            session.add_all(
-                [tenant, Webhook(id=new_id("whk"), tenant_id=tenant.id, url="https://h.example/", secret="s")]
-            )
-            session.commit()
-            ids = [emit_event(session, tenant.id, "preview.succeeded", {"n": n}) for n in range(5)]
+            ids = [emit_event(session, tenant_id, "preview.succeeded", {"n": n}) for n in range(5)]
             statuses = [session.get(WebhookDelivery, i).status for i in ids]  # type: ignore[union-attr]
         assert statuses == ["pending"] * 3 + ["failed"] * 2
-    finally:
-        reset_runtime(None)

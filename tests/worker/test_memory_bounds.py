@@ -17,11 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.blob_keys import photo_key, preview_mask_key, preview_room_key
-from core.ids import new_id
-from core.queue import enqueue
-from core.tables import Job, Preview, Subject, SubjectPhoto
-from tests.worker.conftest import make_tenant, png_bytes, product_photo
+from core.tables import Preview, Subject
+from tests.worker.conftest import make_tenant, product_photo, submit_preview, submit_subject
 from tests.worker.stack import Stack, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -67,29 +64,7 @@ def train(
     stack: Stack, worker: WorkerProcess, tenant_id: str, photos: list[tuple[Image.Image, list[int]]]
 ) -> str:
     """A subject with these photos and boxes, trained on `worker` to `ready`; its id."""
-    subject_id, job_id = new_id("sub"), new_id("job")
-    with stack.session() as session:
-        session.add(Subject(id=subject_id, tenant_id=tenant_id, name="sofa", label="couch"))
-        session.flush()
-        for index, (image, box) in enumerate(photos):
-            key = photo_key(tenant_id, subject_id, index, "png")
-            stack.blobs.put(key, png_bytes(image), content_type="image/png")
-            session.add(
-                SubjectPhoto(
-                    id=new_id("pho"),
-                    tenant_id=tenant_id,
-                    subject_id=subject_id,
-                    index=index,
-                    blob_key=key,
-                    width=image.width,
-                    height=image.height,
-                    box=box,
-                    source="given",
-                )
-            )
-        session.add(Job(id=job_id, tenant_id=tenant_id, kind="train", subject_id=subject_id))
-        session.commit()
-    enqueue(stack.celery, "train", job_id)
+    subject_id, _ = submit_subject(stack, tenant_id, photos=photos)
     subject = wait_for(lambda: finished(stack, Subject, subject_id), 300, f"subject {subject_id} to train")
     assert subject.status == "ready", (subject.error_code, subject.error_message, worker.log()[-3000:])
     return subject_id
@@ -98,34 +73,11 @@ def train(
 def preview(
     stack: Stack, worker: WorkerProcess, tenant_id: str, subject_id: str, room: bytes, mask: np.ndarray
 ) -> Image.Image:
-    """The stored result of painting `room` (encoded) inside `mask` ([H,W] bool)."""
-    preview_id, job_id = new_id("prv"), new_id("job")
-    room_key, mask_key = preview_room_key(tenant_id, preview_id), preview_mask_key(tenant_id, preview_id)
-    stack.blobs.put(room_key, room, content_type="image/jpeg")
-    stack.blobs.put(
-        mask_key, png_bytes(Image.fromarray(mask.astype(np.uint8) * 255)), content_type="image/png"
+    """The stored result of painting `room` (encoded JPEG) inside `mask` ([H,W] bool)."""
+    preview_id, _, _, _ = submit_preview(
+        stack, tenant_id, subject_id, seed=3, room=(room, "image/jpeg"), mask=mask
     )
-    with stack.session() as session:
-        height, width = mask.shape
-        session.add(
-            Preview(
-                id=preview_id,
-                tenant_id=tenant_id,
-                subject_id=subject_id,
-                job_id=job_id,
-                seed=3,
-                width=width,
-                height=height,
-                room_key=room_key,
-                mask_key=mask_key,
-            )
-        )
-        session.flush()
-        session.add(
-            Job(id=job_id, tenant_id=tenant_id, kind="preview", preview_id=preview_id, subject_id=subject_id)
-        )
-        session.commit()
-    enqueue(stack.celery, "preview", job_id)
+    height, width = mask.shape
     row = wait_for(lambda: finished(stack, Preview, preview_id), 180, f"preview of a {width}x{height} room")
     assert row.status == "succeeded", (row.error_code, row.error_message, worker.log()[-3000:])
     return Image.open(io.BytesIO(stack.blobs.get(row.result_key))).convert("RGB")
