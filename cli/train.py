@@ -67,10 +67,11 @@ def train(
     from core.settings import get_settings
     from models.base_model import load_base_model
     from models.detector import load_detector
+    from models.domain_training import train_domain
     from models.errors import RoomfitModelError
     from models.images import list_images, open_image
     from models.subject_training import annotate_and_train
-    from models.training import TrainSettings, train_domain
+    from models.training import TrainSettings
 
     settings = get_settings()
     model_name = base_model or settings.base_model

@@ -29,8 +29,10 @@ class AugmentSettings:
     blur_p: float = 0.3
     max_blur_radius: float = 1.5  # relative to a 256 px crop, scaled with the crop's size
     jitter: float = 0.25  # brightness / contrast / saturation factors drawn from [1 - j, 1 + j]
-    crop_scale: tuple[float, float] = (0.7, 1.0)  # area kept by the random resized crop
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    # area kept by the random crop; the crop has the reference's own shape, so the product is zoomed
+    # in on, never stretched (torchvision's RandomResizedCrop also changes the aspect by 3/4..4/3,
+    # which would teach the adapter a sofa 25 % longer or shorter than it is)
+    crop_scale: tuple[float, float] = (0.7, 1.0)
     # mask
     mask_grow: tuple[float, float] = (0.0, 0.4)  # each side moves out by this fraction of the box side
     mask_shape_p: tuple[float, float, float] = (0.4, 0.3, 0.3)  # box, ellipse, polygon
@@ -44,7 +46,6 @@ NO_AUGMENTATION = AugmentSettings(
     blur_p=0.0,
     jitter=0.0,
     crop_scale=(1.0, 1.0),
-    crop_ratio=(1.0, 1.0),
     mask_grow=(0.0, 0.0),
     mask_shape_p=(1.0, 0.0, 0.0),
     crop_margin=(0.25, 0.25),
@@ -68,7 +69,7 @@ def crop_reference(photo: Image.Image, box: Box) -> Image.Image:
 def augment_reference(
     reference: Image.Image, rng: np.random.Generator, settings: AugmentSettings = AugmentSettings()
 ) -> Image.Image:
-    """Random resized crop -> flip -> rotation -> colour jitter -> blur, each drawn from `rng`.
+    """Random crop (same aspect) -> flip -> rotation -> colour jitter -> blur, each drawn from `rng`.
 
     The draws happen in a fixed order whatever is switched off, so a setting never shifts the
     random stream of what follows (resume and comparisons stay aligned).
@@ -76,12 +77,11 @@ def augment_reference(
     image = reference.convert("RGB")
     width, height = image.size
 
-    # random resized crop: keep `scale` of the area at aspect `ratio`, then back to the original size
-    scale = rng.uniform(*settings.crop_scale)
-    ratio = math.exp(rng.uniform(math.log(settings.crop_ratio[0]), math.log(settings.crop_ratio[1])))
-    # `ratio` is relative to the reference's own aspect, so scale = ratio = 1 keeps it whole
-    crop_w = min(width, max(1, round(width * math.sqrt(scale * ratio))))
-    crop_h = min(height, max(1, round(height * math.sqrt(scale / ratio))))
+    # random crop of `scale` of the area at the reference's own aspect, then back to its size: a
+    # zoom, the same factor on both axes
+    side = math.sqrt(rng.uniform(*settings.crop_scale))
+    crop_w = min(width, max(1, round(width * side)))
+    crop_h = min(height, max(1, round(height * side)))
     left = int(rng.integers(0, width - crop_w + 1))
     top = int(rng.integers(0, height - crop_h + 1))
     if (crop_w, crop_h) != (width, height):

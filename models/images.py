@@ -12,11 +12,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from models.errors import InvalidImageError
 from models.resampling import resize_region
 
-# A reference's bound. Paint-by-Example's image processor scales the shorter side to 224 and keeps
-# the centre square, so a 16000 x 2 crop would become a 224 x 1 792 000 array before that crop.
-# Keeping only the central part of aspect <= 4 drops nothing the encoder sees, and a longest side
-# of 1024 leaves the shorter side >= 256 > 224 whenever it is scaled down: at most 1024^2 pixels.
-REFERENCE_MAX_ASPECT = 4
+# A reference's bound: a longest side of 1024 (at most 1024^2 pixels), whatever the crop's shape.
+# The image encoder sees the whole reference resized to its 224 x 224 square (`models.conditioning`),
+# so nothing of a reference is cut off, and 1024 leaves it more detail than the encoder can use.
 REFERENCE_MAX_SIDE = 1024
 
 ImageSource = str | Path | bytes | Image.Image
@@ -48,24 +46,17 @@ def as_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def reference_window(
-    box: tuple[int, int, int, int],
-) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
-    """What `fit_reference` reads of `box` (its central part of aspect <= REFERENCE_MAX_ASPECT) and
-    the size (W, H) it scales that to (longest side <= REFERENCE_MAX_SIDE)."""
-    left, top, right, bottom = box
-    width, height = right - left, bottom - top
-    keep_w, keep_h = min(width, height * REFERENCE_MAX_ASPECT), min(height, width * REFERENCE_MAX_ASPECT)
-    left, top = left + (width - keep_w) // 2, top + (height - keep_h) // 2
-    scale = min(1.0, REFERENCE_MAX_SIDE / max(keep_w, keep_h))
-    size = (max(1, round(keep_w * scale)), max(1, round(keep_h * scale)))
-    return (left, top, left + keep_w, top + keep_h), size
+def reference_size(box: tuple[int, int, int, int]) -> tuple[int, int]:
+    """The size (W, H) `fit_reference` scales `box` to: the whole box, longest side <= REFERENCE_MAX_SIDE."""
+    width, height = box[2] - box[0], box[3] - box[1]
+    scale = min(1.0, REFERENCE_MAX_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def fit_reference(image: Image.Image, box: tuple[int, int, int, int] | None = None) -> Image.Image:
     """The reference in `box` (default: the whole image), in RGB, within the reference bound."""
-    region, size = reference_window(box or (0, 0, image.width, image.height))
-    return resize_region(as_rgb(image), region, size)
+    region = box or (0, 0, image.width, image.height)
+    return resize_region(as_rgb(image), region, reference_size(region))
 
 
 def open_mask(source: ImageSource, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -19,8 +19,9 @@ from PIL import Image
 
 from models.base_model import BaseModel
 from models.compositing import CropPlan, crop_box_around_mask, crop_mask, crop_pixels, paste_masked, plan_crop
+from models.conditioning import reference_embeddings
 from models.errors import InvalidImageError
-from models.images import as_rgb, fit_reference
+from models.images import as_rgb
 from models.unet_input import build_unet_input, keep_mask_from_paint_mask, latent_keep_mask, masked_image
 
 SCHEDULERS = ("ddim", "dpmsolver++")
@@ -34,7 +35,8 @@ class PaintRequest:
     mask: np.ndarray  # [H, W] bool, True = paint; same size as room
     seed: int = 0
     reference: Image.Image | None = None  # the product crop; or ...
-    reference_embedding: torch.Tensor | None = None  # ... its embedding [1, D] (from an adapter file)
+    reference_embedding: torch.Tensor | None = None  # ... its embedding [1, D] (from an adapter file:
+    # models.conditioning.product_embedding)
 
 
 def make_scheduler(name: str, config: dict) -> SchedulerMixin:
@@ -64,16 +66,6 @@ class InpaintPipeline:
     @property
     def resolution(self) -> int:
         return self.base.resolution
-
-    @torch.no_grad()
-    def encode_reference(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Reference crop(s) -> [1, D]: the mean Paint-by-Example embedding of the crops."""
-        base = self.base
-        # bounded first: the processor scales the shorter side up to its size, whatever the longer one
-        pixels = base.feature_extractor(images=[fit_reference(im) for im in images], return_tensors="pt")
-        pixel_values = pixels.pixel_values.to(device=base.device, dtype=base.dtype)  # [N,3,224,224]
-        embeddings = base.image_encoder(pixel_values)  # [N,1,D]
-        return embeddings.mean(dim=0).float().cpu()  # [1,D]
 
     @torch.no_grad()
     def __call__(
@@ -164,5 +156,6 @@ class InpaintPipeline:
         if request.reference_embedding is not None:
             return request.reference_embedding.reshape(1, -1)
         if request.reference is not None:
-            return self.encode_reference([request.reference])
+            # the same function as training's (models.conditioning): the whole crop, no centre cut
+            return reference_embeddings(self.base, [request.reference])[0]
         raise InvalidImageError("a paint request needs a reference image or an adapter with one")

@@ -42,7 +42,7 @@ def trainable_unet(base: BaseModel, settings: TrainSettings) -> Iterator[dict[st
             )
         trainable = lora_parameters(unet)
         saved = {key: param.detach().clone() for key, param in trainable.items()}
-        init_lora(trainable, settings.seed)
+        init_lora(trainable, settings.seed, settings.lora_init)
         dropout_slots = lora_dropout_slots(unet)
         for slot in dropout_slots:
             slot[ADAPTER_NAME] = torch.nn.Dropout(settings.lora_dropout)
@@ -73,14 +73,21 @@ def trainable_unet(base: BaseModel, settings: TrainSettings) -> Iterator[dict[st
             param.data = saved[key] if lora_mode else param.data.to(original_dtype)
 
 
-def init_lora(params: dict[str, torch.nn.Parameter], seed: int) -> None:
-    """peft's default LoRA init (A Kaiming-uniform, B = 0: starts as the base), but seeded."""
+def init_lora(params: dict[str, torch.nn.Parameter], seed: int, kind: str = "gaussian") -> None:
+    """Seeded LoRA init, B = 0 so training starts from the base. A: "gaussian" is the LoRA paper's
+    (normal, std 1/rank, as peft's `init_lora_weights="gaussian"`), which the paper follows;
+    "kaiming" is peft's default (Kaiming-uniform)."""
+    if kind not in ("gaussian", "kaiming"):
+        raise ValueError(f"unknown LoRA init {kind!r}; expected gaussian or kaiming")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for key, param in params.items():
             if ".lora_A." in key:
                 weight = torch.empty(param.shape, dtype=torch.float32)
-                torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+                if kind == "gaussian":
+                    torch.nn.init.normal_(weight, std=1 / param.shape[0], generator=generator)  # [r, in]
+                else:
+                    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
                 param.copy_(weight)
             else:
                 param.zero_()

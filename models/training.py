@@ -1,19 +1,23 @@
 """Fine-tuning the Paint-by-Example UNet on self-supervised pairs: the settings, the loop, one step.
 
-The paper's recipe: LoRA on the UNet's attention projections (rank, alpha and targets of the base's
-adapter config, `models.lora`), AdamW at lr 3e-5, the VAE and image encoder frozen, the ordinary
-denoising loss. "full" mode updates every UNet weight instead (the paper's "whole params" row), and
-`train_domain` trains over a folder of scene photos with random boxes (the paper's LSUN-bedroom
-pretraining); all return the same `TrainResult`. From a product's photos without boxes, start at
-`models.subject_training.annotate_and_train` (detect, then `train_subject`).
+The paper's recipe (every choice, with the paper's words or why roomfit chose otherwise, is in
+docs/method.md): LoRA on the UNet's attention projections (rank, alpha and targets of the base's
+adapter config, `models.lora`; A Gaussian, B zero), AdamW at lr 3e-5, batch 16 (accumulated over
+micro-batches where memory needs it), LoRA dropout 0.2, the reference replaced by the learned
+unconditional vector 20 % of the time (so guidance still works), the VAE and image encoder frozen,
+the ordinary denoising loss. "full" mode updates every UNet weight instead (the paper's "whole
+params" row), and `models.domain_training.train_domain` trains over a folder of scene photos (the
+paper's LSUN-bedroom pretraining); all return the same `TrainResult`. From a product's photos
+without boxes, start at `models.subject_training.annotate_and_train` (detect, then `train_subject`).
 
     photos = [SubjectPhoto(image, (x0, y0, x1, y1)), ...]
     result = train_subject(base, photos, TrainSettings(steps=400, seed=1), progress=print,
                            checkpoint_dir=Path("var/ckpt/sub_1"))
     Path("sofa.safetensors").write_bytes(result.artifact)
 
-Reproducible and resumable: pairs come from one numpy Generator, noise and timesteps from one torch
-Generator, dropout from the (forked) global torch RNG; a checkpoint stores all of them with the
+Reproducible and resumable: pairs come from one numpy Generator, noise, timesteps and reference
+dropout from one torch Generator (drawn for the whole batch, so micro-batching does not change them),
+LoRA dropout from the (forked) global torch RNG; a checkpoint stores all of them with the
 weights and the optimizer, so a killed run resumed from its checkpoint ends with the same adapter.
 
 Beside it: `training_pairs` (what a pair is), `training_loss` (the loss), `trainable_unet` (what is
@@ -35,13 +39,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
-from PIL import Image
 
 from models.adapter_format import export_adapter
-from models.augmentation import AugmentSettings, crop_reference, random_box
+from models.augmentation import AugmentSettings, crop_reference
 from models.base_model import BaseModel
+from models.conditioning import drop_references, product_embedding
 from models.full_weights_format import export_unet_weights
-from models.sampler import InpaintPipeline
 from models.trainable_unet import trainable_unet, unet_parameter_count
 from models.training_checkpoint import (
     TrainingState,
@@ -51,9 +54,14 @@ from models.training_checkpoint import (
     training_inputs_digest,
 )
 from models.training_loss import denoising_loss, draw_noise, encode_pairs
-from models.training_pairs import SubjectPhoto, TrainingPair, make_pair, sample_pairs
+from models.training_pairs import SubjectPhoto, TrainingPair, sample_pairs
 
+# The paper's §5.1 values (docs/method.md): per-product LoRA stage, and the shared batch and dropout.
 PAPER_LEARNING_RATE = 3e-5
+PAPER_BATCH_SIZE = 16
+PAPER_DROPOUT = 0.2
+# Paint-by-Example trains with 20 % of its references replaced by the learned unconditional vector.
+REFERENCE_DROPOUT = 0.2
 
 PairSampler = Callable[[np.random.Generator, int], list[TrainingPair]]  # (rng, count) -> a batch
 
@@ -62,11 +70,16 @@ PairSampler = Callable[[np.random.Generator, int], list[TrainingPair]]  # (rng, 
 class TrainSettings:
     steps: int = 400
     learning_rate: float = PAPER_LEARNING_RATE
-    batch_size: int = 4
+    batch_size: int = PAPER_BATCH_SIZE  # pairs per optimiser step
+    # pairs per forward pass; gradients of a step's micro-batches add up to the batch's. None: the
+    # whole batch at once. The noise, timesteps and dropped references of a step do not depend on it.
+    micro_batch_size: int | None = None
     mode: Literal["lora", "full"] = "lora"
     rank: int | None = None  # None: the rank already injected into the base, else models.lora's default
     alpha: float | None = None  # None: = rank (scaling 1), as models.lora.inject_lora
-    lora_dropout: float = 0.0
+    lora_dropout: float = PAPER_DROPOUT  # on the LoRA branch's input, as peft's lora_dropout
+    lora_init: Literal["gaussian", "kaiming"] = "gaussian"  # A's init (B = 0): the LoRA paper's, or peft's
+    reference_dropout: float = REFERENCE_DROPOUT  # share of pairs trained on the unconditional vector
     # "all": the paper's loss over the whole latent; "painted": only the cells to paint (what
     # inpainting keeps), which spends the budget on the product rather than the room around it
     loss_on: Literal["all", "painted"] = "all"
@@ -129,7 +142,6 @@ class TrainResult:
 # --- entry points ------------------------------------------------------------------------------
 
 
-# alike: the two entry points take the same arguments and differ only in how they sample pairs.
 def train_subject(
     base: BaseModel,
     photos: Sequence[SubjectPhoto],
@@ -139,7 +151,8 @@ def train_subject(
     checkpoint_dir: Path | str | None = None,
     info: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Learn one product from its photos and boxes (see models.detector.annotate_photos)."""
+    """Learn one product from its photos and boxes (see models.detector.annotate_photos). The adapter
+    stores the embedding of the photo previews will be painted from (`models.conditioning`)."""
     if not photos:
         raise ValueError("training needs at least one photo with a box")
     resolution = settings.resolution or base.resolution
@@ -147,50 +160,16 @@ def train_subject(
     def sample(rng: np.random.Generator, count: int) -> list[TrainingPair]:
         return sample_pairs(photos, rng, count=count, resolution=resolution, settings=settings.augment)
 
+    chosen, reference_embedding = product_embedding(base, [crop_reference(p.image, p.box) for p in photos])
     return fine_tune(
         base,
         sample,
-        references=[crop_reference(p.image, p.box) for p in photos],
+        reference_embedding=reference_embedding,
         settings=settings,
         inputs_digest=training_inputs_digest([(p.image, p.box) for p in photos]),
         progress=progress,
         checkpoint_dir=checkpoint_dir,
-        info={"kind": "subject", "photos": len(photos), **(info or {})},
-    )
-
-
-def train_domain(
-    base: BaseModel,
-    images: Sequence[Image.Image],
-    settings: TrainSettings = TrainSettings(),
-    *,
-    progress: ProgressCallback | None = None,
-    checkpoint_dir: Path | str | None = None,
-    info: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Domain pretraining over scene photos (the paper's LSUN-bedroom stage): no product, so each
-    pair masks a random box of a random photo and uses that box's crop as the reference."""
-    if not images:
-        raise ValueError("domain training needs at least one image")
-    resolution = settings.resolution or base.resolution
-
-    def sample(rng: np.random.Generator, count: int) -> list[TrainingPair]:
-        pairs = []
-        for index in rng.integers(0, len(images), size=count):
-            image = images[int(index)]
-            photo = SubjectPhoto(image, random_box(image.size, rng))
-            pairs.append(make_pair(photo, rng, resolution=resolution, settings=settings.augment))
-        return pairs
-
-    return fine_tune(
-        base,
-        sample,
-        references=list(images),
-        settings=settings,
-        inputs_digest=training_inputs_digest([(im, None) for im in images]),
-        progress=progress,
-        checkpoint_dir=checkpoint_dir,
-        info={"kind": "domain", "images": len(images), **(info or {})},
+        info={"kind": "subject", "photos": len(photos), "reference_photo": chosen, **(info or {})},
     )
 
 
@@ -201,7 +180,7 @@ def fine_tune(
     base: BaseModel,
     sample: PairSampler,
     *,
-    references: Sequence[Image.Image],
+    reference_embedding: torch.Tensor,
     settings: TrainSettings,
     inputs_digest: str,
     progress: ProgressCallback | None = None,
@@ -209,13 +188,15 @@ def fine_tune(
     info: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `base.unet` on pairs from `sample`; the base is left as it was (LoRA mode) or holding
-    the fine-tuned weights (full mode: give it a base model of its own)."""
+    the fine-tuned weights (full mode: give it a base model of its own). `reference_embedding` [1,D]
+    is what the artifact paints from."""
     if settings.checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every needs a checkpoint folder")
+    if settings.micro_batch_size is not None and settings.micro_batch_size < 1:
+        raise ValueError("micro_batch_size must be at least 1 (or None: the whole batch)")
     started = time.perf_counter()
     device = base.device
     amp_dtype = _amp_dtype(settings.mixed_precision, device)
-    reference_embedding = InpaintPipeline(base).encode_reference(references)  # [1, D]
     noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
     fingerprint = training_fingerprint(base, settings, inputs_digest)
 
@@ -249,17 +230,17 @@ def fine_tune(
                 pairs,
                 noise_scheduler,
                 state.generator,
+                settings,
+                backward=lambda part: scaler.scale(part).backward(),
                 amp_dtype=amp_dtype,
-                painted_only=settings.loss_on == "painted",
             )
-            scaler.scale(loss).backward()
             if settings.max_grad_norm:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(list(trainable.values()), settings.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            losses.append(float(loss.detach()))
+            losses.append(loss)
 
             # checkpoint before reporting: a callback that cancels (raises) keeps this step
             due = settings.checkpoint_every and (
@@ -281,6 +262,8 @@ def fine_tune(
             "seed": settings.seed,
             "learning_rate": settings.learning_rate,
             "batch_size": settings.batch_size,
+            "lora_dropout": settings.lora_dropout,
+            "reference_dropout": settings.reference_dropout,
         }
         if settings.mode == "lora":
             artifact = export_adapter(
@@ -315,22 +298,54 @@ def training_step(
     pairs: Sequence[TrainingPair],
     noise_scheduler: DDPMScheduler,
     generator: torch.Generator,
+    settings: TrainSettings,
     *,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     amp_dtype: torch.dtype | None = None,
-    painted_only: bool = False,
-) -> torch.Tensor:
-    """The denoising loss of the UNet on one batch: noise the product's latents at a random timestep
-    and predict that noise from the noisy latents, the masked photo and the reference embedding."""
-    # latents [B,4,h,w], masked_latents [B,4,h,w], keep_latent [B,1,h,w], cond [B,1,D]
-    encoded = encode_pairs(base, pairs)
-    latents = encoded.latents
-    noise = draw_noise(latents, generator)  # [B,4,h,w]
-    timesteps = torch.randint(
-        0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator
-    ).to(latents.device)  # [B]
-    return denoising_loss(
-        base.unet, noise_scheduler, encoded, noise, timesteps, amp_dtype=amp_dtype, painted_only=painted_only
-    )
+) -> float:
+    """One batch's gradients (`backward` is called once per micro-batch with its share of the loss)
+    and its mean denoising loss: noise the product's latents at a random timestep and predict that
+    noise from the noisy latents, the masked photo and the reference embedding (or, for the dropped
+    references, the unconditional vector)."""
+    size = settings.micro_batch_size or len(pairs)
+    uncond = base.image_encoder.uncond_vector  # [1,1,D]
+    draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    total = 0.0
+    for start in range(0, len(pairs), size):
+        chunk = pairs[start : start + size]
+        # latents [b,4,h,w], masked_latents [b,4,h,w], keep_latent [b,1,h,w], cond [b,1,D]
+        encoded = encode_pairs(base, chunk)
+        if draws is None:  # the whole batch's draws, in one order whatever the micro-batch size
+            draws = _batch_draws(len(pairs), encoded.latents, noise_scheduler, generator, settings)
+        noise, timesteps, drop = (d[start : start + len(chunk)] for d in draws)
+        encoded = encoded._replace(cond=drop_references(encoded.cond, uncond, drop))
+        loss = denoising_loss(
+            base.unet,
+            noise_scheduler,
+            encoded,
+            noise.to(encoded.latents.device),
+            timesteps.to(encoded.latents.device),
+            amp_dtype=amp_dtype,
+            painted_only=settings.loss_on == "painted",
+        )
+        share = len(chunk) / len(pairs)
+        backward(loss * share)
+        total += float(loss.detach()) * share
+    return total
+
+
+def _batch_draws(
+    count: int,
+    latents: torch.Tensor,
+    noise_scheduler: DDPMScheduler,
+    generator: torch.Generator,
+    settings: TrainSettings,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise [count,4,h,w], timesteps [count] and dropped references [count] bool for one batch."""
+    noise = draw_noise(latents.new_empty((count, *latents.shape[1:])), generator)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (count,), generator=generator)
+    drop = torch.rand((count,), generator=generator) < settings.reference_dropout
+    return noise, timesteps, drop
 
 
 # --- plumbing ----------------------------------------------------------------------------------

@@ -106,10 +106,11 @@ def training_inputs_digest(items: Sequence[tuple[Image.Image, Any]]) -> str:
 def training_fingerprint(base: BaseModel, settings: TrainSettings, inputs: str) -> str:
     """What a checkpoint must match to be resumed: inputs (`training_inputs_digest`), base weights
     and every setting that changes the result (not `steps` or `checkpoint_every`: a run may be
-    extended or checkpointed more often)."""
+    extended or checkpointed more often; not `micro_batch_size`: a step's draws and gradients do not
+    depend on it, so a run that ran out of memory resumes at a smaller one)."""
     relevant = dataclasses.asdict(settings)
-    relevant.pop("steps")
-    relevant.pop("checkpoint_every")
+    for free in ("steps", "checkpoint_every", "micro_batch_size"):
+        relevant.pop(free)
     payload = json.dumps(
         {
             "settings": relevant,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from models.base_model import BaseModel
+from models.conditioning import reference_embeddings
 from models.training_pairs import TrainingPair
 from models.unet_input import build_unet_input, keep_mask_from_paint_mask, latent_keep_mask, masked_image
 
@@ -25,7 +26,7 @@ class EncodedPairs(NamedTuple):
     latents: torch.Tensor  # [B,4,h,w] the source photo (the denoising target)
     masked_latents: torch.Tensor  # [B,4,h,w] the source with the region to paint blanked out
     keep_latent: torch.Tensor  # [B,1,h,w] 1 = keep
-    cond: torch.Tensor  # [B,1,D] the reference crop's image embedding
+    cond: torch.Tensor  # [B,1,D] each pair's reference embedding (models.conditioning)
 
 
 @torch.no_grad()
@@ -43,8 +44,7 @@ def encode_pairs(base: BaseModel, pairs: Sequence[TrainingPair]) -> EncodedPairs
     both = both * vae.config.scaling_factor
     latents, masked_latents = both[:batch], both[batch:]  # [B,4,h,w] each
     keep_latent = latent_keep_mask(keep, tuple(latents.shape[-2:]))  # [B,1,h,w]
-    pixels = base.feature_extractor(images=[p.reference.convert("RGB") for p in pairs], return_tensors="pt")
-    cond = base.image_encoder(pixels.pixel_values.to(device, dtype))  # [B,1,D]
+    cond = reference_embeddings(base, [p.reference for p in pairs])  # [B,1,D], as painting makes it
     return EncodedPairs(latents, masked_latents, keep_latent, cond)
 
 

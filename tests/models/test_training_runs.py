@@ -21,7 +21,8 @@ from models.base_model import BaseModel, load_base_model
 from models.full_weights_format import FULL_FORMAT
 from models.lora import inject_lora, lora_parameters
 from models.tiny import ensure_tiny_detector
-from models.training import TrainProgress, TrainSettings, train_domain, train_subject
+from models.domain_training import train_domain
+from models.training import TrainProgress, TrainSettings, train_subject
 from tests.models.training_fixtures import random_background, views
 
 FAST = TrainSettings(steps=3, batch_size=2, learning_rate=1e-3, seed=3)
@@ -163,4 +164,4 @@ def test_roomfit_train(cli_app: typer.Typer, tmp_path: Path) -> None:
     nothing = CliRunner().invoke(
         cli_app, ["train", str(paths[0]), "--out", str(out), "--steps", "1", "--threshold", "1.0"]
     )
-    assert nothing.exit_code == 2 and "no_object_detected" in nothing.output and "p0.png" in nothing.output
+    assert nothing.exit_code == 2 and "no_object_found" in nothing.output and "p0.png" in nothing.output
