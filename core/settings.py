@@ -181,11 +181,18 @@ class Settings(BaseSettings):
 
     @property
     def default_train_steps(self) -> int:
-        return self.train_steps or (20 if self.is_tiny else 400)
+        return self.train_steps_for(self.base_model)
 
     @property
     def default_preview_steps(self) -> int:
-        return self.preview_steps or (4 if self.is_tiny else 30)
+        return self.preview_steps_for(self.base_model)
+
+    # The defaults follow the model actually used: `roomfit train --base-model X` takes X's.
+    def train_steps_for(self, base_model: str) -> int:
+        return self.train_steps or (20 if base_model == "tiny" else 400)
+
+    def preview_steps_for(self, base_model: str) -> int:
+        return self.preview_steps or (4 if base_model == "tiny" else 30)
 
 
 @lru_cache
