@@ -33,7 +33,7 @@ class Problem(BaseModel):
 
 
 class ErrorInfo(BaseModel):
-    code: str = Field(examples=["no_object_detected"])
+    code: str = Field(examples=["no_object_found"])
     message: str | None = Field(examples=["no couch found in photo 2"])
 
 

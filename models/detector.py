@@ -6,8 +6,25 @@ random DETR, `models.tiny.ensure_tiny_detector`, read back by the same loader as
 boxes are meaningless). `models.model_folder.find_model_folder` turns the name into a folder.
 
 The box choice is a pure function over detections (`choose_detection`), so it is tested with fixed
-detector outputs; `annotate_photos` applies it per photo, lets a caller's box win, and fails with
-`no_object_detected` when no photo is usable.
+detector outputs. The rule:
+
+1. Only detections scoring >= the threshold count ("confident").
+2. A hint (`label`) that maps to COCO classes (`preferred_classes`, "sofa" -> couch): the best
+   product score among the confident detections of those classes. When none of them is confident
+   the photo is unusable ("no couch found with score >= 0.5 (found: vase 0.97)"), never another
+   class.
+3. No hint, or one that maps to no COCO class ("lamp"): the best product score among all confident
+   detections.
+4. The product score (`product_score`): a product photo is mostly the product, roughly centred, so
+   the box's share of the image times its centrality (1 when the box's centre is the image's,
+   falling linearly to `EDGE_CENTRALITY` = 0.5 when it lies on an edge; the distance is the larger
+   of the horizontal and vertical ones, each relative to half the image's size; the box is first
+   clamped to the image). So a small vase scoring 0.97 on a sofa scoring 0.80 loses to the sofa,
+   and a box whose centre is halfway to an edge (centrality 0.75) beats a centred one only when it
+   is over 4/3 of its size. Equal product scores go to the higher detection score.
+
+`annotate_photos` applies it per photo, lets a caller's box win, and fails with `no_object_found`
+(`NoObjectFound`), naming every photo and why, when no photo is usable.
 """
 
 from __future__ import annotations
@@ -29,6 +46,8 @@ from models.tiny import ensure_tiny_detector
 SETTING = "ROOMFIT_DETECTOR"
 DEFAULT_DETECTOR = "facebook/detr-resnet-50"
 DEFAULT_THRESHOLD = 0.5
+EDGE_CENTRALITY = 0.5  # the centrality of a box whose centre lies on the image's edge (1 at its centre)
+NAMED_IN_REASON = 5  # confident detections named in an unusable photo's reason
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the photo
 
@@ -52,14 +71,15 @@ LABEL_SYNONYMS: dict[str, tuple[str, ...]] = {
     "tv": ("tv",),
     "television": ("tv",),
     "clock": ("clock",),
-    "lamp": (),  # not a COCO class: no preference, the highest score wins
+    "lamp": (),  # not a COCO class: no preference, the best product score of all wins
 }
 
 
-class NoObjectDetected(RoomfitModelError):
-    """No photo of a subject has a usable box (none given, none detected above the threshold)."""
+class NoObjectFound(RoomfitModelError):
+    """No photo of a subject has a usable box (none given, none of the hinted class detected at or
+    above the threshold, or nothing at all)."""
 
-    code = "no_object_detected"
+    code = "no_object_found"
 
 
 class DetectorNotFoundError(ModelNotFoundError):
@@ -101,20 +121,50 @@ def preferred_classes(label: str | None) -> tuple[str, ...]:
 
 
 def choose_detection(
-    detections: Sequence[Detection], *, label: str | None = None, threshold: float = DEFAULT_THRESHOLD
+    detections: Sequence[Detection],
+    *,
+    image_size: tuple[int, int],
+    label: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> Detection | None:
-    """The product's detection: the highest-scoring one at or above `threshold`, among the classes
-    matching `label` when any of those was found, else among all. None when nothing passes."""
-    passing = [d for d in detections if d.score >= threshold]
+    """The product's detection in an image of `image_size` (W, H), by the module's rule: among the
+    detections scoring >= `threshold` of the classes `label` maps to (all classes when it maps to
+    none), the best `product_score`, ties to the higher detection score. None when there is none:
+    a hinted class that is not confident never falls back to another class."""
     preferred = preferred_classes(label)
-    matching = [d for d in passing if d.label in preferred]
-    pool = matching or passing
-    # ties are broken by the larger box: a product photo is mostly the product
-    return max(pool, key=lambda d: (d.score, _area(d.box)), default=None)
+    pool = [d for d in detections if d.score >= threshold and (not preferred or d.label in preferred)]
+    return max(pool, key=lambda d: (product_score(d.box, image_size), d.score), default=None)
 
 
-def _area(box: Box) -> float:
-    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+def product_score(box: Box, image_size: tuple[int, int]) -> float:
+    """How much `box` looks like a product photo's product: the share of the image (W, H) it covers
+    times its centrality, 1 when its centre is the image's, `EDGE_CENTRALITY` on an edge."""
+    width, height = image_size
+    if width <= 0 or height <= 0:
+        return 0.0
+    x0, y0, x1, y1 = _clamp(box, image_size)
+    area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+    off_centre = max(abs(x0 + x1 - width) / width, abs(y0 + y1 - height) / height)  # 0 centre, 1 edge
+    centrality = 1.0 - (1.0 - EDGE_CENTRALITY) * min(off_centre, 1.0)
+    return area / (width * height) * centrality
+
+
+def why_unusable(detections: Sequence[Detection], *, label: str | None = None, threshold: float) -> str:
+    """Why `choose_detection` found nothing, for a person: "no couch found with score >= 0.5 (found:
+    vase 0.97, person 0.60; best couch 0.30)"."""
+    preferred = preferred_classes(label)
+    wanted = " or ".join(preferred) or "object"
+    confident = sorted((d for d in detections if d.score >= threshold), key=lambda d: -d.score)
+    details = []
+    if confident:
+        named = ", ".join(f"{d.label} {d.score:.2f}" for d in confident[:NAMED_IN_REASON])
+        more = len(confident) - NAMED_IN_REASON
+        details.append(f"found: {named}" + (f" and {more} more" if more > 0 else ""))
+    matching = [d for d in detections if not preferred or d.label in preferred]  # all below threshold
+    best = max(matching, key=lambda d: d.score, default=None)
+    if best is not None:
+        details.append(f"best {best.label} {best.score:.2f}")
+    return f"no {wanted} found with score >= {threshold:g} ({'; '.join(details) or 'nothing detected'})"
 
 
 def clip_box(box: Sequence[float], size: tuple[int, int]) -> Box:
@@ -122,11 +172,17 @@ def clip_box(box: Sequence[float], size: tuple[int, int]) -> Box:
     if len(box) != 4:
         raise ValueError(f"a box is [x0, y0, x1, y1], got {list(box)}")
     width, height = size
-    x0, y0, x1, y1 = (float(v) for v in box)
-    clipped = (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
+    clipped = _clamp(box, size)
     if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
         raise ValueError(f"box {list(box)} leaves nothing of the {width}x{height} image")
     return clipped
+
+
+def _clamp(box: Sequence[float], size: tuple[int, int]) -> Box:
+    """`box`'s corners moved into the image (W, H); the box may end up empty."""
+    width, height = size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
 
 
 class Detector:
@@ -173,8 +229,9 @@ def annotate_photos(
     threshold: float = DEFAULT_THRESHOLD,
     names: Sequence[str] | None = None,
 ) -> list[PhotoAnnotation]:
-    """One annotation per photo; a caller's box wins over detection. Raises NoObjectDetected when no
-    photo is usable, naming each photo and why. `detector` may be None when every box is given."""
+    """One annotation per photo; a caller's box wins over detection, else `choose_detection` picks
+    the box (an unusable photo says `why_unusable`). Raises NoObjectFound when no photo is usable,
+    naming each photo and why. `detector` may be None when every box is given."""
     names = list(names) if names is not None else [f"photo {i}" for i in range(len(photos))]
     if boxes is not None and len(boxes) != len(photos):
         raise ValueError(f"boxes has {len(boxes)} entries for {len(photos)} photos (use null to detect)")
@@ -191,10 +248,9 @@ def annotate_photos(
             clipped = clip_box(box, photo.size)
             annotations.append(PhotoAnnotation(index, name, clipped, None, label, "given"))
             continue
-        best = choose_detection(found[index], label=label, threshold=threshold)
+        best = choose_detection(found[index], image_size=photo.size, label=label, threshold=threshold)
         if best is None:
-            top = max((d.score for d in found[index]), default=None)
-            reason = f"no detection scored >= {threshold}" + (f" (best {top:.2f})" if top is not None else "")
+            reason = why_unusable(found[index], label=label, threshold=threshold)
             annotations.append(PhotoAnnotation(index, name, None, None, None, None, reason))
             continue
         try:
@@ -206,7 +262,7 @@ def annotate_photos(
 
     if not any(a.usable for a in annotations):
         detail = "; ".join(f"{a.name}: {a.reason}" for a in annotations)
-        raise NoObjectDetected(f"no object found in any photo ({detail}); give boxes or clearer photos")
+        raise NoObjectFound(f"no object found in any photo ({detail}); give boxes or clearer photos")
     return annotations
 
 

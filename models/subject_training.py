@@ -10,9 +10,9 @@ The one path for `roomfit train` and the worker's train job:
     )
     Path("sofa.safetensors").write_bytes(outcome.result.artifact)
 
-When the accelerator runs out of memory, training is retried once at half the batch size, in a
-checkpoint folder of its own (`batch{n}`: a checkpoint of one batch size never resumes another),
-then gives up with `TrainingOutOfMemory`.
+When the accelerator runs out of memory, training goes on at half the micro-batch (the pairs per
+forward pass; the batch per optimiser step, and so the result, stay the same) from its last
+checkpoint, down to one pair per pass, then gives up with `TrainingOutOfMemory`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ log = logging.getLogger("roomfit.models")
 class SubjectTrainingResult:
     annotations: list[PhotoAnnotation]  # one per image, in order: its box, or why it has none
     result: TrainResult
-    batch_size: int  # the batch size the run finished at: the settings' one, or half after running out
+    micro_batch_size: int  # pairs per forward pass the run finished at (halved after running out)
 
 
 def annotate_and_train(
@@ -63,9 +63,8 @@ def annotate_and_train(
     call `on_annotated` once, then `train_subject` on the usable photos.
 
     `detector` may be a loaded detector or a function that loads one: it is called only when some
-    image has no given box. Raises NoObjectDetected when no image has a usable box, and
-    TrainingOutOfMemory when training runs out of memory at its batch size and again at half of it
-    (or at batch size 1).
+    image has no given box. Raises NoObjectFound when no image has a usable box, and
+    TrainingOutOfMemory when training runs out of memory even at one pair per forward pass.
     """
     if boxes is not None and all(box is not None for box in boxes):
         detector = None  # every box is given: nothing to detect, nothing to load
@@ -82,10 +81,10 @@ def annotate_and_train(
     if on_annotated is not None:
         on_annotated(annotations)
     photos = [SubjectPhoto(images[a.index], a.box) for a in annotations if a.box is not None]
-    result, batch_size = _train_within_memory(
+    result, micro_batch_size = _train_within_memory(
         base, photos, settings, progress=progress, checkpoint_dir=checkpoint_dir, info=info
     )
-    return SubjectTrainingResult(annotations=annotations, result=result, batch_size=batch_size)
+    return SubjectTrainingResult(annotations=annotations, result=result, micro_batch_size=micro_batch_size)
 
 
 def _train_within_memory(
@@ -97,31 +96,24 @@ def _train_within_memory(
     checkpoint_dir: Path | str | None,
     info: dict[str, Any] | None,
 ) -> tuple[TrainResult, int]:
-    """`train_subject`, and once more at half the batch size if the first run runs out of memory."""
-    batch, smaller = settings.batch_size, max(1, settings.batch_size // 2)
-    try:
-        result = train_subject(
-            base, photos, settings, progress=progress, checkpoint_dir=checkpoint_dir, info=info
-        )
-        return result, batch
-    except torch.OutOfMemoryError:
-        if smaller == batch:
-            raise TrainingOutOfMemory("training ran out of memory even at batch size 1") from None
-    log.warning("training ran out of memory at batch size %d; retrying once at %d", batch, smaller)
-    _free_accelerator_memory()  # here, not in the handler: the error's traceback holds tensors there
-    retry_dir = Path(checkpoint_dir) / f"batch{smaller}" if checkpoint_dir is not None else None
-    try:
-        result = train_subject(
-            base,
-            photos,
-            dataclasses.replace(settings, batch_size=smaller),
-            progress=progress,
-            checkpoint_dir=retry_dir,
-            info=info,
-        )
-        return result, smaller
-    except torch.OutOfMemoryError:
-        raise TrainingOutOfMemory(f"training ran out of memory at batch size {batch} and {smaller}") from None
+    """`train_subject`, going on at half the micro-batch each time it runs out of memory."""
+    micro = settings.micro_batch_size or settings.batch_size
+    while True:
+        try:
+            run = dataclasses.replace(settings, micro_batch_size=micro)
+            result = train_subject(
+                base, photos, run, progress=progress, checkpoint_dir=checkpoint_dir, info=info
+            )
+            return result, micro
+        except torch.OutOfMemoryError:
+            if micro == 1:
+                raise TrainingOutOfMemory(
+                    f"training ran out of memory even at one pair per pass (batch {settings.batch_size})"
+                ) from None
+        smaller = max(1, micro // 2)
+        log.warning("training ran out of memory at %d pairs per pass; going on at %d", micro, smaller)
+        _free_accelerator_memory()  # here, not in the handler: the error's traceback holds tensors there
+        micro = smaller
 
 
 def _free_accelerator_memory() -> None:

@@ -124,12 +124,12 @@ def test_get_subject_shows_worker_progress_and_errors(env: ApiEnv) -> None:
         session.execute(
             update(Subject)
             .where(Subject.id == body["id"])
-            .values(status="failed", error_code="no_object_detected", error_message="no couch", progress=0.3)
+            .values(status="failed", error_code="no_object_found", error_message="no couch", progress=0.3)
         )
         session.commit()
     got = env.client.get(f"/v1/subjects/{body['id']}", headers=env.a.auth()).json()
     assert got["status"] == "failed" and got["progress"] == 0.3
-    assert got["error"] == {"code": "no_object_detected", "message": "no couch"}
+    assert got["error"] == {"code": "no_object_found", "message": "no couch"}
     ready = env.client.get(f"/v1/subjects/{ready_subject(env, env.a)}", headers=env.a.auth()).json()
     assert ready["adapter"] == {"bytes": 1234, "sha256": "0" * 64, "rank": 4, "base_model": "tiny"}
     assert ready["photos"][0]["box"] == [1, 2, 30, 40] and ready["photos"][0]["source"] == "detected"

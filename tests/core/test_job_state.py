@@ -88,9 +88,9 @@ def test_progress_is_mirrored_to_the_subject(session: Session) -> None:
     session.refresh(job)
     assert (subject.stage, subject.progress) == ("training", 0.5)
     assert job.loss_points == [[10, 0.25], [20, 0.2]] and job.timings == {"annotate": 1.5}
-    job_state.finish(session, held, "failed", "no_object_detected", "nothing in photo 0")
+    job_state.finish(session, held, "failed", "no_object_found", "nothing in photo 0")
     session.refresh(subject)
-    assert (subject.status, subject.error_code) == ("failed", "no_object_detected")
+    assert (subject.status, subject.error_code) == ("failed", "no_object_found")
 
 
 def test_reconciler_resends_orphans_and_lost_messages(session: Session) -> None:

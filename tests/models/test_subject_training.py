@@ -4,6 +4,7 @@ out of memory (simulated: the first training runs raise torch.OutOfMemoryError).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from models import subject_training
 from models.adapter_format import read_adapter
 from models.base_model import BaseModel, load_base_model
-from models.detector import Detection, NoObjectDetected, PhotoAnnotation
+from models.detector import Detection, NoObjectFound, PhotoAnnotation
 from models.errors import TrainingOutOfMemory
 from models.lora import inject_lora
 from models.subject_training import annotate_and_train
@@ -74,7 +75,7 @@ def test_given_boxes_train_without_loading_the_detector(own_base: BaseModel) -> 
     assert loads.calls == 0
     assert events == [("annotated", 2), ("step", 1), ("step", 2)]  # the hook runs once, before training
     assert [a.source for a in outcome.annotations] == ["given", "given"]
-    assert outcome.batch_size == FAST.batch_size
+    assert outcome.micro_batch_size == FAST.batch_size  # the whole batch per pass, as asked
     info = read_adapter(outcome.result.artifact).info
     assert info["subject"] == "sub_1" and info["photos"] == 2 and info["steps"] == 2
 
@@ -108,25 +109,29 @@ def test_no_usable_box_raises_before_training(own_base: BaseModel) -> None:
             return [[] for _ in images]
 
     annotated: list[object] = []
-    with pytest.raises(NoObjectDetected) as caught:
+    with pytest.raises(NoObjectFound) as caught:
         annotate_and_train(own_base, IMAGES, FAST, detector=FindsNothing(), on_annotated=annotated.append)  # type: ignore[arg-type]
-    assert caught.value.code == "no_object_detected" and annotated == []
+    assert caught.value.code == "no_object_found" and annotated == []
 
 
 @pytest.fixture
-def out_of_memory(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], list[tuple[int, Path | None]]]:
-    """`out_of_memory(n)`: the device runs out of memory in the first n training runs; returns the
-    (batch size, checkpoint folder) of every run asked for."""
+def out_of_memory(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], list[tuple[int, int, Path | None]]]:
+    """`out_of_memory(n)`: the device runs out of memory in the first n training runs, after their
+    first step (checkpointed); returns the (batch, micro-batch, checkpoint folder) of every run."""
 
-    def install(failures: int) -> list[tuple[int, Path | None]]:
-        runs: list[tuple[int, Path | None]] = []
+    def install(failures: int) -> list[tuple[int, int, Path | None]]:
+        runs: list[tuple[int, int, Path | None]] = []
         real = subject_training.train_subject
 
         def train_subject(base, photos, settings, **kwargs):  # type: ignore[no-untyped-def]
-            runs.append((settings.batch_size, kwargs.get("checkpoint_dir")))
-            if len(runs) <= failures:
+            runs.append((settings.batch_size, settings.micro_batch_size, kwargs.get("checkpoint_dir")))
+            if len(runs) > failures:
+                return real(base, photos, settings, **kwargs)
+
+            def progress(p) -> None:  # type: ignore[no-untyped-def]
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            return real(base, photos, settings, **kwargs)
+
+            return real(base, photos, settings, **{**kwargs, "progress": progress})
 
         monkeypatch.setattr(subject_training, "train_subject", train_subject)
         return runs
@@ -134,34 +139,29 @@ def out_of_memory(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], list[tuple
     return install
 
 
-def test_out_of_memory_retries_once_at_half_the_batch(
+def test_out_of_memory_goes_on_at_half_the_micro_batch_from_the_checkpoint(
     own_base: BaseModel, out_of_memory, tmp_path: Path
 ) -> None:
-    runs = out_of_memory(1)
-    settings = TrainSettings(steps=2, batch_size=4, seed=3, checkpoint_every=1)
+    runs = out_of_memory(2)
+    settings = TrainSettings(steps=3, batch_size=4, seed=3, checkpoint_every=1, lora_dropout=0.0)
     boxes = [list(p.box) for p in PHOTOS]
     outcome = annotate_and_train(own_base, IMAGES, settings, boxes=boxes, checkpoint_dir=tmp_path)
-    assert runs == [(4, tmp_path), (2, tmp_path / "batch2")]
-    assert outcome.batch_size == 2
-    assert read_adapter(outcome.result.artifact).info["batch_size"] == 2
-    assert checkpoint_step(tmp_path / "batch2") == 2  # the retry checkpoints in a folder of its own
+    # the batch per step stays the paper's; only the pairs per forward pass shrink
+    assert runs == [(4, 4, tmp_path), (4, 2, tmp_path), (4, 1, tmp_path)]
+    assert outcome.micro_batch_size == 1
+    summary = outcome.result.summary
+    assert summary.resumed_from_step == 2  # each failed run had checkpointed one more step
+    assert read_adapter(outcome.result.artifact).info["batch_size"] == 4
+    assert checkpoint_step(tmp_path) == 3
+    # the same steps as a run that never ran out (micro-batching changes no draw)
+    plain = annotate_and_train(own_base, IMAGES, replace(settings, checkpoint_every=0), boxes=boxes).result
+    assert summary.losses == pytest.approx(plain.summary.losses, rel=1e-4)
 
 
-def test_out_of_memory_at_batch_1_gives_up(own_base: BaseModel, out_of_memory, tmp_path: Path) -> None:
-    runs = out_of_memory(1)
-    settings = TrainSettings(steps=2, batch_size=1)
-    with pytest.raises(TrainingOutOfMemory, match="even at batch size 1") as caught:
-        annotate_and_train(
-            own_base, IMAGES, settings, boxes=[list(p.box) for p in PHOTOS], checkpoint_dir=tmp_path
-        )
-    assert caught.value.code == "out_of_memory"
-    assert runs == [(1, tmp_path)]
-
-
-def test_out_of_memory_twice_gives_up(own_base: BaseModel, out_of_memory) -> None:
-    runs = out_of_memory(2)
-    settings = TrainSettings(steps=2, batch_size=4)
-    with pytest.raises(TrainingOutOfMemory, match="at batch size 4 and 2") as caught:
+def test_out_of_memory_at_one_pair_per_pass_gives_up(own_base: BaseModel, out_of_memory) -> None:
+    runs = out_of_memory(3)
+    settings = TrainSettings(steps=2, batch_size=4, micro_batch_size=2)
+    with pytest.raises(TrainingOutOfMemory, match="even at one pair per pass") as caught:
         annotate_and_train(own_base, IMAGES, settings, boxes=[list(p.box) for p in PHOTOS])
     assert caught.value.code == "out_of_memory"
-    assert runs == [(4, None), (2, None)]
+    assert runs == [(4, 2, None), (4, 1, None)]

@@ -47,12 +47,12 @@ def test_permanent_failure_fails_at_once_with_its_code(runtime: Runtime) -> None
 
     def work(ctx: JobContext, job: Job) -> None:
         ctx.report(stage="annotating", progress=0.05)
-        raise JobFailed("no_object_detected", "no object found in photo 0, photo 1")
+        raise JobFailed("no_object_found", "no object found in photo 0, photo 1")
 
     assert run_job(runtime, job_id, work) == "failed"
     job, subject = _load(runtime, job_id)
-    assert (job.status, job.error_code, job.attempts) == ("failed", "no_object_detected", 1)
-    assert (subject.status, subject.error_code) == ("failed", "no_object_detected")
+    assert (job.status, job.error_code, job.attempts) == ("failed", "no_object_found", 1)
+    assert (subject.status, subject.error_code) == ("failed", "no_object_found")
     assert "photo 0" in subject.error_message
     assert run_job(runtime, job_id, work) == "skipped"  # failed stays failed: no second run
 
