@@ -63,6 +63,17 @@ PAPER_DROPOUT = 0.2
 # Paint-by-Example trains with 20 % of its references replaced by the learned unconditional vector.
 REFERENCE_DROPOUT = 0.2
 
+# what an artifact's info says of the run that made it
+RECORDED_SETTINGS = (
+    "mode",
+    "steps",
+    "seed",
+    "learning_rate",
+    "batch_size",
+    "lora_dropout",
+    "reference_dropout",
+)
+
 PairSampler = Callable[[np.random.Generator, int], list[TrainingPair]]  # (rng, count) -> a batch
 
 
@@ -255,16 +266,7 @@ def fine_tune(
                 progress(TrainProgress(step, settings.steps, losses[-1], pace * (settings.steps - step)))
 
         trainable_params = sum(p.numel() for p in trainable.values())
-        run_info = {
-            **(info or {}),
-            "mode": settings.mode,
-            "steps": settings.steps,
-            "seed": settings.seed,
-            "learning_rate": settings.learning_rate,
-            "batch_size": settings.batch_size,
-            "lora_dropout": settings.lora_dropout,
-            "reference_dropout": settings.reference_dropout,
-        }
+        run_info = {**(info or {}), **{name: getattr(settings, name) for name in RECORDED_SETTINGS}}
         if settings.mode == "lora":
             artifact = export_adapter(
                 base.unet,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from models.augmentation import (
     NO_AUGMENTATION,
@@ -134,3 +134,21 @@ def test_one_rng_drives_everything() -> None:
         for a, b in zip(one, two, strict=True)
     )
     assert any(not torch.equal(a.paint_mask, b.paint_mask) for a, b in zip(one, other, strict=True))
+
+
+def test_random_crops_keep_the_products_shape() -> None:
+    """A round product stays round: every random crop zooms both axes alike (within 2 %), where a
+    crop at another aspect resized back would make it up to 15 % wider or taller."""
+    reference = Image.new("RGB", (600, 200), "white")
+    ImageDraw.Draw(reference).ellipse((260, 60, 340, 140), fill="black")  # a circle, 80 px across
+    settings = AugmentSettings(max_rotation_deg=0.0, blur_p=0.0)  # rotation would turn its box
+    zoomed = 0
+    for seed in range(60):
+        out = augment_reference(reference, np.random.default_rng(seed), settings)
+        assert out.size == reference.size
+        dark = np.asarray(out.convert("L")) < 128
+        rows, cols = np.nonzero(dark)
+        width, height = cols.max() - cols.min() + 1, rows.max() - rows.min() + 1
+        assert abs(width / height - 1) <= 0.02, (seed, width, height)
+        zoomed += width > 84  # the crop did zoom in (scale < 1) in most draws
+    assert zoomed > 30
