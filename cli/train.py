@@ -2,14 +2,17 @@
 
 Registered by cli/main.py as `app.command()(train)`. Defaults come from the same settings as the
 service (`ROOMFIT_BASE_MODEL`, `ROOMFIT_DETECTOR`, `ROOMFIT_DEVICE`, `ROOMFIT_DTYPE`,
-`ROOMFIT_TRAIN_STEPS`, `ROOMFIT_LORA_RANK`).
+`ROOMFIT_TRAIN_STEPS`, `ROOMFIT_LORA_RANK`; the steps follow the model trained, `--base-model` when
+given), and the training's from `models.training.TrainSettings` (the paper's values) or, with
+`--domain`, `models.domain_training.DOMAIN_SETTINGS` (every weight at lr 1e-6).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -36,16 +39,55 @@ def train(
         typer.Option(help="JSON list, one per photo: \\[x0,y0,x1,y1] in pixels, or null to detect."),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Training steps (default ROOMFIT_TRAIN_STEPS).")
+        int | None,
+        typer.Option(
+            min=1, help="Training steps (default ROOMFIT_TRAIN_STEPS, else the base model's: tiny 20, 400)."
+        ),
     ] = None,
     rank: Annotated[int | None, typer.Option(min=1, help="LoRA rank (default ROOMFIT_LORA_RANK).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same photos and seed give the same adapter.")] = 0,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate (the paper's 3e-5).")] = 3e-5,
-    batch_size: Annotated[int, typer.Option(min=1, help="Training pairs per step.")] = 4,
-    dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="LoRA dropout.")] = 0.0,
+    # The training defaults below are None here and TrainSettings' (models/training.py) or
+    # DOMAIN_SETTINGS' (models/domain_training.py) in the run: importing those here would make every
+    # `roomfit` command load torch (~10 s). tests/models/test_training_runs.py checks the help's
+    # numbers against them.
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="AdamW learning rate (default: the paper's: 3e-5; 1e-6 with --domain)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Training pairs per step (default: the paper's 16).")
+    ] = None,
+    micro_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Pairs per forward pass; the step's gradients add up, so the result is the same "
+            "(default: the whole batch). Lower it when memory runs out.",
+        ),
+    ] = None,
+    dropout: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="LoRA dropout (default: the paper's 0.2).")
+    ] = None,
+    reference_dropout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of pairs trained on the unconditional reference, so guidance works "
+            "(default: Paint-by-Example's 0.2).",
+        ),
+    ] = None,
+    lora_init: Annotated[
+        Literal["gaussian", "kaiming"] | None,
+        typer.Option(help="LoRA A's init, B = 0 (default: gaussian, the LoRA paper's; kaiming: peft's)."),
+    ] = None,
     full: Annotated[
-        bool, typer.Option(help="Update every UNet weight instead of LoRA (large file).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="Update every UNet weight instead of LoRA (large file). Default: --full with --domain "
+            "(the paper pretrains all weights), LoRA for products."
+        ),
+    ] = None,
     domain: Annotated[
         bool, typer.Option(help="Domain pretraining: PHOTOS are scene photos, masked at random boxes.")
     ] = False,
@@ -67,9 +109,9 @@ def train(
     from core.settings import get_settings
     from models.base_model import load_base_model
     from models.detector import load_detector
-    from models.domain_training import train_domain
+    from models.domain_training import DOMAIN_SETTINGS, scene_files, train_domain
     from models.errors import RoomfitModelError
-    from models.images import list_images, open_image
+    from models.images import open_image
     from models.subject_training import annotate_and_train
     from models.training import TrainSettings
 
@@ -77,33 +119,45 @@ def train(
     model_name = base_model or settings.base_model
     if model_name == "tiny":
         typer.echo("roomfit: base model is `tiny` (random weights): the adapter paints noise", err=True)
-    n_steps = steps or settings.default_train_steps
-    train_settings = TrainSettings(
+    n_steps = steps or settings.train_steps_for(model_name)
+    chosen = {  # the options given; the others keep the settings' defaults
+        "learning_rate": lr,
+        "batch_size": batch_size,
+        "micro_batch_size": micro_batch,
+        "lora_dropout": dropout,
+        "reference_dropout": reference_dropout,
+        "lora_init": lora_init,
+        "mode": None if full is None else "full" if full else "lora",
+    }
+    train_settings = dataclasses.replace(
+        DOMAIN_SETTINGS if domain else TrainSettings(),
+        **{name: value for name, value in chosen.items() if value is not None},
         steps=n_steps,
-        learning_rate=lr,
-        batch_size=batch_size,
-        mode="full" if full else "lora",
         rank=rank or settings.lora_rank,
-        lora_dropout=dropout,
         seed=seed,
         checkpoint_every=checkpoint_every if checkpoint_dir is not None else 0,
     )
     bar = _StepBar(n_steps)
     try:
         if domain:
-            files = [f for p in photos for f in (list_images(p) if p.is_dir() else [p])]
-            images = [open_image(f, f"photo {f.name}") for f in files]
-            typer.echo(f"domain training on {len(images)} photos", err=True)
+            files = scene_files(photos)  # read one at a time while training, never all at once
+            typer.echo(f"domain training on {len(files)} photos", err=True)
         else:
             images = [open_image(p, f"photo {p.name}") for p in photos]
             try:
                 given = parse_boxes(boxes, [image.size for image in images])
             except InvalidBoxes as exc:
                 raise typer.BadParameter(str(exc), param_hint="--boxes") from exc
-        base = load_base_model(model_name, device=settings.device, dtype=settings.dtype)
+        # same tiny folder as the workers' and `roomfit paint`'s (cli/engine.py)
+        base = load_base_model(
+            model_name,
+            device=settings.device,
+            dtype=settings.dtype,
+            tiny_dir=settings.resolved_models_dir / "tiny-pbe",
+        )
         if domain:
             bar.open()
-            result = train_domain(base, images, train_settings, progress=bar, checkpoint_dir=checkpoint_dir)
+            result = train_domain(base, files, train_settings, progress=bar, checkpoint_dir=checkpoint_dir)
         else:
 
             def annotated(annotations: list[PhotoAnnotation]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +19,10 @@ from typer.testing import CliRunner
 from cli.train import train
 from models import Painter, PaintRequest, check_compatible, read_adapter
 from models.base_model import BaseModel, load_base_model
-from models.full_weights_format import FULL_FORMAT
+from models.domain_training import DOMAIN_LEARNING_RATE, train_domain
+from models.full_weights_format import FULL_FORMAT, header_metadata
 from models.lora import inject_lora, lora_parameters
 from models.tiny import ensure_tiny_detector
-from models.domain_training import train_domain
 from models.training import TrainProgress, TrainSettings, train_subject
 from tests.models.training_fixtures import random_background, views
 
@@ -121,12 +122,20 @@ def test_full_fine_tuning_trains_every_unet_weight(tiny_folder: Path, tmp_path: 
     assert all(not p.requires_grad for p in base.unet.parameters())
 
 
-def test_domain_training_over_scene_photos(own_base: BaseModel) -> None:
+def scene_folder(folder: Path, count: int) -> Path:
     rng = np.random.default_rng(0)
-    scenes = [random_background(rng, (90, 70)) for _ in range(3)]
-    result = train_domain(own_base, scenes, FAST)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        random_background(rng, (90, 70)).save(folder / f"scene{i}.jpg")
+    return folder
+
+
+def test_domain_training_over_scene_photos(own_base: BaseModel, tmp_path: Path) -> None:
+    folder = scene_folder(tmp_path / "scenes", 3)
+    result = train_domain(own_base, [folder], FAST)  # a folder, or its files
     adapter = read_adapter(result.artifact)
     assert adapter.info["kind"] == "domain" and adapter.info["images"] == 3
+    assert adapter.info["reference_photo"] == 0  # the first photo's embedding
     assert len(result.summary.losses) == 3
 
 
@@ -153,7 +162,7 @@ def test_roomfit_train(cli_app: typer.Typer, tmp_path: Path) -> None:
     boxes = json.dumps([[10, 10, 60, 60], None])  # the second photo goes through the tiny DETR
     out = tmp_path / "sofa.safetensors"
     args = ["train", *map(str, paths), "--out", str(out), "--steps", "2", "--boxes", boxes]
-    result = CliRunner().invoke(cli_app, [*args, "--label", "couch", "--seed", "1"])
+    result = CliRunner().invoke(cli_app, [*args, "--batch-size", "2", "--label", "couch", "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert read_adapter(out.read_bytes()).info["steps"] == 2
     for words in ("p0.png: given box", "trainable parameters", "of the UNet", "adapter", "bytes", "time"):
@@ -165,3 +174,55 @@ def test_roomfit_train(cli_app: typer.Typer, tmp_path: Path) -> None:
         cli_app, ["train", str(paths[0]), "--out", str(out), "--steps", "1", "--threshold", "1.0"]
     )
     assert nothing.exit_code == 2 and "no_object_found" in nothing.output and "p0.png" in nothing.output
+
+
+def test_roomfit_train_steps_follow_the_base_model_trained(
+    cli_app: typer.Typer, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ROOMFIT_BASE_MODEL is a folder (a real model's default: 400 steps), `--base-model tiny`: the
+    run trains tiny's default steps, not the setting's model's."""
+    from core.settings import get_settings
+
+    monkeypatch.delenv("ROOMFIT_TRAIN_STEPS", raising=False)
+    monkeypatch.setenv("ROOMFIT_MODELS_DIR", str(tiny_folder.parent))  # tiny is tiny_folder, built once
+    get_settings.cache_clear()
+    settings = get_settings()
+    assert settings.base_model == str(tiny_folder) and settings.default_train_steps == 400
+    photo = tmp_path / "p.png"
+    views("checker", [0])[0].image.save(photo)
+    out = tmp_path / "sofa.safetensors"
+    args = ["train", str(photo), "--out", str(out), "--boxes", "[[10, 10, 60, 60]]", "--base-model", "tiny"]
+    result = CliRunner().invoke(cli_app, [*args, "--batch-size", "1"])
+    assert result.exit_code == 0, result.output
+    tiny_steps = settings.train_steps_for("tiny")
+    assert tiny_steps != 400 and f"{tiny_steps} steps" in result.output
+    assert read_adapter(out.read_bytes()).info["steps"] == tiny_steps
+
+
+def test_roomfit_train_domain_defaults_to_the_papers_stage(cli_app: typer.Typer, tmp_path: Path) -> None:
+    folder = scene_folder(tmp_path / "scenes", 2)
+    out = tmp_path / "domain.safetensors"
+    args = ["train", str(folder), "--out", str(out), "--domain", "--steps", "1", "--batch-size", "2"]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    assert "domain training on 2 photos" in result.output and "mode full" in result.output
+    info = json.loads(header_metadata(out.read_bytes())["roomfit.info"])
+    assert info["learning_rate"] == DOMAIN_LEARNING_RATE and info["kind"] == "domain"
+
+
+def test_roomfit_train_help_states_the_defaults(cli_app: typer.Typer) -> None:
+    """The training options default to None (importing TrainSettings would load torch for every
+    `roomfit` command); their help states the values the run then takes from the settings."""
+    command = typer.main.get_command(cli_app).commands["train"]  # type: ignore[attr-defined]
+    helps = {param.name: " ".join(param.help.split()) for param in command.params if param.help}
+    paper = TrainSettings()
+    for option, value in [
+        ("batch_size", paper.batch_size),
+        ("dropout", paper.lora_dropout),
+        ("reference_dropout", paper.reference_dropout),
+        ("lr", paper.learning_rate),
+        ("lr", DOMAIN_LEARNING_RATE),
+    ]:
+        numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", helps[option])]
+        assert value in numbers, (option, helps[option])
+    assert f"default: {paper.lora_init}" in helps["lora_init"]
