@@ -22,7 +22,12 @@ def paint(
         Path | None, typer.Option(help="Product crop to paint (instead of --adapter).", exists=True)
     ] = None,
     adapter: Annotated[
-        Path | None, typer.Option(help="Adapter .safetensors file of a trained product.", exists=True)
+        Path | None,
+        typer.Option(
+            help="A trained product's .safetensors file: a LoRA adapter or a full fine-tune (told apart "
+            "by the file's format).",
+            exists=True,
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same inputs and seed give the same image.")] = 0,
     steps: Annotated[
@@ -36,7 +41,8 @@ def paint(
         str | None, typer.Option(help="Base model: HF id, folder or tiny (default ROOMFIT_BASE_MODEL).")
     ] = None,
 ) -> None:
-    """Paint a product into a room photo: from a reference crop, or from a trained adapter."""
+    """Paint a product into a room photo: from a reference crop, or from a trained adapter or full
+    fine-tune."""
     if (reference is None) == (adapter is None):
         raise typer.BadParameter("give exactly one of --reference and --adapter")
 
@@ -70,7 +76,8 @@ def paint(
         painter = Painter(
             base,
             lora_rank=settings.lora_rank,
-            loader=lambda path: Path(path).read_bytes(),  # adapter ids are file paths here
+            # adapter ids are file paths here; the painter reads the format (roomfit-lora or -unet)
+            loader=lambda path: Path(path).read_bytes(),
             scheduler=scheduler,
         )
         room_image = open_image(room, "room")

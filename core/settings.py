@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     preview_steps: int | None = Field(
         None, ge=1, le=200, description="Default sampling steps. None: 30 for real models, 4 for tiny."
     )
+    train_mode: Literal["lora", "full"] = Field(
+        "lora",
+        description="What training learns: `lora` (a LoRA adapter, 1.6 MB) or `full` (every UNet weight, "
+        "the paper's whole-params row). Full files are ~3.4 GB for the real UNet, and the preview "
+        "workers need host memory for them: a copy of the base UNet plus the cached fine-tune.",
+    )
+    train_micro_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs per forward pass while training; gradients accumulate to the batch. None: the "
+        "whole batch, halved automatically when the GPU runs out of memory.",
+    )
     lora_rank: int = Field(4, ge=1, le=128, description="LoRA rank of every adapter of the base model.")
     adapter_cache_bytes: int = Field(
         512 * 1024 * 1024, ge=0, description="In-memory LRU of adapters, bounded in bytes."

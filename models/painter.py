@@ -1,4 +1,12 @@
-"""Painter: the base model, its LoRA adapters and the sampler, as one object a worker or the CLI holds."""
+"""Painter: the base model, its LoRA adapters, full fine-tunes and the sampler, as one object a worker
+or the CLI holds.
+
+An adapter id names a LoRA adapter (`models.adapter_format`, swapped by the `AdapterCache`) or a full
+fine-tune (`models.full_weights_format`, painted through the `FullWeightsSlot`); the loader's bytes
+tell which. A full fine-tune costs host memory: one CPU copy of the base UNet's own weights, made the
+first time one is painted (3.4 GB fp32 / 1.7 GB fp16 for the real UNet), plus the cached fine-tunes
+(`full_weights_cached`, the same size each).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,29 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.adapter_cache import AdapterCache, AdapterLoader
+from models.adapter_cache import ActiveAdapter, AdapterCache, AdapterLoader
 from models.base_model import BaseModel
+from models.errors import AdapterCorrupt
+from models.full_weights_format import file_format
+from models.full_weights_slot import FullWeights, FullWeightsSlot
 from models.lora import DEFAULT_RANK, inject_lora, lora_spec_of
 from models.sampler import DEFAULT_GUIDANCE_SCALE, InpaintPipeline, PaintRequest, ProgressCallback
+
+
+class FullWeightsFound(Exception):
+    """The Painter's adapter loader found a full fine-tune: its bytes go to the FullWeightsSlot,
+    never into the AdapterCache (which reads LoRA adapters only)."""
+
+    def __init__(self, adapter_id: str, data: bytes) -> None:
+        super().__init__(f"{adapter_id!r} is a full fine-tune, not a LoRA adapter")
+        self.adapter_id = adapter_id
+        self.data: bytes | None = data
+
+    def take(self) -> bytes:
+        """The bytes, no longer held here (nor by the traceback): a full file is gigabytes."""
+        data, self.data = self.data, None
+        assert data is not None
+        return data
 
 
 class Painter:
@@ -24,7 +51,10 @@ class Painter:
         disk_dir: Path | str | None = None,
         loader: AdapterLoader | None = None,
         scheduler: str = "ddim",
+        full_weights_cached: int = 1,
     ) -> None:
+        """`loader(adapter_id) -> bytes` reads either kind of file; `full_weights_cached`: how many
+        full fine-tunes stay in host memory ready to paint (LRU; others are read again)."""
         if getattr(base.unet, "roomfit_lora", None) is None:
             base.lora = inject_lora(base.unet, rank=lora_rank)
         elif lora_spec_of(base.unet).rank != lora_rank:
@@ -36,8 +66,16 @@ class Painter:
             base_weights_hash=base.weights_hash,
             memory_bytes=cache_bytes,
             disk_dir=disk_dir,
-            loader=loader,
+            loader=None if loader is None else self._lora_loader,
         )
+        self.full_weights = FullWeightsSlot(
+            base.unet,
+            base_model_id=base.model_id,
+            base_weights_hash=base.weights_hash,
+            loader=loader,
+            max_cached=full_weights_cached,
+        )
+        self._loader = loader
         self.pipeline = InpaintPipeline(base, scheduler=scheduler)
 
     def paint(
@@ -49,16 +87,56 @@ class Painter:
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         progress: ProgressCallback | None = None,
     ) -> list[Image.Image]:
-        """Paint requests sharing one adapter (None: the base model) as one batch.
+        """Paint requests sharing one adapter or full fine-tune (None: the base model) as one batch.
 
-        A request without its own reference uses the adapter's stored reference embedding.
+        A request without its own reference uses the adapter's stored reference embedding. A full
+        fine-tune paints with the LoRA slots zeroed, and the base weights are back when this returns.
         """
-        with self.adapters.use(adapter_id) as active:
-            if active is not None:
-                requests = [
-                    r
-                    if r.reference is not None or r.reference_embedding is not None
-                    else dataclasses.replace(r, reference_embedding=active.reference_embedding)
-                    for r in requests
-                ]
-            return self.pipeline(requests, steps=steps, guidance_scale=guidance_scale, progress=progress)
+        full = self.full_weights.cached(adapter_id) if adapter_id is not None else None
+        if full is None:
+            try:
+                with self.adapters.use(adapter_id) as active:
+                    return self._sample(requests, active, steps, guidance_scale, progress)
+            except FullWeightsFound as found:  # read once: its bytes come with it
+                data = found.take()
+            full = self.full_weights.load(adapter_id, data)  # outside `except`: its errors stand alone
+            del data  # gigabytes: not held while painting
+        # The AdapterCache's lock holds the UNet for the whole paint, as for a LoRA adapter.
+        with self.adapters.use(None), self.full_weights.applied(full):
+            return self._sample(requests, full, steps, guidance_scale, progress)
+
+    @property
+    def swap_seconds(self) -> float:
+        """Time spent putting adapters and full fine-tunes in place (and the base back)."""
+        return self.adapters.stats.swap_seconds + self.full_weights.stats.swap_seconds
+
+    def _sample(
+        self,
+        requests: Sequence[PaintRequest],
+        active: ActiveAdapter | FullWeights | None,
+        steps: int,
+        guidance_scale: float,
+        progress: ProgressCallback | None,
+    ) -> list[Image.Image]:
+        if active is not None:
+            requests = [
+                r
+                if r.reference is not None or r.reference_embedding is not None
+                else dataclasses.replace(r, reference_embedding=active.reference_embedding)
+                for r in requests
+            ]
+        return self.pipeline(requests, steps=steps, guidance_scale=guidance_scale, progress=progress)
+
+    def _lora_loader(self, adapter_id: str) -> bytes:
+        """The AdapterCache's loader: a full fine-tune's bytes leave it by FullWeightsFound."""
+        assert self._loader is not None
+        data = self._loader(adapter_id)
+        try:
+            kind = file_format(data)  # the header only; an unknown roomfit.format raises here
+        except AdapterCorrupt:
+            return data  # read_adapter says what is wrong with it, as it always did
+        if kind == "roomfit-lora":
+            return data
+        found = FullWeightsFound(adapter_id, data)
+        del data  # only `found` holds the bytes now, and gives them up in `take`
+        raise found

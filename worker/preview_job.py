@@ -1,4 +1,5 @@
-"""render_preview's work: paint the subject into the room with its adapter, store the result."""
+"""render_preview's work: paint the subject into the room with its adapter (a LoRA adapter or a full
+fine-tune: the painter tells them apart by the file), store the result."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def render_preview_work(ctx: JobContext, job: Job) -> None:
     def on_step(done: int, total: int) -> None:
         ctx.report(stage="painting", progress=0.05 + 0.9 * done / max(total, 1))
 
-    swaps_before = painter.adapters.stats.swap_seconds
+    swaps_before = painter.swap_seconds
     paint_started = time.perf_counter()
     try:
         [result] = painter.paint(
@@ -68,7 +69,7 @@ def render_preview_work(ctx: JobContext, job: Job) -> None:
     except AdapterError as exc:
         raise JobFailed(exc.code, str(exc)) from exc
     timings["paint"] = time.perf_counter() - paint_started
-    timings["adapter_swap"] = painter.adapters.stats.swap_seconds - swaps_before
+    timings["adapter_swap"] = painter.swap_seconds - swaps_before  # a full fine-tune's: in and back
 
     buffer = io.BytesIO()
     result.save(buffer, format="PNG")

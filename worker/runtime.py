@@ -2,7 +2,8 @@
 
 A GPU worker loads the base model once (at start, so a model that cannot be found stops the worker
 with a message naming the setting, instead of failing every job) and reuses it for every task. The
-preview pool keeps the `Painter` (base model + AdapterCache); the train pool keeps the base model.
+preview pool keeps the `Painter` (base model + AdapterCache + FullWeightsSlot: one full fine-tune
+cached, plus a CPU copy of the base UNet once one is painted); the train pool keeps the base model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from models.detector import Detector
 
 log = logging.getLogger("roomfit.worker")
+# Full fine-tunes a preview worker keeps ready in host memory (one UNet each: 1.7 GB fp16 for the
+# real one); another subject's is read from the blob store again.
+FULL_WEIGHTS_CACHED = 1
 
 
 class Runtime:
@@ -90,7 +94,13 @@ class Runtime:
                 cache_bytes=self.settings.adapter_cache_bytes,
                 disk_dir=self.models_dir / "adapter-cache",
                 loader=self.blobs.get,
+                full_weights_cached=FULL_WEIGHTS_CACHED,
             )
+
+    @property
+    def loaded_painter(self) -> Painter | None:
+        """The painter if this process has loaded one (a worker serving previews), without loading it."""
+        return self.__dict__.get("painter")
 
 
 _runtime: Runtime | None = None

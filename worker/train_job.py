@@ -1,9 +1,12 @@
-"""train_subject's work: annotate the photos, fine-tune the subject's LoRA, store the adapter.
+"""train_subject's work: annotate the photos, fine-tune the subject (its LoRA, or every UNet weight
+when ROOMFIT_TRAIN_MODE=full), store the adapter (or full fine-tune) file.
 
 Stages (written to the job row): annotating -> training -> saving. The adapter's version is fixed
 on the job's first attempt and kept in `job.params`, so every attempt writes the same blob key: a
 retried or duplicated job leaves exactly one adapter version. Checkpoints go to a local folder per
 subject and version, so an attempt after a killed worker on the same machine resumes where it was.
+A full fine-tuning trains the process's base model in place; its own weights are put back afterwards
+(a CPU copy of the UNet meanwhile), so the next job starts from the base again.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import logging
 import shutil
 import time
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from core import job_state, subjects
@@ -21,11 +25,17 @@ from core.subjects import AdapterRecord
 from core.tables import Job, Subject
 from worker.events import emit_event, subject_payload
 from worker.job_runner import JobContext, JobFailed, JobStopped
+from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.worker")
 
 # Progress over the whole job: annotation is quick, training is nearly all of it.
 ANNOTATE_END, TRAIN_END = 0.1, 0.95
+# The blob's content type says which file it is (models.full_weights_format.file_format reads it too).
+CONTENT_TYPES = {
+    "lora": "application/vnd.roomfit.adapter+safetensors",
+    "full": "application/vnd.roomfit.unet+safetensors",
+}
 
 
 def train_subject_work(ctx: JobContext, job: Job) -> None:
@@ -92,13 +102,17 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
         timings["annotate"] = time.perf_counter() - started
         ctx.report(stage="training", progress=ANNOTATE_END, timings=timings)
 
-    # --- training: LoRA on the UNet, progress and losses to the job row ----------------------
+    # --- training: LoRA (or every weight) of the UNet, progress and losses to the job row ------
     steps = int(job.params.get("steps") or settings.default_train_steps)
+    mode = settings.train_mode
     train_settings = TrainSettings(
         steps=steps,
         seed=int(job.params.get("seed", 0)),
+        mode=mode,
         rank=settings.lora_rank,
-        batch_size=int(job.params.get("batch_size", 2 if settings.is_tiny else 4)),
+        # the paper's batch (TrainSettings' default) on real models; 2 keeps tiny runs fast
+        batch_size=int(job.params.get("batch_size", 2 if settings.is_tiny else TrainSettings().batch_size)),
+        micro_batch_size=settings.train_micro_batch,
         checkpoint_every=max(1, steps // 20),
     )
 
@@ -108,19 +122,20 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
 
     base = runtime.base_model
     try:
-        trained = annotate_and_train(
-            base,
-            images,
-            train_settings,
-            boxes=[photo.box if photo.source == "given" else None for photo in photos],
-            detector=lambda: runtime.detector,
-            label=label,
-            names=[f"photo {p.index}" for p in photos],
-            on_annotated=on_annotated,
-            progress=on_progress,
-            checkpoint_dir=checkpoints,
-            info={"subject": job.subject_id, "version": version},
-        )
+        with _unet_held_for(mode, runtime):
+            trained = annotate_and_train(
+                base,
+                images,
+                train_settings,
+                boxes=[photo.box if photo.source == "given" else None for photo in photos],
+                detector=lambda: runtime.detector,
+                label=label,
+                names=[f"photo {p.index}" for p in photos],
+                on_annotated=on_annotated,
+                progress=on_progress,
+                checkpoint_dir=checkpoints,
+                info={"subject": job.subject_id, "version": version},
+            )
     except RoomfitModelError as exc:  # no product found, out of memory even at batch 1, ...
         raise JobFailed(exc.code, str(exc)) from exc
     result = trained.result
@@ -138,7 +153,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
     ctx.report(stage="saving", progress=TRAIN_END, timings=timings)
     data = result.artifact
     key = adapter_key(job.tenant_id, job.subject_id or "", version)
-    runtime.blobs.put(key, data, content_type="application/vnd.roomfit.adapter+safetensors")
+    runtime.blobs.put(key, data, content_type=CONTENT_TYPES[mode])
     ctx.check()  # cancelled while uploading: the handler above removes the blob again
     with runtime.session() as session:
         repo = TenantRepository(session, job.tenant_id)
@@ -151,7 +166,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
             key=key,
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
-            rank=settings.lora_rank,
+            rank=settings.lora_rank if mode == "lora" else None,  # type: ignore[arg-type]  # no LoRA: no rank
             base_model=base.model_id,
         )
         subjects.mark_ready(subject, adapter)
@@ -160,3 +175,17 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
         job_row.timings = {**job_row.timings, **{k: round(v, 4) for k, v in timings.items()}}
         job_state.finish(session, ctx.held, "succeeded")
         emit_event(session, subject.tenant_id, "subject.ready", subject_payload(subject))
+
+
+def _unet_held_for(mode: str, runtime: Runtime) -> AbstractContextManager[object]:
+    """Full mode trains the process's base UNet in place: its own weights are put back afterwards,
+    and a painter of this process (a worker serving previews too) is held, its LoRA slots zeroed."""
+    held = ExitStack()
+    if mode == "full":
+        from models.full_weights_slot import unet_weights_kept
+
+        painter = runtime.loaded_painter
+        if painter is not None:
+            held.enter_context(painter.adapters.use(None))
+        held.enter_context(unet_weights_kept(runtime.base_model.unet))
+    return held
