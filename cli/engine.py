@@ -40,6 +40,14 @@ def paint(
     base_model: Annotated[
         str | None, typer.Option(help="Base model: HF id, folder or tiny (default ROOMFIT_BASE_MODEL).")
     ] = None,
+    init_unet: Annotated[
+        Path | None,
+        typer.Option(
+            help="A full fine-tune to start from (e.g. `roomfit train --domain`'s): the base for adapters "
+            "trained with the same --init-unet.",
+            exists=True,
+        ),
+    ] = None,
 ) -> None:
     """Paint a product into a room photo: from a reference crop, or from a trained adapter or full
     fine-tune."""
@@ -55,9 +63,11 @@ def paint(
         PaintRequest,
         RoomfitModelError,
         get_base_model,
+        load_base_model,
         open_image,
         open_mask,
     )
+    from models.full_weights_slot import start_from_unet_weights
 
     settings = get_settings()
     model_name = base_model or settings.base_model
@@ -67,12 +77,16 @@ def paint(
         )
     try:
         # same tiny folder as the workers', so `roomfit paint` and the service paint alike
-        base = get_base_model(
+        # a base changed by --init-unet is this command's own, not the process's shared one
+        load = load_base_model if init_unet is not None else get_base_model
+        base = load(
             model_name,
             device=settings.device,
             dtype=settings.dtype,
             tiny_dir=settings.resolved_models_dir / "tiny-pbe",
         )
+        if init_unet is not None:
+            start_from_unet_weights(base, init_unet.read_bytes())
         painter = Painter(
             base,
             lora_rank=settings.lora_rank,
@@ -87,7 +101,7 @@ def paint(
             seed=seed,
             reference=open_image(reference, "reference") if reference is not None else None,
         )
-        n_steps = steps or settings.preview_steps or (4 if base.is_tiny else 30)
+        n_steps = steps or settings.preview_steps_for(model_name)
         with tqdm(total=n_steps, desc="painting", unit="step") as bar:
             [image] = painter.paint(
                 [request],

@@ -103,6 +103,14 @@ def train(
         str | None,
         typer.Option(help="DETR: facebook/detr-resnet-50, folder or tiny (default ROOMFIT_DETECTOR)."),
     ] = None,
+    init_unet: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from a full fine-tune (e.g. a --domain run's output): the paper's chain, "
+            "scene pretraining then a product. Paint the result with the same --init-unet.",
+            exists=True,
+        ),
+    ] = None,
 ) -> None:
     """Learn a product's adapter from its photos: find it (DETR), build augmented pairs, fine-tune."""
     from core.boxes import InvalidBoxes, parse_boxes
@@ -111,6 +119,7 @@ def train(
     from models.detector import load_detector
     from models.domain_training import DOMAIN_SETTINGS, scene_files, train_domain
     from models.errors import RoomfitModelError
+    from models.full_weights_slot import start_from_unet_weights
     from models.images import open_image
     from models.subject_training import annotate_and_train
     from models.training import TrainSettings
@@ -155,6 +164,8 @@ def train(
             dtype=settings.dtype,
             tiny_dir=settings.resolved_models_dir / "tiny-pbe",
         )
+        if init_unet is not None:
+            start_from_unet_weights(base, init_unet.read_bytes())
         if domain:
             bar.open()
             result = train_domain(base, files, train_settings, progress=bar, checkpoint_dir=checkpoint_dir)

@@ -26,7 +26,7 @@ class AdapterRecord:
     key: str
     bytes: int
     sha256: str
-    rank: int
+    rank: int | None  # None: a full fine-tune (every UNet weight), which has no LoRA rank
     base_model: str
 
 

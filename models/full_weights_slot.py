@@ -17,6 +17,7 @@ copy: a refused file leaves the UNet untouched.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from models.base_model import BaseModel
 from models.errors import AdapterNotFound
 from models.full_weights_format import check_unet_weights, read_unet_weights, unet_own_tensors
 
@@ -181,3 +183,23 @@ class FullWeightsSlot:
         for key, slot in slots.items():  # one at a time: the fp32 originals go as the copies come
             tensors[key] = weights.tensors.pop(key).to(dtype=slot.dtype).contiguous()
         return FullWeights(adapter_id, tensors, weights.reference_embedding, weights.info)
+
+
+def start_from_unet_weights(base: BaseModel, data: bytes) -> None:
+    """Make a full fine-tune (the domain stage's, say) the base's own UNet for good, to train or
+    paint adapters on top of it: the paper's chain, scene pretraining, then one LoRA per product.
+
+    The base is then another model, so its weights hash (what every adapter records, and what
+    painting checks) becomes the old one combined with the file's sha256: an adapter trained on the
+    chain is refused on the plain base, and the reverse."""
+    weights = read_unet_weights(data)
+    own = unet_own_tensors(base.unet)
+    check_unet_weights(
+        weights,
+        base_model_id=base.model_id,
+        base_weights_hash=base.weights_hash,
+        shapes={key: tuple(tensor.shape) for key, tensor in own.items()},
+    )
+    copy_unet_weights(base.unet, weights.tensors)
+    file_digest = hashlib.sha256(data).hexdigest()
+    base.weights_hash = hashlib.sha256(f"{base.weights_hash}+{file_digest}".encode()).hexdigest()

@@ -48,7 +48,9 @@ def trainable_unet(base: BaseModel, settings: TrainSettings) -> Iterator[dict[st
             slot[ADAPTER_NAME] = torch.nn.Dropout(settings.lora_dropout)
     else:
         trainable = {name: p for name, p in unet.named_parameters() if "lora_" not in name}
-    original_dtype = next(iter(trainable.values())).dtype
+    # the tensors others hold on to (the adapter cache's slots): training's results are copied back
+    # into these, so a swap after training still reaches the UNet
+    storage = {key: param.data for key, param in trainable.items()}
     for param in trainable.values():
         # fp32 master weights even when the base runs in fp16: lr 3e-5 updates vanish in fp16
         param.data = param.data.float()
@@ -70,7 +72,9 @@ def trainable_unet(base: BaseModel, settings: TrainSettings) -> Iterator[dict[st
         for key, param in trainable.items():
             param.requires_grad_(False)
             param.grad = None
-            param.data = saved[key] if lora_mode else param.data.to(original_dtype)
+            kept = storage[key]
+            kept.copy_(saved[key] if lora_mode else param.data)  # back in the UNet's dtype
+            param.data = kept
 
 
 def init_lora(params: dict[str, torch.nn.Parameter], seed: int, kind: str = "gaussian") -> None:

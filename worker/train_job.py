@@ -166,7 +166,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
             key=key,
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
-            rank=settings.lora_rank if mode == "lora" else None,  # type: ignore[arg-type]  # no LoRA: no rank
+            rank=settings.lora_rank if mode == "lora" else None,  # no LoRA: no rank
             base_model=base.model_id,
         )
         subjects.mark_ready(subject, adapter)

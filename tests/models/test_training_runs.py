@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import typer
+from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -58,6 +60,9 @@ def test_training_leaves_the_base_model_as_it_was(own_base: BaseModel) -> None:
             param.copy_(torch.randn(param.shape, generator=generator))
     before = {k: p.detach().clone() for k, p in slots.items()}
     weights_before = {k: v.clone() for k, v in own_base.unet.state_dict().items() if "lora_" not in k}
+    # a painter's adapter cache holds these tensors: training must leave them in place, or its
+    # swaps would stop reaching the UNet
+    storage = {name: p.data.data_ptr() for name, p in own_base.unet.named_parameters()}
     torch.manual_seed(123)
     random.seed(123)
     expected_torch, expected_py = torch.rand(3), random.random()
@@ -73,6 +78,7 @@ def test_training_leaves_the_base_model_as_it_was(own_base: BaseModel) -> None:
     state = own_base.unet.state_dict()
     assert all(torch.equal(state[k], v) for k, v in weights_before.items())
     assert not any(p.requires_grad for p in own_base.unet.parameters())
+    assert {name: p.data.data_ptr() for name, p in own_base.unet.named_parameters()} == storage
 
 
 def test_the_adapter_paints_through_the_engine(own_base: BaseModel) -> None:
@@ -208,6 +214,53 @@ def test_roomfit_train_domain_defaults_to_the_papers_stage(cli_app: typer.Typer,
     assert "domain training on 2 photos" in result.output and "mode full" in result.output
     info = json.loads(header_metadata(out.read_bytes())["roomfit.info"])
     assert info["learning_rate"] == DOMAIN_LEARNING_RATE and info["kind"] == "domain"
+
+
+def test_a_product_trains_and_paints_on_top_of_the_domain_stage(cli_app: typer.Typer, tmp_path: Path) -> None:
+    """The paper's chain: scene pretraining (every weight), then a product's adapter on that UNet,
+    painted with the same --init-unet; the plain base refuses the chained adapter."""
+    from cli.engine import paint
+
+    cli_app.command()(paint)
+    domain = tmp_path / "domain.safetensors"
+    scenes = ["train", str(scene_folder(tmp_path / "scenes", 2)), "--out", str(domain), "--domain"]
+    assert CliRunner().invoke(cli_app, [*scenes, "--steps", "1", "--batch-size", "1"]).exit_code == 0
+    photo = views("checker", [0])[0]
+    photo.image.save(tmp_path / "p.png")
+    adapter = tmp_path / "sofa.safetensors"
+    product = [
+        "train",
+        str(tmp_path / "p.png"),
+        "--out",
+        str(adapter),
+        "--boxes",
+        json.dumps([list(photo.box)]),
+    ]
+    trained = CliRunner().invoke(
+        cli_app, [*product, "--steps", "1", "--batch-size", "1", "--init-unet", str(domain)]
+    )
+    assert trained.exit_code == 0, trained.output
+    plain_hash = load_base_model(os.environ["ROOMFIT_BASE_MODEL"], device="cpu").weights_hash
+    assert read_adapter(adapter.read_bytes()).base_weights_hash != plain_hash
+
+    mask = np.zeros((photo.image.height, photo.image.width), np.uint8)
+    mask[20:60, 20:60] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    scene = [
+        "paint",
+        "--room",
+        str(tmp_path / "p.png"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "--adapter",
+        str(adapter),
+    ]
+    chained = CliRunner().invoke(
+        cli_app, [*scene, "--out", str(tmp_path / "a.png"), "--init-unet", str(domain)]
+    )
+    assert chained.exit_code == 0, chained.output
+    plain = CliRunner().invoke(cli_app, [*scene, "--out", str(tmp_path / "b.png")])
+    assert plain.exit_code == 2 and "adapter_base_mismatch" in plain.output
 
 
 def test_roomfit_train_help_states_the_defaults(cli_app: typer.Typer) -> None:
