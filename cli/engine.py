@@ -9,9 +9,47 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from models import BaseModel
+
+
+# The options `roomfit paint` and `roomfit train` share, declared once.
+BaseModelOption = Annotated[
+    str | None, typer.Option(help="Base model: HF id, folder or tiny (default ROOMFIT_BASE_MODEL).")
+]
+InitUnetOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Start from a full fine-tune (e.g. `roomfit train --domain`'s output): the paper's chain, "
+        "scene pretraining then a product. Train and paint an adapter with the same --init-unet.",
+        exists=True,
+    ),
+]
+
+
+def load_cli_base(model_name: str, init_unet: Path | None, *, shared: bool) -> BaseModel:
+    """The base model a command paints or trains with: the tiny folder the workers use (so the CLI
+    and the service paint alike), started from `init_unet` when given. `shared`: the process's
+    cached base (`get_base_model`); a base changed by --init-unet is always the command's own."""
+    from core.settings import get_settings
+    from models import get_base_model, load_base_model
+    from models.full_weights_slot import start_from_unet_weights
+
+    settings = get_settings()
+    load = get_base_model if shared and init_unet is None else load_base_model
+    base = load(
+        model_name,
+        device=settings.device,
+        dtype=settings.dtype,
+        tiny_dir=settings.resolved_models_dir / "tiny-pbe",
+    )
+    if init_unet is not None:
+        start_from_unet_weights(base, init_unet.read_bytes())
+    return base
 
 
 def paint(
@@ -37,17 +75,8 @@ def paint(
         float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default: the engine's).")
     ] = None,
     scheduler: Annotated[str, typer.Option(help="ddim or dpmsolver++.")] = "ddim",
-    base_model: Annotated[
-        str | None, typer.Option(help="Base model: HF id, folder or tiny (default ROOMFIT_BASE_MODEL).")
-    ] = None,
-    init_unet: Annotated[
-        Path | None,
-        typer.Option(
-            help="A full fine-tune to start from (e.g. `roomfit train --domain`'s): the base for adapters "
-            "trained with the same --init-unet.",
-            exists=True,
-        ),
-    ] = None,
+    base_model: BaseModelOption = None,
+    init_unet: InitUnetOption = None,
 ) -> None:
     """Paint a product into a room photo: from a reference crop, or from a trained adapter or full
     fine-tune."""
@@ -62,12 +91,9 @@ def paint(
         Painter,
         PaintRequest,
         RoomfitModelError,
-        get_base_model,
-        load_base_model,
         open_image,
         open_mask,
     )
-    from models.full_weights_slot import start_from_unet_weights
 
     settings = get_settings()
     model_name = base_model or settings.base_model
@@ -76,17 +102,7 @@ def paint(
             "roomfit: base model is `tiny` (random weights): the painted region will be noise", err=True
         )
     try:
-        # same tiny folder as the workers', so `roomfit paint` and the service paint alike
-        # a base changed by --init-unet is this command's own, not the process's shared one
-        load = load_base_model if init_unet is not None else get_base_model
-        base = load(
-            model_name,
-            device=settings.device,
-            dtype=settings.dtype,
-            tiny_dir=settings.resolved_models_dir / "tiny-pbe",
-        )
-        if init_unet is not None:
-            start_from_unet_weights(base, init_unet.read_bytes())
+        base = load_cli_base(model_name, init_unet, shared=True)
         painter = Painter(
             base,
             lora_rank=settings.lora_rank,

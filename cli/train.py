@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from cli.engine import BaseModelOption, InitUnetOption, load_cli_base
+
 if TYPE_CHECKING:
     from models.detector import PhotoAnnotation
     from models.training import TrainProgress
@@ -25,7 +27,7 @@ def train(
     photos: Annotated[
         list[Path],
         typer.Argument(
-            help="Product photos (2-8 is typical); with --domain, folders of scene photos.", exists=True
+            help="Product photos (1-8; two or more recommended); with --domain, folders of scene photos.", exists=True
         ),
     ],
     out: Annotated[Path, typer.Option(help="Where to write the adapter (.safetensors).")],
@@ -54,6 +56,7 @@ def train(
         float | None,
         typer.Option(min=0.0, help="AdamW learning rate (default: the paper's: 3e-5; 1e-6 with --domain)."),
     ] = None,
+    # alike: one typer option per training setting; declarations share their shape, nothing else.
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Training pairs per step (default: the paper's 16).")
     ] = None,
@@ -96,30 +99,19 @@ def train(
         Path | None, typer.Option(help="Checkpoint folder: a killed run started again resumes from it.")
     ] = None,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 50,
-    base_model: Annotated[
-        str | None, typer.Option(help="Base model: HF id, folder or tiny (default ROOMFIT_BASE_MODEL).")
-    ] = None,
+    base_model: BaseModelOption = None,
     detector: Annotated[
         str | None,
         typer.Option(help="DETR: facebook/detr-resnet-50, folder or tiny (default ROOMFIT_DETECTOR)."),
     ] = None,
-    init_unet: Annotated[
-        Path | None,
-        typer.Option(
-            help="Start from a full fine-tune (e.g. a --domain run's output): the paper's chain, "
-            "scene pretraining then a product. Paint the result with the same --init-unet.",
-            exists=True,
-        ),
-    ] = None,
+    init_unet: InitUnetOption = None,
 ) -> None:
     """Learn a product's adapter from its photos: find it (DETR), build augmented pairs, fine-tune."""
     from core.boxes import InvalidBoxes, parse_boxes
     from core.settings import get_settings
-    from models.base_model import load_base_model
     from models.detector import load_detector
     from models.domain_training import DOMAIN_SETTINGS, scene_files, train_domain
     from models.errors import RoomfitModelError
-    from models.full_weights_slot import start_from_unet_weights
     from models.images import open_image
     from models.subject_training import annotate_and_train
     from models.training import TrainSettings
@@ -157,15 +149,7 @@ def train(
                 given = parse_boxes(boxes, [image.size for image in images])
             except InvalidBoxes as exc:
                 raise typer.BadParameter(str(exc), param_hint="--boxes") from exc
-        # same tiny folder as the workers' and `roomfit paint`'s (cli/engine.py)
-        base = load_base_model(
-            model_name,
-            device=settings.device,
-            dtype=settings.dtype,
-            tiny_dir=settings.resolved_models_dir / "tiny-pbe",
-        )
-        if init_unet is not None:
-            start_from_unet_weights(base, init_unet.read_bytes())
+        base = load_cli_base(model_name, init_unet, shared=False)  # training changes it: its own
         if domain:
             bar.open()
             result = train_domain(base, files, train_settings, progress=bar, checkpoint_dir=checkpoint_dir)

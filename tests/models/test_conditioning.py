@@ -121,7 +121,8 @@ def test_an_adapter_paints_from_one_real_crops_embedding(base: BaseModel) -> Non
 
 def test_the_chosen_crop_is_the_most_typical_view() -> None:
     # three alike views and an odd one: the odd one is never chosen, however large
-    alike = torch.tensor([[1.0, 0.1, 0.0], [1.0, 0.0, 0.1], [1.0, 0.05, 0.05], [0.0, 1.0, 0.0]])
+    # (the third of the alike views sits between the other two: the most like them)
+    alike = torch.tensor([[1.0, 0.1, 0, 0], [1.0, 0, 0.1, 0], [1.0, 0.05, 0.05, 0], [0, 0, 0, 1.0]])
     assert choose_reference(alike[:, None, :], [10, 10, 10, 1000]) == 2
     # two crops always tie on similarity: the larger (more detail) wins, then the first
     pair = torch.tensor([[1.0, 0.0], [0.0, 1.0]])[:, None, :]
