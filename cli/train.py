@@ -27,7 +27,8 @@ def train(
     photos: Annotated[
         list[Path],
         typer.Argument(
-            help="Product photos (1-8; two or more recommended); with --domain, folders of scene photos.", exists=True
+            help="Product photos (1-8; two or more recommended); with --domain, folders of scene photos.",
+            exists=True,
         ),
     ],
     out: Annotated[Path, typer.Option(help="Where to write the adapter (.safetensors).")],
