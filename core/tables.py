@@ -1,7 +1,7 @@
 """Database tables (SQLAlchemy 2.0). Alembic migrations in `migrations/` are made from these.
 
 Every table that belongs to a tenant has a non-null `tenant_id`; `core.repository` scopes every query
-on it. Statuses are short strings (the values are the ones API.md documents) rather than database
+on it. Statuses are short strings (the values are the ones docs/api.md documents) rather than database
 enums, so adding a status needs no enum migration on PostgreSQL.
 """
 

@@ -1,7 +1,7 @@
 """Webhooks: signing, shared by the API (which hands out secrets) and the worker (which signs
 deliveries), and the life of a delivery row (pending → delivered | failed), all in one place.
 
-`Roomfit-Signature: t=<unix>,v1=<hex hmac_sha256(secret, "<t>.<body>")>` as API.md documents. The
+`Roomfit-Signature: t=<unix>,v1=<hex hmac_sha256(secret, "<t>.<body>")>` as docs/api.md documents. The
 timestamp is inside the signed text, so a receiver that also rejects old timestamps is safe from
 replays; `verify` does both and is what a shop's own code should do (it is here for tests and docs).
 """
