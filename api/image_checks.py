@@ -14,9 +14,8 @@
    YCbCr converted, palette and alpha over white, 16-bit scaled down; animated PNG and WebP: the
    first frame), and the bytes to store. The pixels are freed before it returns.
 3. `decode_mask` reads a PNG mask of exactly the room's size *after* the room's EXIF orientation (a
-   mask has no orientation of its own; compared from the header, before decoding). What paints is
-   the worker's rule (`models.images.open_mask`): with alpha, the opaque pixels (a drawing on a
-   transparent canvas); without, those of non-zero luminance. A mask with no paint is refused.
+   mask has no orientation of its own; compared from the header, before decoding); what paints is the
+   rule of docs/api.md, "Masks: which pixels paint" (`_mask_paint`). A mask with no paint is refused.
 
 Stored: an image that already decodes to upright 8-bit RGB (no EXIF rotation, one frame, no
 transparency) as sent — such a JPEG is decoded in JPEG draft mode at 1/8 scale, since only its size
@@ -54,7 +53,7 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 ORIENTATION = 0x0112
 QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 DRAFT_SCALE = 8
-PAINT = [0] + [255] * 255  # a mask's lookup table
+PAINT = [0] + [255] * 255  # a mask's lookup table: any non-zero value paints
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
@@ -80,12 +79,9 @@ class ImageLimits:
 
     @classmethod
     def of(cls, settings: Settings) -> ImageLimits:
+        s = settings
         return cls(
-            settings.max_pixels,
-            settings.max_side,
-            settings.max_aspect_ratio,
-            settings.max_request_pixels,
-            settings.api_memory_budget_bytes,
+            s.max_pixels, s.max_side, s.max_aspect_ratio, s.max_request_pixels, s.api_memory_budget_bytes
         )
 
     @classmethod
@@ -141,7 +137,8 @@ class ImageHeader:
         return decoding_bytes(self.mode, self.size, alpha=alpha, file_bytes=self.upload.size, draft=drafted)
 
     def mask_peak_bytes(self) -> int:
-        return mask_bytes(self.mode, self.size, file_bytes=self.upload.size)
+        converted = 4 * self.pixels if self.transparent or self.mode == "P" else 0  # read as RGBA first
+        return mask_bytes(self.mode, self.size, file_bytes=self.upload.size) + converted
 
 
 @dataclass(frozen=True)
@@ -165,8 +162,6 @@ class CheckedImage:
 
 
 # --- headers ------------------------------------------------------------------------------------
-
-
 def _bomb(what: str, max_pixels: int) -> ApiError:
     # Pillow's own guard fired: the header declares more pixels than it will decode.
     return IMAGE_TOO_LARGE(f"{what} has more than {max_pixels} pixels")
@@ -249,8 +244,6 @@ def read_headers(
 
 
 # --- decoding -----------------------------------------------------------------------------------
-
-
 def _strict_orientation(image: Image.Image, what: str) -> int | None:
     try:
         value = image.getexif().get(ORIENTATION)
@@ -364,17 +357,29 @@ def decode_mask(header: ImageHeader, *, size: tuple[int, int]) -> Image.Image:
     with BUDGET.hold(header.mask_peak_bytes(), capacity=header.limits.memory_budget_bytes):
         image, _, _ = _load(header, draft=False)
         try:
-            # The worker's rule (models.images.open_mask): a drawing on a transparent background
-            # paints where it is opaque; any other mask paints where its luminance is non-zero.
-            alpha = image.mode in ("RGBA", "LA", "PA")
-            plane = image.getchannel("A") if alpha else image.convert("L")
-            del image
-            paint = plane.point(PAINT)  # 0 stays 0, any other value paints: 255
+            paint = _mask_paint(image)
         except Exception as exc:
             raise IMAGE_UNREADABLE("the mask has a pixel format that cannot be read") from exc
         if paint.getbbox() is None:
-            raise MASK_EMPTY("the mask has no non-zero pixel: nothing to paint")
+            raise MASK_EMPTY("the mask paints no pixel: all transparent, or all black")
         return paint
+
+
+def _mask_paint(image: Image.Image) -> Image.Image:
+    """255 = paint, 0 = keep: docs/api.md's "Masks: which pixels paint", as `models.images.open_mask`."""
+    if image.mode == "P" or ("transparency" in image.info and image.mode not in ("I", "I;16")):
+        image = image.convert("LA" if image.mode in ("1", "L") else "RGBA")  # tRNS or palette: as alpha
+    alpha = image.getchannel("A") if "A" in image.getbands() else None
+    if "transparency" in image.info and image.mode in ("I", "I;16"):  # Pillow's would clip to 8 bits
+        alpha = Image.fromarray((np.asarray(image) != image.info["transparency"]).view(np.uint8) * 255)
+    if alpha is not None and alpha.getextrema()[0] < 255:  # with transparency: alpha >= 128 paints
+        return alpha.point([0] * 128 + [255] * 128)
+    del alpha  # fully opaque: any pixel not black paints; a byte a pixel at a time (`mask_peak_bytes`)
+    colour = image if image.mode in ("LA", "RGB", "RGBA") else image.convert("L")  # 16-bit: clipped
+    paint = colour.getchannel(0).point(PAINT)
+    for band in [band for band in colour.getbands()[1:] if band != "A"]:  # in place, one at a time
+        paint.paste(255, mask=colour.getchannel(band).point(PAINT))
+    return paint
 
 
 def check_image(upload: UploadedFile, *, what: str, max_pixels: int) -> CheckedImage:

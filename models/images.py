@@ -60,18 +60,41 @@ def fit_reference(image: Image.Image, box: tuple[int, int, int, int] | None = No
 
 
 def open_mask(source: ImageSource, size: tuple[int, int] | None = None) -> np.ndarray:
-    """[H,W] bool, True = paint (any non-zero luminance). `size` (W,H) must match when given."""
+    """[H,W] bool, True = paint. `size` (W,H) must match when given.
+
+    The rule of docs/api.md, "Masks: which pixels paint", which the API applies to an upload too
+    (`api.image_checks._mask_paint`, in Pillow within a memory bound; tests/test_mask_rule.py holds
+    the two to the same pixels): with transparency (an alpha channel, or a `transparency` entry,
+    with some alpha below 255) a pixel paints when its alpha is >= 128, a drawing on a transparent
+    canvas; a fully opaque mask paints every pixel that is not black (any channel non-zero)."""
     mask = _open(source, "mask")
-    if mask.mode in ("RGBA", "LA", "PA"):
-        # A transparent-background drawing: what was drawn is what is opaque.
-        array = np.asarray(mask.getchannel("A")) > 0
+    alpha = _mask_alpha(mask)
+    if alpha is not None and alpha.min() < 255:
+        array = alpha >= 128
     else:
-        array = np.asarray(mask.convert("L")) > 0
+        colour = mask.convert("RGB") if mask.mode in ("P", "PA") else mask  # the palette's colours
+        values = np.asarray(colour)
+        if values.ndim == 2:  # one band: grey, 1-bit or 16-bit grey
+            array = values != 0
+        else:  # any colour channel non-zero; alpha (all 255 here) left out
+            channels = [i for i, band in enumerate(colour.getbands()) if band != "A"]
+            array = (values[..., channels] != 0).any(axis=-1)
     if size is not None and (array.shape[1], array.shape[0]) != tuple(size):
         raise InvalidImageError(
             f"the mask is {array.shape[1]}x{array.shape[0]} but the room is {size[0]}x{size[1]}"
         )
     return array
+
+
+def _mask_alpha(mask: Image.Image) -> np.ndarray | None:
+    """The mask's alpha, [H,W] uint8, or None when it has neither an alpha channel nor a
+    `transparency` entry (PNG tRNS: a palette's alphas, or the one grey or RGB value that is
+    transparent)."""
+    if "transparency" not in mask.info:
+        return np.asarray(mask.getchannel("A")) if "A" in mask.getbands() else None
+    if mask.mode in ("I", "I;16"):  # compared at 16 bits: Pillow's conversion would clip first
+        return np.where(np.asarray(mask) == mask.info["transparency"], 0, 255).astype(np.uint8)
+    return np.asarray(mask.convert("LA" if mask.mode in ("1", "L") else "RGBA").getchannel("A"))
 
 
 def list_images(folder: Path | str) -> list[Path]:

@@ -173,8 +173,9 @@
   }
 
   // --- the mask as a PNG: 8-bit grey, 255 = paint, 0 = keep, no alpha ---------------------------
-  // Written here rather than by canvas.toBlob, whose PNGs carry an alpha channel in some browsers:
-  // the API paints where a mask with alpha is opaque, so an opaque RGBA mask would paint everything.
+  // Written here rather than by canvas.toBlob: by the mask rule (docs/api.md, "Masks: which pixels
+  // paint") a PNG with transparency paints only where alpha >= 128, so a stroke's faint edges would
+  // be lost; a fully opaque grey PNG paints every pixel that is not 0, which is every pixel drawn.
   const CRC_TABLE = (() => {
     const table = new Uint32Array(256);
     for (let n = 0; n < 256; n++) {

@@ -220,12 +220,45 @@ def sent_requests(page: Any, count: int, timeout: float = 30.0) -> list[dict[str
     return found  # type: ignore[no-any-return]
 
 
+# What the shopper drew on the widget's mask canvas (any alpha), as one byte a pixel in base64.
+DRAWN = """(canvas) => {
+  const {width, height} = canvas;
+  const rgba = canvas.getContext("2d").getImageData(0, 0, width, height).data;
+  const drawn = new Uint8Array(width * height);
+  for (let i = 0; i < drawn.length; i++) drawn[i] = rgba[4 * i + 3] ? 1 : 0;
+  let text = "";
+  for (let i = 0; i < drawn.length; i += 0x8000) {
+    text += String.fromCharCode.apply(null, drawn.subarray(i, i + 0x8000));
+  }
+  return {width, height, data: btoa(text)};
+}"""
+
+
+def drawn_on(canvas: Any) -> np.ndarray:
+    """[H,W] bool: the pixels of the widget's mask canvas (a Playwright locator) the shopper drew."""
+    found = canvas.evaluate(DRAWN)
+    drawn = np.frombuffer(base64.b64decode(found["data"]), np.uint8)
+    return drawn.reshape(found["height"], found["width"]).astype(bool)
+
+
+def api_paints(mask_png: bytes) -> np.ndarray:
+    """[H,W] bool: what the API paints of this mask, by the mask rule (docs/api.md, "Masks: which
+    pixels paint"): `api.image_checks.check_mask`, the reading every upload gets."""
+    from api.image_checks import check_mask
+    from api.multipart import UploadedFile
+
+    width, height = Image.open(io.BytesIO(mask_png)).size
+    upload = UploadedFile(field="mask", filename="mask.png", file=io.BytesIO(mask_png), size=len(mask_png))
+    return np.asarray(check_mask(upload, size=(width, height), max_pixels=width * height)) > 0
+
+
 def check_painted_only_inside(result_png: bytes, room: bytes, mask_png: bytes) -> np.ndarray:
     """The result has the room's size, and every pixel where the mask is 0 equals the room's."""
     mask_image = Image.open(io.BytesIO(mask_png))
     assert mask_image.format == "PNG" and mask_image.mode == "L", "a grey PNG without alpha"
     mask = np.asarray(mask_image)
     assert set(np.unique(mask).tolist()) <= {0, 255} and mask.any()
+    assert np.array_equal(api_paints(mask_png), mask == 255), "by the mask rule it paints other pixels"
     before = np.asarray(Image.open(io.BytesIO(room)).convert("RGB"))
     after = np.asarray(Image.open(io.BytesIO(result_png)).convert("RGB"))
     assert after.shape == before.shape, f"result {after.shape[:2]} is not the room's {before.shape[:2]}"

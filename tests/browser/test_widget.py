@@ -25,7 +25,9 @@ from tests.browser.conftest import (
     CAPTURE,
     ROOT,
     Server,
+    api_paints,
     check_painted_only_inside,
+    drawn_on,
     free_port,
     product_photo,
     room_picture,
@@ -218,6 +220,7 @@ def test_desktop_preview_paints_only_inside_the_drawn_mask(
         shoot(page, shots, "desktop-1-pick")
         canvas = choose_photo(widget, room)
         draw_with_mouse(page, canvas)
+        drawn = drawn_on(canvas)
         shoot(page, shots, "desktop-2-mask")
         assert_all_named(
             page, ("button", "Brush"), ("button", "Undo"), ("slider", "Size"), ("application", "Your photo")
@@ -232,6 +235,8 @@ def test_desktop_preview_paints_only_inside_the_drawn_mask(
         mask = check_painted_only_inside(result, sent["room"], sent["mask"])
         # The mask is where the mouse went: the middle of the stroke paints, a far corner keeps.
         assert mask[round(480 * 0.65), round(640 * 0.425)] == 255 and mask[10, 10] == 0
+        # By the mask rule it paints exactly what was drawn, faint stroke edges included.
+        assert np.array_equal(api_paints(sent["mask"]), drawn), "the mask sent paints other pixels than drawn"
 
         # "Try another": the same room and mask again, with a new seed.
         widget.get_by_role("button", name="Try another").click()
@@ -436,11 +441,13 @@ def test_every_control_is_named_and_the_mask_can_be_drawn_from_the_keyboard(
         canvas.focus()
         for key in ("Space", "Shift+ArrowLeft", "Shift+ArrowUp", "Space"):
             page.keyboard.press(key)
+        drawn = drawn_on(canvas)
         preview.click()
         expect(widget.get_by_role("button", name="Cancel")).to_be_enabled()
         widget.get_by_role("button", name="Cancel").click()
         (sent,) = sent_requests(page, 1)
         mask = np.asarray(Image.open(io.BytesIO(sent["mask"])))
+        assert np.array_equal(api_paints(sent["mask"]), drawn), "the mask sent paints other pixels than drawn"
         # The cursor starts in the middle (320, 240) and moves 12.8 px a press (64 with Shift): the box
         # spans (281.6, 188.8)-(345.6, 252.8).
         assert mask[240, 320] == 255 and mask[195, 290] == 255 and mask[100, 100] == 0 and mask[470, 630] == 0

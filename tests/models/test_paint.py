@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models import InpaintPipeline, Painter, PaintRequest, open_image
+from models import InpaintPipeline, Painter, PaintRequest, open_image, open_mask
 from tests.models.conftest import STEPS, random_room
 
 
@@ -63,6 +63,22 @@ def test_exif_rotated_room_is_painted_upright(painter: Painter, reference) -> No
     mask = masked((120, 90), (slice(70, 110), slice(10, 50)))  # drawn on the upright photo
     [out] = painter.paint([PaintRequest(room, mask, seed=1, reference=reference)], steps=STEPS)
     assert_untouched_outside(out, Image.fromarray(upright), mask)
+
+
+def test_an_opaque_rgba_mask_paints_only_its_white_rectangle(painter: Painter, reference) -> None:
+    """The "Shop backends" bug: a fully opaque RGBA mask, black with a white rectangle (what many
+    tools export), repainted the whole room. By the mask rule (docs/api.md) it paints the rectangle."""
+    room = random_room(200, 150)
+    rectangle = masked((150, 200), (slice(40, 100), slice(50, 130)))
+    rgba = np.zeros((150, 200, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[rectangle, :3] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
+    mask = open_mask(buffer.getvalue(), room.size)
+    assert np.array_equal(mask, rectangle)
+    [out] = painter.paint([PaintRequest(room, mask, seed=5, reference=reference)], steps=STEPS)
+    assert_untouched_outside(out, room, rectangle)
 
 
 def test_same_inputs_and_seed_give_identical_bytes(painter: Painter, reference) -> None:
