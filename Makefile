@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k blobstore -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean client
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The typed Python client, clients/python/roomfit_client, from the app's OpenAPI document (also
+# written to clients/openapi.json, for other generators). Run it after changing the API: a test
+# fails while the committed client differs from a fresh one. The generator's post hooks call ruff.
+CLIENT := clients/python/roomfit_client
+client: install
+	$(PY) clients/dump_openapi.py clients/openapi.json
+	rm -rf $(CLIENT)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m openapi_python_client generate --fail-on-warning \
+		--path clients/openapi.json --config clients/python-config.yaml --meta none --output-path $(CLIENT)
 
 bench: install
 	@echo "see bench/README.md for each benchmark's command"

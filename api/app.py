@@ -11,9 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import access_log
 from api.cors import KeyOriginCORS, listed_origin_check
+from api.openapi import install_document
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
-from api.routes import demo, health, jobs, ops, previews, subjects, webhook, widget
+from api.routes import demo, docs, health, jobs, ops, previews, subjects, webhook, widget
 from core.blobstore import blob_store_from_settings
 from core.db import engine_for, session_factory
 from core.queue import make_celery
@@ -21,7 +22,7 @@ from core.settings import Settings, get_settings
 from core.webhook_urls import resolve_with_deadline
 
 DESCRIPTION = """\
-REST contract v1 (API.md). Authenticate every `/v1` call with `Authorization: Bearer <key>`:
+REST contract v1 (docs/api.md in the repository). Authenticate every `/v1` call with `Authorization: Bearer <key>`:
 secret keys (`sk_`) may do everything of their tenant; publishable keys (`pk_`) may create previews of
 ready subjects, read the previews they made and a subject's status, only from their listed origins;
 ops keys (`ok_`) may use `/v1/ops/*` and read every tenant's jobs.
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         summary="Paint a shop's own product into a shopper's room photo.",
         description=DESCRIPTION,
+        docs_url=None,  # /docs and /redoc: api.routes.docs, from shipped files
+        redoc_url=None,
     )
     access_log.install()
     app.state.settings = settings
@@ -81,7 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.inspect_timeout = 1.0
     app.state.resolve = resolve_with_deadline  # webhook hosts
     install_problem_handlers(app)
-    for module in (health, subjects, previews, jobs, ops, webhook, widget, demo):
+    install_document(app)  # /openapi.json: one Problem schema, Idempotency-Replayed
+    for module in (health, subjects, previews, jobs, ops, webhook, widget, demo, docs):
         app.include_router(module.router)
     app.include_router(ops.page_router)
     app.add_middleware(KeyOriginCORS, is_listed=listed_origin_check(app.state.sessions))

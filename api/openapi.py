@@ -1,25 +1,60 @@
-"""OpenAPI pieces the routes share: the problem responses and the multipart request bodies.
+"""The OpenAPI document: the problem responses, the multipart request bodies, and what
+`install_document` adds to FastAPI's document.
 
 The upload routes read their body with `api.multipart` (streaming, with limits) rather than
-FastAPI's `File()` parameters, so their request bodies are described here by hand. The codes listed
-per status come from the registry in `api.problems`.
+FastAPI's `File()` parameters, so their request bodies are described here by hand. Every error
+response refers to the one `Problem` schema (`#/components/schemas/Problem`), whose `code` lists
+the registry in `api.problems`; the codes listed per status come from the same registry. Client
+generators (clients/python, made by `make client`) read this document, so each operation has a
+short, stable `operationId` (set on its route) and every answer it can give is described.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from api.problems import PROBLEM_JSON, codes_by_status
+from fastapi import FastAPI
+from pydantic.json_schema import models_json_schema
+
+from api.problems import PROBLEM_JSON, REGISTRY, codes_by_status
 from api.schemas import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from api.schemas import Problem as ProblemBody  # the document's schema; api.problems.Problem is a code
 from core.settings import Settings
 
-_PROBLEM_SCHEMA = ProblemBody.model_json_schema()
+PROBLEM_REF = "#/components/schemas/Problem"
+_SECONDS = {"type": "integer", "minimum": 0}
+_RETRY_AFTER = {"description": "seconds to wait before sending the request again", "schema": _SECONDS}
+# The headers that come with a status's problems (api.deps, api.services.quotas, api.image_budget,
+# api.idempotency and the handlers in api.problems send them).
+_PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {"description": 'always `Bearer realm="roomfit"`', "schema": {"type": "string"}}
+    },
+    409: {
+        "Retry-After": {
+            **_RETRY_AFTER,
+            "description": "with `idempotency_key_in_progress` only: " + _RETRY_AFTER["description"],
+        }
+    },
+    429: {"Retry-After": {**_RETRY_AFTER, "required": True}},
+    503: {"Retry-After": {**_RETRY_AFTER, "required": True}},
+}
+LOCATION = {
+    "Location": {"description": "the URL of what was created", "schema": {"type": "string"}, "required": True}
+}
+REPLAYED = {
+    "Idempotency-Replayed": {
+        "description": "`true` when this is the kept answer to an earlier request with the same "
+        "`Idempotency-Key` (nothing was done again); absent otherwise",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 def _codes(status: int) -> str:
-    return ", ".join(f"`{code}`" for code in codes_by_status().get(status, [])) or "see API.md"
+    return ", ".join(f"`{code}`" for code in codes_by_status().get(status, [])) or "see docs/api.md"
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -28,9 +63,55 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     for status in statuses:
         out[status] = {
             "description": f"{HTTPStatus(status).phrase}. Codes: {_codes(status)}",
-            "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
+            "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
         }
+        if status in _PROBLEM_HEADERS:
+            out[status]["headers"] = _PROBLEM_HEADERS[status]
     return out
+
+
+def problem_schemas() -> dict[str, dict[str, Any]]:
+    """`Problem` (its `code` an enum of the registry) and the schemas it uses, for `components`."""
+    _, top = models_json_schema([(ProblemBody, "validation")], ref_template="#/components/schemas/{model}")
+    schemas: dict[str, dict[str, Any]] = top["$defs"]
+    schemas["Problem"]["properties"]["code"]["enum"] = list(REGISTRY)
+    return schemas
+
+
+_FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
+
+
+def complete(document: dict[str, Any]) -> dict[str, Any]:
+    """What FastAPI's document lacks: the `Problem` schemas; FastAPI's own 422 answer (never sent:
+    api.problems answers `validation_error`) as a problem; `Idempotency-Replayed` on the 2xx
+    answers of the operations that take an `Idempotency-Key`."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in _FASTAPI_VALIDATION:
+        schemas.pop(name, None)
+    schemas.update(problem_schemas())
+    document["components"]["schemas"] = dict(sorted(schemas.items()))
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation["responses"]
+            if "#/components/schemas/HTTPValidationError" in str(responses.get("422")):
+                responses["422"] = problems(422)[422]
+            if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
+                for status, response in responses.items():
+                    if status.startswith("2"):
+                        response.setdefault("headers", {}).update(REPLAYED)
+    return document
+
+
+def install_document(app: FastAPI) -> None:
+    """Make `app.openapi()` (and /openapi.json) answer the completed document, built once."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 AUTH = (401, 403, 422, 429, 503)
@@ -57,8 +138,10 @@ _IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "description": "Retries with the same key and body get the first answer again (kept ≥ 24 h); "
-    "the same key with another body answers 409 `idempotency_key_reused`.",
+    "description": "Retries with the same key and body get the first successful answer again (kept "
+    "≥ 24 h), marked `Idempotency-Replayed: true`; the same key with another body answers 409 "
+    "`idempotency_key_reused`, while the first request still runs 409 `idempotency_key_in_progress` "
+    "with `Retry-After`.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
 
@@ -119,9 +202,11 @@ PREVIEW_FORM = _multipart_post(
         "mask": {
             "type": "string",
             "format": "binary",
-            "description": "PNG of exactly the room's size after the room's EXIF orientation; "
-            "with an alpha channel its opaque pixels are painted, without one its pixels of "
-            "non-zero luminance. The same limits as the room; its pixels count towards the request's.",
+            "description": "PNG of exactly the room's size after the room's EXIF orientation. Which "
+            "pixels paint (docs/api.md, 'Masks: which pixels paint'): with transparency (an alpha "
+            "channel or a tRNS chunk, some alpha below 255) those of alpha >= 128; fully opaque, every "
+            "pixel that is not black (any channel above 0). One that paints nothing: 422 mask_empty. "
+            "The same limits as the room; its pixels count towards the request's.",
         },
         "seed": {
             "type": "integer",

@@ -20,14 +20,27 @@ MAX_STEPS = 100
 MAX_GUIDANCE = 20.0
 
 
+class FieldError(BaseModel):
+    """One invalid part of the request, in a `validation_error` problem's `errors`."""
+
+    loc: list[str] = Field(description='where, e.g. `["query", "limit"]`, or a form field\'s name')
+    msg: str = Field(examples=["Input should be less than or equal to 100"])
+    type: str | None = Field(None, examples=["less_than_equal"])
+
+
+# The OpenAPI document lists the registry's codes (api.problems) as `code`'s enum (api.openapi).
 class Problem(BaseModel):
-    """RFC 9457 problem document; `code` is the stable word to switch on."""
+    """RFC 9457 problem document; `code` is the stable word to switch on (later versions may add
+    codes, never change one)."""
 
     type: str = Field(examples=["https://roomfit.dev/problems/subject_not_ready"])
-    title: str = Field(examples=["Conflict"])
+    title: str = Field(examples=["Subject not ready"])
     status: int = Field(examples=[409])
     detail: str = Field(examples=["subject sub_01JD... is training; previews need a ready subject"])
     code: str = Field(examples=["subject_not_ready"])
+    errors: list[FieldError] | None = Field(
+        None, description="`validation_error` only: every invalid part of the request, the first is `detail`"
+    )
 
     model_config = ConfigDict(extra="allow")
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
 from api.deps import BlobsDep, CeleryDep, EngineDep
@@ -18,12 +20,32 @@ log = logging.getLogger("roomfit.api")
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class Health(BaseModel):
+    status: Literal["ok"]
 
 
-@router.get("/readyz", summary="Database, broker and blob store are reachable")
+class Readiness(BaseModel):
+    """The answer of /readyz, 200 or 503."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(
+        description="per dependency (`database`, `broker`, `blob_store`): `ok (N ms)` or `error: ...`",
+        examples=[{"database": "ok (1 ms)", "broker": "ok (2 ms)", "blob_store": "ok (3 ms)"}],
+    )
+
+
+@router.get("/healthz", response_model=Health, operation_id="get_health", summary="The process is up")
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    operation_id="get_readiness",
+    summary="Database, broker and blob store are reachable",
+    responses={503: {"model": Readiness, "description": "A dependency is unreachable; `checks` says which."}},
+)
 def readyz(engine: EngineDep, celery: CeleryDep, blobs: BlobsDep) -> JSONResponse:
     checks: dict[str, str] = {}
     probes: tuple[tuple[str, Callable[[], None]], ...] = (

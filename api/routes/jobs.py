@@ -15,6 +15,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 @router.get(
     "/{job_id}",
     response_model=JobOut,
+    operation_id="get_job",
     summary="A job: kind, status, stage, progress, attempts, timings, error, training loss points",
     responses=problems(*AUTH, 404),
 )

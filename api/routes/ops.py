@@ -28,7 +28,11 @@ def _job(done: Done[Job], *, status: int) -> Outcome:
 
 
 @router.get(
-    "/queues", response_model=QueuesOut, summary="Jobs per kind and status", responses=problems(*AUTH)
+    "/queues",
+    response_model=QueuesOut,
+    operation_id="list_queues",
+    summary="Jobs per kind and status",
+    responses=problems(*AUTH),
 )
 def queues(_: OpsCaller, repo: OpsRepoDep, celery: CeleryDep) -> QueuesOut:
     return ops.queues(repo, celery)
@@ -37,6 +41,7 @@ def queues(_: OpsCaller, repo: OpsRepoDep, celery: CeleryDep) -> QueuesOut:
 @router.get(
     "/workers",
     response_model=WorkersOut,
+    operation_id="list_workers",
     summary="Workers: those answering Celery's ping, and those seen in job heartbeats",
     responses=problems(*AUTH),
 )
@@ -49,6 +54,7 @@ def workers(_: OpsCaller, repo: OpsRepoDep, celery: CeleryDep, timeout: PingTime
 @router.get(
     "/jobs",
     response_model=JobPage,
+    operation_id="list_jobs",
     summary="Jobs of every tenant, newest first",
     responses=problems(*AUTH, 422),
 )
@@ -66,6 +72,7 @@ def list_jobs(
     "/jobs/{job_id}/retry",
     status_code=202,
     response_model=JobOut,
+    operation_id="retry_job",
     summary="Put a failed or cancelled job back in its queue",
     responses={202: {"description": "Queued again."}, **problems(*AUTH, 404, 409, 413)},
     openapi_extra=IDEMPOTENT_POST,
@@ -79,6 +86,7 @@ async def retry_job(
 @router.post(
     "/jobs/{job_id}/cancel",
     response_model=JobOut,
+    operation_id="cancel_job",
     summary="Cancel a queued or running job (a running worker stops at its next heartbeat)",
     responses=problems(*AUTH, 404, 409, 413),
     openapi_extra=IDEMPOTENT_POST,

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from api.deps import BlobsDep, CeleryDep, RepoDep, SettingsDep, TenantCaller
 from api.idempotency import Outcome
 from api.multipart import FormLimits, ParsedForm
-from api.openapi import AUTH, PREVIEW_FORM, problems
+from api.openapi import AUTH, LOCATION, PREVIEW_FORM, problems
 from api.posts import PostDep, answer
 from api.problems import VALIDATION_ERROR
 from api.schemas import PreviewOut
@@ -19,15 +19,18 @@ from api.services import previews as service
 from core.blobstore import Stream
 
 router = APIRouter(prefix="/v1/previews", tags=["previews"])
+PNG = {"type": "string", "format": "binary"}
+URL = {"type": "string", "format": "uri"}
 
 
 @router.post(
     "",
     status_code=202,
     response_model=PreviewOut,
+    operation_id="create_preview",
     summary="Paint a ready subject into a room photo where the mask says",
     responses={
-        202: {"description": "Accepted; `Location` names the preview."},
+        202: {"description": "Accepted; `Location` names the preview.", "headers": LOCATION},
         **problems(400, *AUTH, 404, 409, 413, 415, 422),
     },
     openapi_extra=PREVIEW_FORM,
@@ -53,6 +56,7 @@ async def create_preview(
 @router.get(
     "/{preview_id}",
     response_model=PreviewOut,
+    operation_id="get_preview",
     summary="A preview: status, progress and, once succeeded, where its result is",
     responses=problems(*AUTH, 404),
 )
@@ -62,11 +66,16 @@ def get_preview(preview_id: str, caller: TenantCaller, repo: RepoDep) -> Preview
 
 @router.get(
     "/{preview_id}/result",
+    operation_id="get_preview_result",
     summary="The painted PNG: streamed, or a 307 to a short-lived presigned URL (S3)",
     response_class=Response,
     responses={
-        200: {"description": "The PNG, the room's size.", "content": {"image/png": {}}},
-        307: {"description": "Redirect to a presigned URL valid for a few minutes."},
+        200: {"description": "The PNG, the room's size.", "content": {"image/png": {"schema": PNG}}},
+        307: {
+            "description": "Redirect to a presigned URL valid for a few minutes (blob store on S3); "
+            "fetch it without the `Authorization` header.",
+            "headers": {"Location": {"description": "the presigned URL", "schema": URL, "required": True}},
+        },
         **problems(*AUTH, 404, 409),
     },
 )

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from api.deps import BlobsDep, CeleryDep, RepoDep, SecretCaller, SettingsDep, TenantCaller
 from api.idempotency import Outcome
 from api.multipart import FormLimits
-from api.openapi import AUTH, IDEMPOTENT_POST, SUBJECT_FORM, problems
+from api.openapi import AUTH, IDEMPOTENT_POST, LOCATION, SUBJECT_FORM, problems
 from api.posts import PostDep, answer
 from api.problems import TOO_MANY_PHOTOS
 from api.schemas import SUBJECT_STATUSES, SubjectOut, SubjectPage, SubjectStatus, SubjectStatusOut
@@ -34,9 +34,10 @@ def _accepted(done: Done[Subject]) -> Outcome:
     "",
     status_code=202,
     response_model=SubjectOut,
+    operation_id="create_subject",
     summary="Create a subject from 1-8 product photos and queue its training",
     responses={
-        202: {"description": "Accepted; `Location` names the subject."},
+        202: {"description": "Accepted; `Location` names the subject.", "headers": LOCATION},
         **problems(400, *AUTH, 409, 413, 415, 422),
     },
     openapi_extra=SUBJECT_FORM,
@@ -62,6 +63,7 @@ async def create_subject(
 @router.get(
     "",
     response_model=SubjectPage,
+    operation_id="list_subjects",
     summary="List subjects, newest first",
     responses=problems(*AUTH, 422),
 )
@@ -82,6 +84,7 @@ def list_subjects(
 @router.get(
     "/{subject_id}",
     response_model=SubjectOut | SubjectStatusOut,
+    operation_id="get_subject",
     summary="A subject (publishable keys: its status fields only)",
     responses=problems(*AUTH, 404),
 )
@@ -95,6 +98,7 @@ def get_subject(subject_id: str, caller: TenantCaller, repo: RepoDep) -> Any:
 @router.delete(
     "/{subject_id}",
     status_code=204,
+    operation_id="delete_subject",
     summary="Delete a subject with its photos, adapters and previews (cancels its training)",
     responses={204: {"description": "Deleted."}, **problems(*AUTH, 404)},
 )
@@ -108,8 +112,12 @@ def delete_subject(subject_id: str, _: SecretCaller, repo: RepoDep, blobs: Blobs
     "/{subject_id}/train",
     status_code=202,
     response_model=SubjectOut,
+    operation_id="train_subject",
     summary="Train the subject again (a new adapter version)",
-    responses={202: {"description": "Accepted."}, **problems(*AUTH, 404, 409, 413, 422)},
+    responses={
+        202: {"description": "Accepted; `Location` names the subject.", "headers": LOCATION},
+        **problems(*AUTH, 404, 409, 413, 422),
+    },
     openapi_extra=IDEMPOTENT_POST,
 )
 async def train_again(

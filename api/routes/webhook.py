@@ -21,6 +21,7 @@ router = APIRouter(prefix="/v1/webhook", tags=["webhook"])
 @router.put(
     "",
     response_model=WebhookCreated,
+    operation_id="set_webhook",
     summary="Set the webhook URL; answers a new signing secret, shown only here",
     responses=problems(*AUTH, 422),
 )
@@ -33,6 +34,7 @@ def put_webhook(
 @router.get(
     "",
     response_model=WebhookOut,
+    operation_id="get_webhook",
     summary="The webhook URL (never the secret)",
     responses=problems(*AUTH, 404),
 )
@@ -43,6 +45,7 @@ def get_webhook(_: SecretCaller, repo: RepoDep) -> WebhookOut:
 @router.delete(
     "",
     status_code=204,
+    operation_id="delete_webhook",
     summary="Remove the webhook (pending deliveries fail)",
     responses={204: {"description": "Removed (or there was none)."}, **problems(*AUTH)},
 )

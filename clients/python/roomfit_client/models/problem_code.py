@@ -1,0 +1,43 @@
+from enum import StrEnum
+
+
+class ProblemCode(StrEnum):
+    BAD_REQUEST = "bad_request"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    EXTERNAL_ID_TAKEN = "external_id_taken"
+    FIELD_TOO_LARGE = "field_too_large"
+    FORBIDDEN = "forbidden"
+    IDEMPOTENCY_KEY_IN_PROGRESS = "idempotency_key_in_progress"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IMAGE_SHAPE_NOT_ALLOWED = "image_shape_not_allowed"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_UNREADABLE = "image_unreadable"
+    INTERNAL_ERROR = "internal_error"
+    INVALID_BOXES = "invalid_boxes"
+    INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
+    JOB_NOT_CANCELLABLE = "job_not_cancellable"
+    JOB_NOT_RETRYABLE = "job_not_retryable"
+    MALFORMED_MULTIPART = "malformed_multipart"
+    MASK_EMPTY = "mask_empty"
+    MASK_SIZE_MISMATCH = "mask_size_mismatch"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_FOUND = "not_found"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    PREVIEW_NOT_READY = "preview_not_ready"
+    RATE_LIMITED = "rate_limited"
+    REQUEST_TOO_LARGE = "request_too_large"
+    SERVER_BUSY = "server_busy"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    SUBJECT_BUSY = "subject_busy"
+    SUBJECT_NOT_READY = "subject_not_ready"
+    TOO_MANY_JOBS = "too_many_jobs"
+    TOO_MANY_PHOTOS = "too_many_photos"
+    UNAUTHORIZED = "unauthorized"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    VALIDATION_ERROR = "validation_error"
+    WEBHOOK_URL_NOT_ALLOWED = "webhook_url_not_allowed"
+
+    def __str__(self) -> str:
+        return str(self.value)

@@ -1,0 +1,13 @@
+from enum import StrEnum
+
+
+class SubjectStatusOutStatus(StrEnum):
+    ANNOTATING = "annotating"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    QUEUED = "queued"
+    READY = "ready"
+    TRAINING = "training"
+
+    def __str__(self) -> str:
+        return str(self.value)
