@@ -397,3 +397,29 @@ def test_the_photo_count_check_fails_on_a_wrong_count() -> None:
         "openapi photos description": (-1, -1),  # states no count: never equal to the enforced one
         "openapi photos summary": (2, 8),
     }
+
+
+MASK_SECTION = "Masks: which pixels paint"
+
+
+def test_the_mask_rule_is_written_once_and_everyone_points_at_it(api_env: ApiEnv) -> None:
+    """docs/api.md states the rule in one section; the OpenAPI text states the same thresholds and
+    names that section; the README links to it instead of stating a rule of its own."""
+    api_md = (ROOT / "docs/api.md").read_text(encoding="utf-8")
+    assert api_md.count(f"## {MASK_SECTION}") == 1
+    section = api_md.split(f"## {MASK_SECTION}", 1)[1].split("\n## ", 1)[0]
+    assert "**128 or more**" in section and "unless it is **black**" in section
+    spec = api_env.client.get("/openapi.json").json()
+    forms = [
+        body["content"]["multipart/form-data"]["schema"]
+        for path in spec["paths"].values()
+        for op in path.values()
+        if isinstance(op, dict) and "multipart/form-data" in op.get("requestBody", {}).get("content", {})
+        for body in [op["requestBody"]]
+    ]
+    [mask] = [form["properties"]["mask"] for form in forms if "mask" in form["properties"]]
+    text = " ".join(mask["description"].split())
+    assert MASK_SECTION in text and "alpha >= 128" in text and "not black" in text
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/api.md#" + slug(MASK_SECTION) in readme
+    assert "non-zero = put the product here" not in readme  # the old, wrong rule
