@@ -22,10 +22,11 @@ from core.settings import Settings, get_settings
 from core.webhook_urls import resolve_with_deadline
 
 DESCRIPTION = """\
-REST contract v1 (docs/api.md in the repository). Authenticate every `/v1` call with `Authorization: Bearer <key>`:
-secret keys (`sk_`) may do everything of their tenant; publishable keys (`pk_`) may create previews of
-ready subjects, read the previews they made and a subject's status, only from their listed origins;
-ops keys (`ok_`) may use `/v1/ops/*` and read every tenant's jobs.
+REST contract v1 (docs/api.md in the repository). Authenticate every `/v1` call with
+`Authorization: Bearer <key>`: secret keys (`sk_`) may do everything of their tenant; publishable
+keys (`pk_`) may create previews of ready subjects, read the previews they made and a subject's
+status, only from their listed origins; ops keys (`ok_`) may use `/v1/ops/*` and read every
+tenant's jobs.
 
 Errors are `application/problem+json` with a stable snake_case `code`. Every POST accepts an
 `Idempotency-Key` header. Past the per-key rate limit, 429 with `Retry-After`.
