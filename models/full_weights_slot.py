@@ -30,7 +30,7 @@ import torch
 
 from models.base_model import BaseModel
 from models.errors import AdapterNotFound
-from models.full_weights_format import check_unet_weights, read_unet_weights, unet_own_tensors
+from models.full_weights_format import UnetWeights, check_unet_weights, read_unet_weights, unet_own_tensors
 
 FullWeightsLoader = Callable[[str], bytes]
 
@@ -54,6 +54,22 @@ class FullWeightsStats:  # alike: AdapterCache's CacheStats; counters share thei
     evictions: int = 0
     swaps: int = 0  # fine-tunes copied in (each followed by the base copied back)
     swap_seconds: float = 0.0  # copying in and back
+
+
+def read_checked(
+    unet: torch.nn.Module, data: bytes, *, base_model_id: str, base_weights_hash: str
+) -> tuple[UnetWeights, dict[str, torch.Tensor]]:
+    """A full fine-tune's file, read and checked against `unet` before anything is copied (another
+    base, a missing weight, a shape: the specific error), and the UNet's own tensors by file key."""
+    weights = read_unet_weights(data)
+    slots = unet_own_tensors(unet)
+    check_unet_weights(
+        weights,
+        base_model_id=base_model_id,
+        base_weights_hash=base_weights_hash,
+        shapes={key: tuple(tensor.shape) for key, tensor in slots.items()},
+    )
+    return weights, slots
 
 
 def copy_unet_weights(unet: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
@@ -171,13 +187,8 @@ class FullWeightsSlot:
         return self._base
 
     def _prepare(self, adapter_id: str, data: bytes) -> FullWeights:
-        weights = read_unet_weights(data)
-        slots = unet_own_tensors(self.unet)
-        check_unet_weights(
-            weights,
-            base_model_id=self.base_model_id,
-            base_weights_hash=self.base_weights_hash,
-            shapes={key: tuple(t.shape) for key, t in slots.items()},
+        weights, slots = read_checked(
+            self.unet, data, base_model_id=self.base_model_id, base_weights_hash=self.base_weights_hash
         )
         tensors = {}
         for key, slot in slots.items():  # one at a time: the fp32 originals go as the copies come
@@ -192,13 +203,8 @@ def start_from_unet_weights(base: BaseModel, data: bytes) -> None:
     The base is then another model, so its weights hash (what every adapter records, and what
     painting checks) becomes the old one combined with the file's sha256: an adapter trained on the
     chain is refused on the plain base, and the reverse."""
-    weights = read_unet_weights(data)
-    own = unet_own_tensors(base.unet)
-    check_unet_weights(
-        weights,
-        base_model_id=base.model_id,
-        base_weights_hash=base.weights_hash,
-        shapes={key: tuple(tensor.shape) for key, tensor in own.items()},
+    weights, _ = read_checked(
+        base.unet, data, base_model_id=base.model_id, base_weights_hash=base.weights_hash
     )
     copy_unet_weights(base.unet, weights.tensors)
     file_digest = hashlib.sha256(data).hexdigest()

@@ -59,13 +59,24 @@ class ServiceError(RuntimeError):
 # --- small helpers ---------------------------------------------------------------------------
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes outgoing connections' ports from (Linux default 32768-60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(exclude: Sequence[int] = ()) -> int:
-    """A TCP port nobody listens on right now (the kernel's pick; racy by nature, good enough for tests)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((LOOPBACK, 0))
-            port = int(sock.getsockname()[1])
-        if port not in exclude:
+    """A TCP port nobody listens on right now, below the kernel's ephemeral range: a port the kernel
+    picked (bind to 0) can be handed to any process's outgoing connection between our check and the
+    server's bind, which once made PostgreSQL fail with "Address already in use" while other tests
+    ran. Racy still against another harness picking the same port, so the pick is random."""
+    low = max(_ephemeral_ports()[0], 10001)
+    for _ in range(200):
+        port = random.randint(10000, low - 1)
+        if port not in exclude and _port_is_free(port):
             return port
     raise ServiceError("no free TCP port on 127.0.0.1")
 

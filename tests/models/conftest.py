@@ -29,6 +29,17 @@ def base(tiny_folder: Path) -> BaseModel:
     return load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def own_base(tiny_folder: Path) -> BaseModel:
+    """A base of the test module's own (LoRA injected, as a worker's), apart from the engine tests'
+    one: training must not depend on what other modules did to theirs."""
+    from models.lora import inject_lora
+
+    base = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
+    base.lora = inject_lora(base.unet, rank=4)
+    return base
+
+
 @pytest.fixture
 def painter(base: BaseModel) -> Painter:
     """A fresh Painter (and AdapterCache) on the session's base: starts with no adapter active."""

@@ -13,10 +13,9 @@ from PIL import Image
 
 from models import subject_training
 from models.adapter_format import read_adapter
-from models.base_model import BaseModel, load_base_model
+from models.base_model import BaseModel
 from models.detector import Detection, NoObjectFound, PhotoAnnotation
 from models.errors import TrainingOutOfMemory
-from models.lora import inject_lora
 from models.subject_training import annotate_and_train
 from models.training import TrainSettings
 from models.training_checkpoint import checkpoint_step
@@ -25,14 +24,6 @@ from tests.models.training_fixtures import views
 FAST = TrainSettings(steps=2, batch_size=2, learning_rate=1e-3, seed=3)
 PHOTOS = views("checker", range(2))
 IMAGES = [p.image for p in PHOTOS]
-
-
-@pytest.fixture(scope="module")
-def own_base(tiny_folder: Path) -> BaseModel:
-    """A base of this module's own (LoRA injected, as a worker's), apart from the engine tests' one."""
-    base = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
-    base.lora = inject_lora(base.unet, rank=4)
-    return base
 
 
 class StubDetector:

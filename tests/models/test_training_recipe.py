@@ -12,22 +12,15 @@ import torch
 from diffusers import DDPMScheduler
 
 from models import read_adapter
-from models.base_model import BaseModel, load_base_model
+from models.base_model import BaseModel
 from models.domain_training import DOMAIN_LEARNING_RATE, DOMAIN_SETTINGS
-from models.lora import inject_lora, lora_parameters
+from models.lora import lora_parameters
 from models.trainable_unet import init_lora
 from models.training import TrainSettings, _batch_draws, train_subject, training_step
 from models.training_pairs import evaluation_pairs
 from tests.models.training_fixtures import views
 
 METHOD = Path(__file__).resolve().parents[2] / "docs" / "method.md"
-
-
-@pytest.fixture(scope="module")
-def own_base(tiny_folder: Path) -> BaseModel:
-    base = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
-    base.lora = inject_lora(base.unet, rank=4)
-    return base
 
 
 def documented(name: str) -> str:

@@ -23,20 +23,12 @@ from models import Painter, PaintRequest, check_compatible, read_adapter
 from models.base_model import BaseModel, load_base_model
 from models.domain_training import DOMAIN_LEARNING_RATE, train_domain
 from models.full_weights_format import FULL_FORMAT, header_metadata
-from models.lora import inject_lora, lora_parameters
+from models.lora import lora_parameters
 from models.tiny import ensure_tiny_detector
 from models.training import TrainProgress, TrainSettings, train_subject
 from tests.models.training_fixtures import random_background, views
 
 FAST = TrainSettings(steps=3, batch_size=2, learning_rate=1e-3, seed=3)
-
-
-@pytest.fixture(scope="module")
-def own_base(tiny_folder: Path) -> BaseModel:
-    """A base of this module's own (LoRA injected, as a worker's), apart from the engine tests' one."""
-    base = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
-    base.lora = inject_lora(base.unet, rank=4)
-    return base
 
 
 def test_progress_reports_every_step(own_base: BaseModel) -> None:
