@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cli.engine import paint
+from cli.eval import evaluate
 from cli.train import train
 from core.settings import get_settings
 
@@ -29,6 +30,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.command()(paint)
 app.command()(train)
+app.command("eval")(evaluate)
 
 
 def _print_json(value: Any) -> None:
