@@ -2,6 +2,7 @@
 
     tenants/{tenant}/subjects/{subject}/photos/{index}.{ext}
     tenants/{tenant}/subjects/{subject}/adapter/{version}.safetensors
+    tenants/{tenant}/subjects/{subject}/checkpoint/{version}.pt
     tenants/{tenant}/previews/{preview}/room.{png|jpg|webp}
     tenants/{tenant}/previews/{preview}/mask.png
     tenants/{tenant}/previews/{preview}/result.png
@@ -58,6 +59,11 @@ def photos_prefix(tenant: str, subject: str) -> str:
 def adapter_key(tenant: str, subject: str, version: str | int) -> str:
     """One trained adapter (LoRA weights, safetensors) of a subject; versions are kept side by side."""
     return f"{subject_prefix(tenant, subject)}adapter/{_segment('adapter version', str(version))}.safetensors"
+
+
+def checkpoint_key(tenant: str, subject: str, version: str | int) -> str:
+    """The training checkpoint a stopping worker leaves for the next one (deleted once trained)."""
+    return f"{subject_prefix(tenant, subject)}checkpoint/{_segment('adapter version', str(version))}.pt"
 
 
 def preview_prefix(tenant: str, preview: str) -> str:

@@ -250,6 +250,23 @@ def release(session: Session, held: Claim) -> None:
     session.commit()
 
 
+def hand_back(session: Session, held: Claim) -> bool:
+    """Give the job back because its worker is stopping (SIGTERM on a scale-down or a deploy): the
+    lease ends now and this attempt is not counted, since the job did nothing wrong. False when the
+    job is no longer this worker's (cancelled, or taken over)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == held.job_id, Job.worker == held.worker, Job.status == "running")
+        .values(lease_expires_at=utcnow(), attempts=Job.attempts - 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    handed = result.rowcount == 1  # type: ignore[attr-defined]
+    if handed:
+        log.info("job %s: handed back by %s (worker stopping)", held.job_id, held.worker)
+    return handed
+
+
 def request_cancel(session: Session, job: Job) -> None:
     """Cancel a queued or running job: a running worker sees `cancel_requested` at its next heartbeat."""
     if job.status not in ACTIVE:

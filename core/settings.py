@@ -151,6 +151,13 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts before a job fails with too_many_attempts.")
     train_timeout_seconds: int = Field(3600, ge=10, description="Deadline of one training job.")
     preview_timeout_seconds: int = Field(300, ge=5, description="Deadline of one preview job.")
+    shutdown_grace_seconds: int = Field(
+        30,
+        ge=1,
+        description="After SIGTERM a worker takes no new job and lets a running preview finish for at most "
+        "this long, else hands it back (re-queued); a running training checkpoints and is handed back at "
+        "once. Set the pod's terminationGracePeriodSeconds (compose: stop_grace_period) above it.",
+    )
     log_level: str = Field("INFO", description="Log level of the API and workers.")
 
     @computed_field  # type: ignore[prop-decorator]

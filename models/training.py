@@ -115,6 +115,11 @@ class TrainProgress:
 ProgressCallback = Callable[[TrainProgress], None]
 
 
+class StopTraining(Exception):
+    """Raised by a progress callback to end the run after this step, with a checkpoint of it even
+    between two due checkpoints: a worker that is stopping leaves the rest to the next one."""
+
+
 @dataclass
 class TrainSummary:
     mode: str
@@ -263,7 +268,14 @@ def fine_tune(
                 )
             if progress is not None:
                 pace = (time.perf_counter() - loop_started) / (step - resumed_from)
-                progress(TrainProgress(step, settings.steps, losses[-1], pace * (settings.steps - step)))
+                try:
+                    progress(TrainProgress(step, settings.steps, losses[-1], pace * (settings.steps - step)))
+                except StopTraining:
+                    if checkpoint_dir is not None and not due:
+                        save_checkpoint(
+                            checkpoint_dir, state.capture(step=step, fingerprint=fingerprint, losses=losses)
+                        )
+                    raise
 
         trainable_params = sum(p.numel() for p in trainable.values())
         run_info = {**(info or {}), **{name: getattr(settings, name) for name in RECORDED_SETTINGS}}

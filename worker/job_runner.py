@@ -17,10 +17,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from core import job_state
+from core import dispatch, job_state
 from core.blobstore import BlobStoreUnavailable
 from core.repository import OpsRepository
 from core.tables import Job, Preview, Subject
+from worker import shutdown
 from worker.events import emit_event, preview_payload, subject_payload
 from worker.runtime import Runtime
 
@@ -42,7 +43,8 @@ class JobFailed(Exception):
 
 
 class JobStopped(Exception):
-    """Raised inside the work when it must stop: cancelled, past its deadline, or lease lost."""
+    """Raised inside the work when it must stop: cancelled, past its deadline, lease lost, or the
+    worker stopping ("shutdown", see worker.shutdown)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -54,6 +56,7 @@ class JobContext:
     runtime: Runtime
     held: job_state.Claim
     deadline: float
+    kind: str = "preview"
     stop_reason: str | None = None
     _last_report: float = 0.0
     _stage: str | None = None
@@ -66,8 +69,14 @@ class JobContext:
     def check(self) -> None:
         if self.stop_reason is None and time.monotonic() > self.deadline:
             self.stop_reason = "timeout"
+        if self.stop_reason is None and self.stopping():
+            self.stop_reason = "shutdown"
         if self.stop_reason is not None:
             raise JobStopped(self.stop_reason)
+
+    def stopping(self) -> bool:
+        """True once this worker is stopping and this job may not run on (worker.shutdown's rule)."""
+        return shutdown.must_stop(self.kind, self.runtime.settings.shutdown_grace_seconds)
 
     def report(
         self,
@@ -82,13 +91,34 @@ class JobContext:
         self.check()
         now = time.monotonic()
         if loss_point is not None:
-            points = self._pending.setdefault("loss_points", [])
-            points.append(loss_point)  # type: ignore[attr-defined]
+            self.keep_loss_point(loss_point)
         stage_changed = stage is not None and stage != self._stage
         if not (force or stage_changed or now - self._last_report >= REPORT_INTERVAL_SECONDS):
             if progress is not None:
                 self._pending["progress"] = progress
             return
+        self._write(stage=stage, progress=progress, timings=timings)
+        self._last_report = now
+        if stage is not None:
+            self._stage = stage
+
+    def keep_loss_point(self, point: tuple[int, float]) -> None:
+        """Hold a loss point for the next write (`report`, or `flush` when the job is handed back)."""
+        self._pending.setdefault("loss_points", []).append(point)  # type: ignore[attr-defined]
+
+    def flush(self) -> None:
+        """Write what is held back (progress, loss points), without checking whether to stop: a job
+        handed back keeps every loss point its steps produced."""
+        if self._pending:
+            self._write()
+
+    def _write(
+        self,
+        *,
+        stage: str | None = None,
+        progress: float | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> None:
         pending_progress = progress if progress is not None else self._pending.pop("progress", None)
         points = self._pending.pop("loss_points", [])
         with self.runtime.session() as session:
@@ -103,9 +133,6 @@ class JobContext:
                 timings=timings,
             )
         self._pending.clear()
-        self._last_report = now
-        if stage is not None:
-            self._stage = stage
 
 
 def _timeout_for(runtime: Runtime, kind: str) -> int:
@@ -119,7 +146,8 @@ def run_job(
     """Claim the next fair job of `kind` (see core.job_state.claim_next; the message named
     `job_id`) and run `work(ctx, job)`; returns how it ended (for logs and tests).
 
-    Outcomes: "skipped" (not ours to run), "succeeded", "failed", "cancelled", "lease_lost".
+    Outcomes: "skipped" (not ours to run), "succeeded", "failed", "cancelled", "lease_lost",
+    "handed_back" (this worker is stopping; the job was re-queued for another).
     Transient errors release the lease and re-raise, so Celery's autoretry sends the job again.
     """
     s = runtime.settings
@@ -138,7 +166,9 @@ def run_job(
         job = OpsRepository(session).job(job_id)
         assert job is not None
         session.expunge(job)
-    ctx = JobContext(runtime, held, deadline=time.monotonic() + _timeout_for(runtime, job.kind))
+    ctx = JobContext(
+        runtime, held, deadline=time.monotonic() + _timeout_for(runtime, job.kind), kind=job.kind
+    )
     stop_heartbeat = threading.Event()
     beat = threading.Thread(target=_heartbeat_loop, args=(ctx, stop_heartbeat), daemon=True, name="heartbeat")
     beat.start()
@@ -148,7 +178,7 @@ def run_job(
         work(ctx, job)
         outcome = "succeeded"
     except JobStopped as stop:
-        outcome = _on_stopped(runtime, held, stop.reason, job.kind)
+        outcome = _on_stopped(ctx, stop.reason)
     except job_state.LeaseLost:
         log.warning("job %s: another worker took it over; this run's results are dropped", job_id)
         outcome = "lease_lost"
@@ -191,13 +221,16 @@ def _heartbeat_loop(ctx: JobContext, stop: threading.Event) -> None:
             log.exception("job %s: heartbeat failed", ctx.job_id)
 
 
-def _on_stopped(runtime: Runtime, held: job_state.Claim, reason: str, kind: str) -> str:
+def _on_stopped(ctx: JobContext, reason: str) -> str:
+    runtime, held, kind = ctx.runtime, ctx.held, ctx.kind
     if reason == "lease_lost":
         log.warning("job %s: another worker holds it now; stopping without writing", held.job_id)
         return "lease_lost"
     if reason == "cancelled":
         _finish(runtime, held, "cancelled", None, None)
         return "cancelled"
+    if reason == "shutdown":
+        return _hand_back(ctx)
     timeout = _timeout_for(runtime, kind)
     _finish(runtime, held, "failed", "timeout", f"the job ran past its deadline ({timeout} s)")
     return "failed"
@@ -223,6 +256,24 @@ def _emit_failure(session: Session, job_id: str) -> None:
         emit_event(session, target.tenant_id, "subject.failed", subject_payload(target))
     elif isinstance(target, Preview):
         emit_event(session, target.tenant_id, "preview.failed", preview_payload(target))
+
+
+def _hand_back(ctx: JobContext) -> str:
+    """This worker is stopping: the job goes back to its queue with a fresh message, so another
+    worker starts it at once instead of waiting out the lease (the reconciler's way)."""
+    runtime, held = ctx.runtime, ctx.held
+    try:
+        ctx.flush()
+    except (job_state.LeaseLost, job_state.JobCancelled):
+        return "lease_lost"
+    with runtime.session() as session:
+        if not job_state.hand_back(session, held):
+            return "lease_lost"
+        job = OpsRepository(session).job(held.job_id)
+        assert job is not None
+        dispatch.send(session, runtime.celery, job)  # never raises; the reconciler covers a refusal
+    log.warning("job %s: handed back, this worker is stopping", held.job_id)
+    return "handed_back"
 
 
 def _release(runtime: Runtime, held: job_state.Claim) -> None:

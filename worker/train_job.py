@@ -5,6 +5,8 @@ Stages (written to the job row): annotating -> training -> saving. The adapter's
 on the job's first attempt and kept in `job.params`, so every attempt writes the same blob key: a
 retried or duplicated job leaves exactly one adapter version. Checkpoints go to a local folder per
 subject and version, so an attempt after a killed worker on the same machine resumes where it was.
+A worker that is stopping (SIGTERM) checkpoints the step it is at and leaves that checkpoint in the
+blob store, so the worker that takes the job next, on any machine, resumes there too.
 A full fine-tuning trains the process's base model in place; its own weights are put back afterwards
 (a CPU copy of the UNet meanwhile), so the next job starts from the base again.
 """
@@ -19,7 +21,8 @@ from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from core import job_state, subjects
-from core.blob_keys import adapter_key, subject_prefix
+from core.blob_keys import adapter_key, checkpoint_key, subject_prefix
+from core.blobstore import BlobNotFound
 from core.repository import TenantRepository
 from core.subjects import AdapterRecord
 from core.tables import Job, Subject
@@ -31,6 +34,9 @@ log = logging.getLogger("roomfit.worker")
 
 # Progress over the whole job: annotation is quick, training is nearly all of it.
 ANNOTATE_END, TRAIN_END = 0.1, 0.95
+# A checkpoint larger than this (a full fine-tune's: weights and two optimizer moments, ~10 GB) is
+# not uploaded on a stop; a LoRA one is a few MB.
+CHECKPOINT_UPLOAD_MAX_BYTES = 256 * 1024 * 1024
 # The blob's content type says which file it is (models.full_weights_format.file_format reads it too).
 CONTENT_TYPES = {
     "lora": "application/vnd.roomfit.adapter+safetensors",
@@ -42,6 +48,8 @@ def train_subject_work(ctx: JobContext, job: Job) -> None:
     runtime = ctx.runtime
     version = _adapter_version(ctx, job)
     checkpoints = runtime.settings.var_dir.resolve() / "checkpoints" / f"{job.subject_id}-v{version}"
+    left = checkpoint_key(job.tenant_id, job.subject_id or "", version)
+    _fetch_checkpoint(ctx, left, checkpoints)
     try:
         _train(ctx, job, version, checkpoints)
     except JobStopped as stop:
@@ -49,8 +57,43 @@ def train_subject_work(ctx: JobContext, job: Job) -> None:
             # The subject is being deleted: nothing of it may outlive the delete, ours included.
             shutil.rmtree(checkpoints, ignore_errors=True)
             runtime.blobs.delete_prefix(subject_prefix(job.tenant_id, job.subject_id or ""))
+        elif stop.reason == "shutdown":
+            _leave_checkpoint(ctx, left, checkpoints)
         raise
     shutil.rmtree(checkpoints, ignore_errors=True)
+    runtime.blobs.delete(left)
+
+
+def _fetch_checkpoint(ctx: JobContext, key: str, folder: Path) -> None:
+    """A checkpoint a stopped worker left in the blob store, unless this machine has one of its own."""
+    from models.training_checkpoint import CHECKPOINT_FILE
+
+    if (folder / CHECKPOINT_FILE).is_file():
+        return
+    try:
+        data = ctx.runtime.blobs.get(key)
+    except BlobNotFound:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{CHECKPOINT_FILE}.download"
+    partial.write_bytes(data)
+    partial.replace(folder / CHECKPOINT_FILE)  # whole or not at all, as save_checkpoint writes it
+    log.info("job %s: resuming from the checkpoint a stopped worker left (%d bytes)", ctx.job_id, len(data))
+
+
+def _leave_checkpoint(ctx: JobContext, key: str, folder: Path) -> None:
+    """This worker is stopping: put its checkpoint where the next worker, on any machine, finds it."""
+    from models.training_checkpoint import CHECKPOINT_FILE
+
+    path = folder / CHECKPOINT_FILE
+    if not path.is_file():
+        return
+    size = path.stat().st_size
+    if size > CHECKPOINT_UPLOAD_MAX_BYTES:
+        log.warning("job %s: checkpoint of %d bytes kept on this machine only", ctx.job_id, size)
+        return
+    ctx.runtime.blobs.put(key, path.read_bytes(), content_type="application/octet-stream")
+    log.info("job %s: checkpoint (%d bytes) left in the blob store for the next worker", ctx.job_id, size)
 
 
 def _adapter_version(ctx: JobContext, job: Job) -> int:
@@ -69,7 +112,7 @@ def _adapter_version(ctx: JobContext, job: Job) -> int:
 def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
     from models import InvalidImageError, RoomfitModelError, open_image
     from models.subject_training import annotate_and_train
-    from models.training import TrainSettings
+    from models.training import StopTraining, TrainSettings
 
     runtime = ctx.runtime
     settings = runtime.settings
@@ -117,6 +160,9 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
     )
 
     def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+        if ctx.stopping():  # this step is checkpointed, its loss kept; then handed back below
+            ctx.keep_loss_point((p.step, p.loss))
+            raise StopTraining
         fraction = ANNOTATE_END + (TRAIN_END - ANNOTATE_END) * p.step / max(p.total, 1)
         ctx.report(progress=fraction, loss_point=(p.step, p.loss))
 
@@ -138,6 +184,8 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
             )
     except RoomfitModelError as exc:  # no product found, out of memory even at batch 1, ...
         raise JobFailed(exc.code, str(exc)) from exc
+    except StopTraining as stop:
+        raise JobStopped("shutdown") from stop
     result = trained.result
     timings["train"] = time.perf_counter() - started - timings.get("annotate", 0.0)
     log.info(

@@ -15,7 +15,7 @@ import torch
 
 from models.adapter_format import read_adapter
 from models.base_model import BaseModel, load_base_model
-from models.training import train_subject
+from models.training import StopTraining, TrainProgress, train_subject
 from models.training_checkpoint import CheckpointMismatch, checkpoint_step
 from tests.models.training_fixtures import RESUME_PHOTOS, resume_settings, views
 
@@ -86,3 +86,37 @@ def test_resume_after_kill_equals_an_uninterrupted_run(
             resume_settings(STEPS, EVERY),
             checkpoint_dir=checkpoints,
         )
+
+
+def test_a_stop_asked_between_checkpoints_is_checkpointed_and_resumes_exactly(
+    own_base: BaseModel, tmp_path: Path
+) -> None:
+    """A worker that is stopping raises StopTraining from its progress callback: the step it is at
+    is checkpointed although none is due, and the next run goes on from exactly there."""
+    photos = views("checker", RESUME_PHOTOS)
+    checkpoints = tmp_path / "ckpt"
+    seen: list[int] = []
+
+    def stop_at_step_4(progress: TrainProgress) -> None:
+        seen.append(progress.step)
+        if progress.step == HANG_AFTER:
+            raise StopTraining
+
+    with pytest.raises(StopTraining):
+        train_subject(
+            own_base,
+            photos,
+            resume_settings(STEPS, EVERY),
+            progress=stop_at_step_4,
+            checkpoint_dir=checkpoints,
+        )
+    assert seen == [1, 2, 3, 4]
+    assert checkpoint_step(checkpoints) == HANG_AFTER  # not 3, the last due one
+
+    resumed = train_subject(own_base, photos, resume_settings(STEPS, EVERY), checkpoint_dir=checkpoints)
+    straight = train_subject(own_base, photos, resume_settings(STEPS, 0))
+    assert resumed.summary.resumed_from_step == HANG_AFTER
+    assert resumed.summary.losses == pytest.approx(straight.summary.losses, rel=1e-6, abs=1e-7)
+    a, b = lora_of(resumed.artifact), lora_of(straight.artifact)
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=1e-3, atol=1e-6), key

@@ -163,9 +163,11 @@ def submit_preview(
     seed: int = 7,
     room: tuple[bytes, str] | None = None,
     mask: np.ndarray | None = None,
+    steps: int | None = None,
 ) -> tuple[str, str, Image.Image, np.ndarray]:
     """Room + mask to the blob store, preview + job rows, the job id to the `preview` queue. The
-    room is generated unless given as (encoded bytes, content type); the mask ([H,W] bool) likewise."""
+    room is generated unless given as (encoded bytes, content type); the mask ([H,W] bool) likewise.
+    `steps`: sampling steps (None: the worker's default)."""
     blobs = stack.blobs
     if room is None:
         image, _ = product_photo(100 + seed, size=(101, 77))
@@ -187,6 +189,7 @@ def submit_preview(
                 subject_id=subject_id,
                 job_id=job_id,
                 seed=seed,
+                steps=steps,
                 width=image.width,
                 height=image.height,
                 room_key=room_key,

@@ -4,6 +4,7 @@ give the lease back and propagate (Celery's autoretry sends the job again), bugs
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,110 @@ def test_progress_writes_are_batched_but_stage_changes_are_not(runtime: Runtime)
     (stage0, _, points0), (stage1, progress1, points1) = seen
     assert stage0 is None and points0 < 50  # batched
     assert (stage1, progress1, points1) == ("saving", 0.9, 50)  # a stage change flushes everything
+
+
+@pytest.fixture
+def stopping(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Make this process a worker that got SIGTERM `seconds_ago` (what Celery's warm shutdown does)."""
+    from worker import shutdown
+
+    def stop(seconds_ago: float = 0.0) -> None:
+        monkeypatch.setattr(shutdown, "_stopping_since", time.monotonic() - seconds_ago)
+
+    monkeypatch.setattr(shutdown, "_stopping_since", None)
+    return stop
+
+
+def _sent_messages(runtime: Runtime) -> list[str]:
+    """Job ids waiting in the embedded broker's folder."""
+    from core.queue import job_ids_in_broker
+
+    return sorted(job_ids_in_broker(runtime.celery) or set())
+
+
+def test_a_stopping_worker_hands_its_training_back_with_every_loss_point(runtime: Runtime, stopping) -> None:  # type: ignore[no-untyped-def]
+    job_id = _train_job(runtime)
+    steps_run: list[int] = []
+
+    def training(ctx: JobContext, job: Job) -> None:
+        for step in range(1, 100):
+            if step == 4:
+                stopping()  # SIGTERM arrives during step 4
+            steps_run.append(step)
+            ctx.report(progress=step / 100, loss_point=(step, 1.0 / step))
+
+    assert run_job(runtime, job_id, training) == "handed_back"
+    assert steps_run == [1, 2, 3, 4]  # a training stops at its next check, not at the grace's end
+    job, _ = _load(runtime, job_id)
+    # back for the next worker at once: lease over, this attempt not counted, a new message sent
+    assert job.status == "running" and job.lease_expires_at <= utcnow()
+    assert job.attempts == 0
+    assert job_id in _sent_messages(runtime)
+    assert [step for step, _ in job.loss_points] == [1, 2, 3]  # step 4's check stopped it first
+
+
+def test_a_stopping_worker_lets_a_preview_finish_within_the_grace(runtime: Runtime, stopping) -> None:  # type: ignore[no-untyped-def]
+    job_id = _preview_job(runtime)
+    stopping(seconds_ago=1.0)  # grace 30 s (the default): plenty left
+
+    def painting(ctx: JobContext, job: Job) -> None:
+        for step in range(10):
+            ctx.report(stage="painting", progress=step / 10)
+        from core import job_state
+
+        with runtime.session() as session:
+            job_state.finish(session, ctx.held, "succeeded")
+
+    assert run_job(runtime, job_id, painting) == "succeeded"
+
+
+def test_a_preview_that_cannot_finish_within_the_grace_is_handed_back(runtime: Runtime, stopping) -> None:  # type: ignore[no-untyped-def]
+    job_id = _preview_job(runtime)
+    painted: list[int] = []
+
+    def painting(ctx: JobContext, job: Job) -> None:
+        for step in range(10):
+            if step == 2:
+                stopping(seconds_ago=runtime.settings.shutdown_grace_seconds - 1)  # past grace less margin
+            painted.append(step)
+            ctx.report(stage="painting", progress=step / 10, force=True)
+
+    assert run_job(runtime, job_id, painting) == "handed_back"
+    assert painted == [0, 1, 2]
+    job = _load_job(runtime, job_id)
+    assert (job.attempts, job.status) == (0, "running") and job.lease_expires_at <= utcnow()
+    assert job_id in _sent_messages(runtime)
+
+
+def test_a_cancelled_job_is_not_handed_back(runtime: Runtime, stopping) -> None:  # type: ignore[no-untyped-def]
+    """Cancel wins over a stop: the job stays cancelled, no message is sent for it."""
+    job_id = _train_job(runtime)
+
+    def training(ctx: JobContext, job: Job) -> None:
+        from core import job_state
+
+        with runtime.session() as session:
+            job_state.request_cancel(session, session.get(Job, job_id))
+            session.commit()
+        stopping()
+        ctx.report(progress=0.5, loss_point=(1, 0.5), force=True)
+
+    assert run_job(runtime, job_id, training) == "lease_lost"
+    assert _load_job(runtime, job_id).status == "cancelled"
+    assert job_id not in _sent_messages(runtime)
+
+
+def _preview_job(runtime: Runtime) -> str:
+    with runtime.session() as session:
+        tenant = Tenant(id=new_id("ten"), name="shop")
+        job = Job(id=new_id("job"), tenant_id=tenant.id, kind="preview", tenant=tenant)
+        session.add_all([tenant, job])
+        session.commit()
+        return job.id
+
+
+def _load_job(runtime: Runtime, job_id: str) -> Job:
+    with runtime.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
