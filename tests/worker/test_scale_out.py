@@ -73,6 +73,7 @@ def test_three_preview_workers_share_twelve_previews(
         painted_by = Counter(job.worker for job in jobs if job is not None)
         assert len(painted_by) == WORKERS, f"previews per worker: {dict(painted_by)}"
         assert sum(painted_by.values()) == PREVIEWS
+        print(f"previews per worker: {sorted(painted_by.values())}")
 
     for worker in workers:  # one model per process, loaded once, reused by every preview it painted
         assert worker.log().count("loading base model tiny") == 1, worker.log()[-2000:]
