@@ -64,7 +64,7 @@ def find_model_folder(name: str, model: ModelSetting, tiny_dir: Path | str | Non
     preferred = f" --revision {model.revisions[0]}" if model.revisions[0] else ""
     raise model.error(
         f"{model.setting}={name!r} is not in the local Hugging Face cache and roomfit never downloads "
-        f"at run time: run `huggingface-cli download {repo_id}{preferred}` first, point "
+        f"at run time: run `hf download {repo_id}{preferred}` first, point "
         f"{model.setting} at {model.folder_label}, or set {model.setting}=tiny for {model.tiny_label}"
     ) from missing
 
