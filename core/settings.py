@@ -90,6 +90,28 @@ class Settings(BaseSettings):
     adapter_cache_bytes: int = Field(
         512 * 1024 * 1024, ge=0, description="In-memory LRU of adapters, bounded in bytes."
     )
+    adapter_disk_bytes: int = Field(
+        2 * 1024 * 1024 * 1024,
+        ge=0,
+        description="The adapter files a worker machine keeps on disk under {models_dir}/adapter-cache, "
+        "bounded in bytes (least recently used go first; shared by the worker processes of one machine).",
+    )
+    adapter_slots: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Adapters a preview worker holds on its device at once, so that one UNet batch may "
+        "paint previews of that many different products.",
+    )
+    preview_batch: int = Field(
+        4, ge=1, le=64, description="Most previews a preview worker paints in one UNet batch."
+    )
+    preview_batch_window_ms: int = Field(
+        30,
+        ge=0,
+        le=1000,
+        description="How long a preview worker waits for more queued previews to fill a batch.",
+    )
 
     # --- API ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `roomfit up` / `serve` bind to.")

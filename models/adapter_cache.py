@@ -137,6 +137,12 @@ class AdapterCache:
     def memory_used(self) -> int:
         return self._memory_used
 
+    def entry(self, adapter_id: str) -> ActiveAdapter:
+        """An adapter's ready-to-copy tensors from the tiers (memory, disk, loader), without making it
+        the UNet's active adapter: what an adapter bank copies into one of its slots."""
+        with self._lock:
+            return self._get(adapter_id)
+
     def peek(self, adapter_id: str) -> ActiveAdapter | None:
         """The in-memory entry of an adapter, without activating it or touching the LRU order."""
         with self._lock:
