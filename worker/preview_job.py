@@ -12,6 +12,7 @@ from core.repository import TenantRepository
 from core.tables import Job, Preview, Subject
 from worker.events import emit_event, preview_payload
 from worker.job_runner import JobContext, JobFailed
+from worker.paint_plan import paint_plan
 
 
 def render_preview_work(ctx: JobContext, job: Job) -> None:
@@ -32,9 +33,7 @@ def render_preview_work(ctx: JobContext, job: Job) -> None:
         preview = repo.get(Preview, job.preview_id or "")
         if preview is None:
             raise JobFailed("preview_not_found", f"preview {job.preview_id} no longer exists")
-        subject = repo.get(Subject, preview.subject_id)
-        if subject is None or subject.status != "ready" or not subject.adapter_key:
-            raise JobFailed("subject_not_ready", f"subject {preview.subject_id} has no ready adapter")
+        plan = paint_plan(runtime, preview, repo.get(Subject, preview.subject_id))
         previews.mark_running(preview)
         session.commit()
         session.expunge_all()
@@ -60,8 +59,8 @@ def render_preview_work(ctx: JobContext, job: Job) -> None:
     paint_started = time.perf_counter()
     try:
         [result] = painter.paint(
-            [PaintRequest(room=room, mask=mask, seed=preview.seed)],
-            adapter_id=subject.adapter_key,
+            [PaintRequest(room=room, mask=mask, seed=preview.seed, reference=plan.reference)],
+            adapter_id=plan.adapter_id,
             steps=steps,
             guidance_scale=guidance,
             progress=on_step,
