@@ -14,15 +14,17 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from PIL import Image
 
+from models.adapter_bank import AdapterBank
 from models.adapter_cache import ActiveAdapter, AdapterCache, AdapterLoader
 from models.base_model import BaseModel
-from models.errors import AdapterCorrupt
+from models.errors import AdapterCorrupt, AdapterError
 from models.full_weights_format import file_format
 from models.full_weights_slot import FullWeights, FullWeightsSlot
 from models.lora import DEFAULT_RANK, inject_lora, lora_spec_of
-from models.sampler import DEFAULT_GUIDANCE_SCALE, InpaintPipeline, PaintRequest, ProgressCallback
+from models.sampler import DEFAULT_GUIDANCE_SCALE, InpaintPipeline, PaintRequest, ProgressCallback, cfg_rows
 
 
 class FullWeightsFound(Exception):
@@ -52,9 +54,11 @@ class Painter:
         loader: AdapterLoader | None = None,
         scheduler: str = "ddim",
         full_weights_cached: int = 1,
+        adapter_slots: int = 8,
     ) -> None:
         """`loader(adapter_id) -> bytes` reads either kind of file; `full_weights_cached`: how many
-        full fine-tunes stay in host memory ready to paint (LRU; others are read again)."""
+        full fine-tunes stay in host memory ready to paint (LRU; others are read again);
+        `adapter_slots`: how many different adapters one batch of `paint_mixed` may hold."""
         if getattr(base.unet, "roomfit_lora", None) is None:
             base.lora = inject_lora(base.unet, rank=lora_rank)
         elif lora_spec_of(base.unet).rank != lora_rank:
@@ -75,6 +79,7 @@ class Painter:
             loader=loader,
             max_cached=full_weights_cached,
         )
+        self.bank = AdapterBank(base.unet, self.adapters, slots=adapter_slots)
         self._loader = loader
         self.pipeline = InpaintPipeline(base, scheduler=scheduler)
 
@@ -104,6 +109,85 @@ class Painter:
         # The AdapterCache's lock holds the UNet for the whole paint, as for a LoRA adapter.
         with self.adapters.use(None), self.full_weights.applied(full):
             return self._sample(requests, full, steps, guidance_scale, progress)
+
+    def paint_mixed(
+        self,
+        requests: Sequence[PaintRequest],
+        adapter_ids: Sequence[str | None],
+        *,
+        steps: int,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        progress: ProgressCallback | None = None,
+    ) -> list[Image.Image | AdapterError]:
+        """Paint requests, each with its own adapter (None: the base model), in one UNet batch.
+
+        Returns, per request, its image, or the AdapterError (not found, corrupt, another base) that
+        kept it out of the batch: one bad adapter fails its own request only. When every request
+        uses the same adapter this is `paint` (the swap path); full fine-tunes, which change every
+        weight, are painted on their own after the batch.
+        """
+        if len(requests) != len(adapter_ids):
+            raise ValueError("paint_mixed needs one adapter id per request")
+        outcomes: list[Image.Image | AdapterError | None] = [None] * len(requests)
+        entries: dict[str, ActiveAdapter] = {}
+        alone: list[str] = []  # full fine-tunes
+        for adapter_id in dict.fromkeys(i for i in adapter_ids if i is not None):
+            if self.full_weights.cached(adapter_id) is not None:
+                alone.append(adapter_id)
+                continue
+            try:
+                entries[adapter_id] = self.adapters.entry(adapter_id)
+            except FullWeightsFound as found:
+                self.full_weights.load(adapter_id, found.take())
+                alone.append(adapter_id)
+            except AdapterError as exc:
+                for i, wanted in enumerate(adapter_ids):
+                    if wanted == adapter_id:
+                        outcomes[i] = exc
+        batch = [i for i, a in enumerate(adapter_ids) if outcomes[i] is None and a not in alone]
+        ids = [adapter_ids[i] for i in batch]
+        if len(set(ids)) == 1:  # one adapter (or none) for the whole batch: the swap path
+            images = self.paint(
+                [requests[i] for i in batch],
+                adapter_id=ids[0],
+                steps=steps,
+                guidance_scale=guidance_scale,
+                progress=progress,
+            )
+        elif batch:
+            images = self._paint_bank(
+                [requests[i] for i in batch], ids, entries, steps, guidance_scale, progress
+            )
+        for i, image in zip(batch, images if batch else [], strict=True):
+            outcomes[i] = image
+        for adapter_id in alone:
+            mine = [i for i, a in enumerate(adapter_ids) if a == adapter_id]
+            painted = self.paint([requests[i] for i in mine], adapter_id=adapter_id, steps=steps,
+                                 guidance_scale=guidance_scale)  # fmt: skip
+            for i, image in zip(mine, painted, strict=True):
+                outcomes[i] = image
+        return outcomes  # type: ignore[return-value]
+
+    def _paint_bank(
+        self,
+        requests: list[PaintRequest],
+        adapter_ids: list[str | None],
+        entries: dict[str, ActiveAdapter],
+        steps: int,
+        guidance_scale: float,
+        progress: ProgressCallback | None,
+    ) -> list[Image.Image]:
+        requests = [
+            r
+            if a is None or r.reference is not None or r.reference_embedding is not None
+            else dataclasses.replace(r, reference_embedding=entries[a].reference_embedding)
+            for r, a in zip(requests, adapter_ids, strict=True)
+        ]
+        # The AdapterCache's lock holds the UNet (no swap meanwhile); peft's slots are bypassed.
+        with self.adapters.use(None):
+            slots = torch.tensor(self.bank.place(adapter_ids))
+            with self.bank.rows(cfg_rows(slots, guidance_scale)):
+                return self.pipeline(requests, steps=steps, guidance_scale=guidance_scale, progress=progress)
 
     @property
     def swap_seconds(self) -> float:

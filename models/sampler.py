@@ -39,6 +39,13 @@ class PaintRequest:
     # models.conditioning.product_embedding)
 
 
+def cfg_rows(per_request: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Per-request values laid out as the UNet batch's rows: with classifier-free guidance the batch
+    is [every request's unconditional row; every request's conditional row], so both rows of a
+    request get its value (its latents, its mask, its adapter slot)."""
+    return torch.cat([per_request] * 2) if guidance_scale > 1.0 else per_request
+
+
 def make_scheduler(name: str, config: dict) -> SchedulerMixin:
     """A fresh scheduler per call: schedulers keep per-run state, and workers paint from several threads."""
     if name == "ddim":
@@ -104,8 +111,8 @@ class InpaintPipeline:
         masked_latents = vae.encode(masked_image(crops, keep)).latent_dist.mode()  # [B,4,R/f,R/f]
         masked_latents = masked_latents * vae.config.scaling_factor
         keep_latent = latent_keep_mask(keep, tuple(masked_latents.shape[-2:]))  # [B,1,R/f,R/f]
-        if do_cfg:
-            masked_latents, keep_latent = torch.cat([masked_latents] * 2), torch.cat([keep_latent] * 2)
+        masked_latents = cfg_rows(masked_latents, guidance_scale)
+        keep_latent = cfg_rows(keep_latent, guidance_scale)
 
         # 4. Initial noise, one generator per request: an output never depends on its batch-mates.
         scheduler = make_scheduler(self.scheduler_name, base.scheduler_config)
@@ -118,7 +125,7 @@ class InpaintPipeline:
 
         # 5. Denoise.
         for i, t in enumerate(scheduler.timesteps):
-            model_latents = torch.cat([latents] * 2) if do_cfg else latents  # [2B,4,h,w]
+            model_latents = cfg_rows(latents, guidance_scale)  # [2B,4,h,w]
             model_latents = scheduler.scale_model_input(model_latents, t)
             unet_input = build_unet_input(model_latents, masked_latents, keep_latent)  # [2B,9,h,w]
             noise = unet(unet_input, t, encoder_hidden_states=cond).sample  # [2B,4,h,w]
