@@ -1,4 +1,5 @@
-"""Batching: 4 preview requests for one adapter painted as one batch vs one after another.
+"""Batching: 4 preview requests painted one after another, as one batch for one adapter, and as one
+mixed batch of 4 different adapters (`Painter.paint_mixed`: per-row LoRA from the AdapterBank).
 
   tiny   the tiny Paint-by-Example model (64 px crops, 16x16 latents), 4 steps
   real   a UNet of Paint-by-Example's real size (860M parameters, random weights) at its real
@@ -6,7 +7,8 @@
          projecting to the real 768-d embedding; 1 step by default. Only the UNet's cost matters here.
 
 Classifier-free guidance is on (guidance 5), so a batch of 4 is a UNet batch of 8. Each repetition
-runs the sequential and the batched variant back to back. Prints a markdown table for BENCHMARKS.md.
+runs the three variants back to back, so they share the machine's noise. Prints a markdown table
+for BENCHMARKS.md.
 
     PYTHONPATH=. .venv/bin/python bench/bench_batching.py                 # tiny and real, ~5 min on 2 cores
     PYTHONPATH=. .venv/bin/python bench/bench_batching.py --sizes tiny    # seconds
@@ -65,42 +67,53 @@ def requests(seed: int) -> list[PaintRequest]:
     return out
 
 
-def bench(painter: Painter, steps: int, reps: int) -> dict[str, object]:
-    generator = torch.Generator().manual_seed(0)
+def _adapter(painter: Painter, seed: int) -> bytes:
+    generator = torch.Generator().manual_seed(seed)
     lora = {
         k: torch.randn(tuple(p.shape), generator=generator) * 0.01
         for k, p in lora_parameters(painter.base.unet).items()
     }
-    painter.adapters.put(
-        "product",
-        write_adapter(
-            lora,
-            reference_embedding=torch.randn(1, painter.base.image_encoder.proj_size, generator=generator),
-            base_model_id=painter.base.model_id,
-            base_weights_hash=painter.base.weights_hash,
-            spec=lora_spec_of(painter.base.unet),
-        ),
+    return write_adapter(
+        lora,
+        reference_embedding=torch.randn(1, painter.base.image_encoder.proj_size, generator=generator),
+        base_model_id=painter.base.model_id,
+        base_weights_hash=painter.base.weights_hash,
+        spec=lora_spec_of(painter.base.unet),
     )
+
+
+def bench(painter: Painter, steps: int, reps: int) -> dict[str, object]:
+    products = [f"product-{i}" for i in range(N_REQUESTS)]
+    for i, product in enumerate(products):
+        painter.adapters.put(product, _adapter(painter, i))
     batch = requests(1)
 
     def sequential() -> list[Image.Image]:
-        return [painter.paint([r], adapter_id="product", steps=steps)[0] for r in batch]
+        return [painter.paint([r], adapter_id=products[0], steps=steps)[0] for r in batch]
 
     def batched() -> list[Image.Image]:
-        return painter.paint(batch, adapter_id="product", steps=steps)
+        return painter.paint(batch, adapter_id=products[0], steps=steps)
 
-    sequential(), batched()  # warm-up: first-call allocations, adapter activation
-    times: dict[str, list[float]] = {"sequential": [], "batched": []}
+    def mixed() -> list[Image.Image]:
+        return painter.paint_mixed(batch, products, steps=steps)  # type: ignore[return-value]
+
+    variants = {"sequential": sequential, "batched": batched, "mixed": mixed}
+    for fn in variants.values():  # warm-up: first-call allocations, adapter activation, bank fills
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
     outputs: dict[str, list[Image.Image]] = {}
     for _ in range(reps):
-        for name, fn in (("sequential", sequential), ("batched", batched)):
+        for name, fn in variants.items():
             started = time.perf_counter()
             outputs[name] = fn()
             times[name].append(time.perf_counter() - started)
-    max_diff = max(
-        int(np.abs(np.asarray(a, int) - np.asarray(b, int)).max())
-        for a, b in zip(outputs["sequential"], outputs["batched"], strict=True)
-    )
+    alone = [painter.paint([r], adapter_id=p, steps=steps)[0] for r, p in zip(batch, products, strict=True)]
+
+    def max_diff(a: list[Image.Image], b: list[Image.Image]) -> int:
+        return max(
+            int(np.abs(np.asarray(x, int) - np.asarray(y, int)).max()) for x, y in zip(a, b, strict=True)
+        )
+
     medians = {name: statistics.median(t) for name, t in times.items()}
     best = {name: min(t) for name, t in times.items()}
     return {
@@ -111,7 +124,10 @@ def bench(painter: Painter, steps: int, reps: int) -> dict[str, object]:
         "median_s": medians,
         "throughput_per_s": {name: N_REQUESTS / m for name, m in medians.items()},
         "ratio": medians["sequential"] / medians["batched"],
-        "max_pixel_diff_batched_vs_sequential": max_diff,
+        "mixed_vs_batched_throughput": medians["batched"] / medians["mixed"],
+        "mixed_vs_batched_best": best["batched"] / best["mixed"],
+        "max_pixel_diff_batched_vs_sequential": max_diff(outputs["sequential"], outputs["batched"]),
+        "max_pixel_diff_mixed_vs_each_alone": max_diff(outputs["mixed"], alone),
         "times_s": times,
     }
 
@@ -144,27 +160,31 @@ def main() -> None:
         results[size] = bench(Painter(base), steps, reps)
         del base
 
+    reps = ", ".join(f"{size}: {r['reps']}" for size, r in results.items())
     print()
     print(
-        f"{N_REQUESTS} requests, one adapter, guidance 5 (UNet batch {2 * N_REQUESTS} when batched), "
-        f"CPU fp32, {args.threads} threads"
+        f"{N_REQUESTS} requests, guidance 5 (UNet batch {2 * N_REQUESTS} when batched), CPU fp32, "
+        f"{args.threads} threads; medians over reps ({reps})"
     )
     print()
     print(
-        "| model | steps | sequential (median) | batched (median) | throughput seq -> batch | ratio "
-        "| ratio of best times | reps |"
+        "| model | steps | sequential | batch, 1 adapter | mixed batch, 4 adapters | batch vs sequential "
+        "| mixed vs 1-adapter batch (throughput) | same, best times |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for size, r in results.items():
-        med, thr = r["median_s"], r["throughput_per_s"]
-        print(
-            f"| {size} | {r['steps']} | {med['sequential']:.2f} s | {med['batched']:.2f} s "
-            f"| {thr['sequential']:.2f} -> {thr['batched']:.2f} req/s | {r['ratio']:.2f}x "
-            f"| {r['best_ratio']:.2f}x | {r['reps']} |"
-        )
+        med = r["median_s"]
+        cells = [size, str(r["steps"]), *(f"{med[k]:.3f} s" for k in ("sequential", "batched", "mixed"))]
+        cells += [f"{r['ratio']:.2f}x", f"{r['mixed_vs_batched_throughput']:.3f}x"]
+        cells += [f"{r['mixed_vs_batched_best']:.3f}x"]
+        print("| " + " | ".join(cells) + " |")
     for size, r in results.items():
-        diff = r["max_pixel_diff_batched_vs_sequential"]
-        print(f"{size}: largest pixel difference batched vs sequential: {diff}")
+        seq_diff = r["max_pixel_diff_batched_vs_sequential"]
+        mixed_diff = r["max_pixel_diff_mixed_vs_each_alone"]
+        print(
+            f"{size}: largest pixel difference batched vs sequential {seq_diff}, "
+            f"mixed vs each alone {mixed_diff}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
