@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 from api.problems import PROBLEM_JSON, REGISTRY, codes_by_status
 from api.schemas import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from api.schemas import Problem as ProblemBody  # the document's schema; api.problems.Problem is a code
+from core.previews import REQUESTED_MODES
 from core.settings import Settings
 
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -225,6 +226,16 @@ PREVIEW_FORM = _multipart_post(
             "minimum": 0,
             "maximum": MAX_GUIDANCE,
             "description": "classifier-free guidance; default: the service's",
+        },
+        "mode": {
+            "type": "string",
+            "enum": list(REQUESTED_MODES),
+            "default": "auto",
+            "description": "what to paint with: `auto` the subject's adapter when it is ready, zero-shot "
+            "(the base model and the subject's reference crop) while it trains; `adapter` only the "
+            "adapter (409 `subject_not_ready` until ready); `zero_shot` the base model and the reference "
+            "crop, also once ready. A subject not yet annotated (queued, annotating), failed or "
+            "cancelled: 409 `subject_not_ready`",
         },
     },
     images="room",

@@ -7,6 +7,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.previews import PaintMode, RequestedMode
 from core.tables import Job, Preview, Subject, SubjectPhoto, Webhook
 
 SubjectStatus = Literal["queued", "annotating", "training", "ready", "failed", "cancelled"]
@@ -179,6 +180,7 @@ class PreviewForm(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     guidance_scale: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE)
+    mode: RequestedMode = "auto"
 
 
 # alike: fields and `of` read like SubjectOut's and JobOut's on purpose: each schema lists its own
@@ -188,6 +190,17 @@ class PreviewOut(BaseModel):
     subject_id: str = Field(examples=["sub_01JD6Y3ZC6T4VY1X9N8K2M7Q5R"])
     status: PreviewStatus = Field(examples=["queued"])
     progress: float = Field(ge=0, le=1, examples=[0.0])
+    mode: PaintMode = Field(
+        description="what it is painted with: `adapter` (the subject's adapter) or `zero_shot` (the base "
+        "model and the subject's reference crop). Set at POST from the subject's status; the worker "
+        "decides again when it paints (an `auto` preview whose subject became ready meanwhile is "
+        "painted with its adapter) and records what it painted with",
+        examples=["adapter"],
+    )
+    adapter_version: int | None = Field(
+        description="the subject's adapter version it is (was) painted with; null for `zero_shot`",
+        examples=[1],
+    )
     result_url: str | None = Field(
         description="where the PNG is once `succeeded`",
         examples=["/v1/previews/prv_01JD6Y5B0M9Z8S4W2T1V3X7Y6Q/result"],
@@ -209,6 +222,8 @@ class PreviewOut(BaseModel):
             subject_id=row.subject_id,
             status=row.status,  # type: ignore[arg-type]
             progress=_progress(row),
+            mode=row.mode,  # type: ignore[arg-type]
+            adapter_version=row.adapter_version,
             result_url=f"/v1/previews/{row.id}/result"
             if row.status == "succeeded" and row.result_key
             else None,

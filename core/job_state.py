@@ -141,18 +141,29 @@ def claim_next(
     own = session.get(Job, message_job_id)
     if own is not None and own.kind == kind and own.status == "running":
         return claim(session, message_job_id, worker, lease_seconds, max_attempts)
-    ops = OpsRepository(session)
-    for _ in range(8):  # another worker may take the chosen job first; choose again
-        job_id = ops.fairest_queued_job(kind)
-        if job_id is None:
-            break
-        held = claim(session, job_id, worker, lease_seconds, max_attempts)
-        if held is not None:
-            return held
+    held = claim_fairest(session, kind, worker, lease_seconds, max_attempts)
+    if held is not None:
+        return held
     if own is not None and own.status not in ("queued",):
         log.info(
             "job %s: not claimable (status %s, worker %s); message dropped", own.id, own.status, own.worker
         )
+    return None
+
+
+def claim_fairest(
+    session: Session, kind: str, worker: str, lease_seconds: int, max_attempts: int
+) -> Claim | None:
+    """Take the queued job of `kind` that is fairest to run next (see claim_next), or None when none
+    is queued. A worker filling a batch calls this for each job after the first."""
+    ops = OpsRepository(session)
+    for _ in range(8):  # another worker may take the chosen job first; choose again
+        job_id = ops.fairest_queued_job(kind)
+        if job_id is None:
+            return None
+        held = claim(session, job_id, worker, lease_seconds, max_attempts)
+        if held is not None:
+            return held
     return None
 
 

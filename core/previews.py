@@ -3,16 +3,61 @@
 queued → running → succeeded | failed (or cancelled by ops). The API creates previews, the preview
 worker runs and finishes them, `core.job_state` mirrors their job; nothing else assigns
 `Preview.status` (tests/test_architecture.py holds the tree to that).
+
+What a preview is painted with is decided here too, by one rule the API (at POST) and the preview
+worker (when it paints) both apply: `paint_mode`. The API records its answer on the new row; the
+worker decides again from the subject as it is then and records the final one (`record_mode`), so a
+subject that became ready while an `auto` preview waited is painted with its adapter.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from core.clock import utcnow
-from core.tables import Job, Preview
+from core.tables import Job, Preview, Subject
 
 PREVIEW_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# What a client may ask for, and what a preview is painted with.
+RequestedMode = Literal["auto", "adapter", "zero_shot"]
+PaintMode = Literal["adapter", "zero_shot"]
+REQUESTED_MODES: tuple[str, ...] = RequestedMode.__args__  # type: ignore[attr-defined]
+PAINT_MODES: tuple[str, ...] = PaintMode.__args__  # type: ignore[attr-defined]
+
+
+def has_adapter(subject: Subject) -> bool:
+    """Ready, with an adapter (or full fine-tune) to paint with."""
+    return subject.status == "ready" and bool(subject.adapter_key)
+
+
+def is_annotated(subject: Subject) -> bool:
+    """Training or ready, with the product's box in at least one photo: a reference crop to paint
+    from. A queued or annotating subject is not, even with boxes the caller gave or an earlier
+    training found (they may change); nor is a failed or cancelled one."""
+    return subject.status in ("training", "ready") and any(photo.box for photo in subject.photos)
+
+
+def paint_mode(requested: str, subject: Subject) -> PaintMode | None:
+    """What a preview of `subject` asked as `requested` is painted with now; None: it cannot be
+    (the API answers 409 `subject_not_ready`, the worker fails the preview with that code).
+
+    `adapter`: the subject's adapter, once ready. `zero_shot`: the base model and the subject's
+    reference crop, once annotated (training or ready). `auto`: the adapter when ready, else
+    zero-shot when annotated."""
+    if requested in ("adapter", "auto") and has_adapter(subject):
+        return "adapter"
+    if requested in ("zero_shot", "auto") and is_annotated(subject):
+        return "zero_shot"
+    return None
+
+
+def record_mode(preview: Preview, mode: PaintMode, adapter_version: int | None) -> None:
+    """What `preview` is painted with: `adapter` and the adapter's version, or `zero_shot` (no
+    version). The API records what it expects at POST; the worker records what it paints with."""
+    if mode not in PAINT_MODES:
+        raise ValueError(f"unknown paint mode {mode!r}")
+    preview.mode = mode
+    preview.adapter_version = adapter_version if mode == "adapter" else None
 
 
 def new_preview(**fields: Any) -> Preview:

@@ -209,6 +209,12 @@ class Preview(TenantOwned, Timestamps, Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     steps: Mapped[int | None] = mapped_column(Integer, default=None)
     guidance_scale: Mapped[float | None] = mapped_column(Float, default=None)
+    # What the client asked for (auto | adapter | zero_shot) and what it was or will be painted with
+    # (adapter | zero_shot: the worker fixes it when it paints, with the adapter's version; null for
+    # zero-shot). Rows older than these columns were painted with an adapter (migration 0003).
+    requested_mode: Mapped[str] = mapped_column(String(16), default="auto", server_default="adapter")
+    mode: Mapped[str] = mapped_column(String(16), default="adapter", server_default="adapter")
+    adapter_version: Mapped[int | None] = mapped_column(Integer, default=None)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     room_key: Mapped[str] = mapped_column(String(400))

@@ -91,10 +91,15 @@ class AdapterBank:
                 self._fill(self._free_slot(keep=set(wanted)), adapter_id, entry)
             return [NO_ADAPTER if i is None else self._resident[i] for i in adapter_ids]
 
+    @torch.no_grad()
     def drop(self, adapter_id: str) -> None:
-        """Forget an adapter's slot (its subject was deleted or retrained); the slot is reused."""
+        """Forget an adapter (its subject was deleted or retrained): its slot is zeroed and reused."""
         with self._lock:
-            self._resident.pop(adapter_id, None)
+            slot = self._resident.pop(adapter_id, None)
+            if slot is not None:
+                for layer in self._layers:
+                    layer.a_bank[slot].zero_()
+                    layer.b_bank[slot].zero_()
 
     def resident(self) -> dict[str, int]:
         with self._lock:

@@ -1,7 +1,8 @@
 """AdapterCache: which adapter the UNet paints with, swapped in place.
 
 Three tiers: a memory LRU bounded in bytes (tensors already in the UNet's dtype and device), a disk
-folder of adapter files under it, and the `loader` callback (the blob store) under that.
+folder of adapter files under it (`AdapterDiskTier`: bounded in bytes, least recently used first,
+shared safely by the processes of one machine), and the `loader` callback (the blob store) under that.
 
 A swap is one `copy_` per LoRA tensor into parameter slots resolved once at construction, so
 it costs what copying ~1M numbers costs. peft's `hotswap_adapter_from_state_dict` does the same
@@ -12,13 +13,10 @@ the previous adapter active and intact.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import torch
 
+from models.adapter_disk import DEFAULT_DISK_BYTES, AdapterDiskTier
 from models.adapter_format import AdapterFile, check_compatible, read_adapter
 from models.errors import AdapterCorrupt, AdapterNotFound
 from models.lora import lora_parameters, lora_spec_of
@@ -52,7 +51,21 @@ class CacheStats:
     disk_hits: int = 0
     swaps: int = 0  # copies into the UNet
     swap_seconds: float = 0.0
-    evictions: int = 0
+    evictions: int = 0  # from memory, for room
+    disk_evictions: int = 0  # from disk, for room (this process's writes only)
+
+
+@dataclass(frozen=True)
+class Evicted:
+    """What `AdapterCache.evict_ids` found: ids dropped from this process's memory (or UNet), and ids
+    whose file it removed from the disk folder."""
+
+    memory: list[str]
+    disk: list[str]
+
+    @property
+    def ids(self) -> list[str]:
+        return list(dict.fromkeys([*self.memory, *self.disk]))
 
 
 class AdapterCache:
@@ -65,13 +78,17 @@ class AdapterCache:
         memory_bytes: int = 512 * 1024 * 1024,
         disk_dir: Path | str | None = None,
         loader: AdapterLoader | None = None,
+        disk_bytes: int | None = DEFAULT_DISK_BYTES,
     ) -> None:
+        """`disk_bytes`: the bound of the disk folder (None: unbounded), shared with every process
+        using the same `disk_dir`; settable later through the `disk_bytes` attribute."""
         self.unet = unet
         self.base_model_id = base_model_id
         self.base_weights_hash = base_weights_hash
         self.spec = lora_spec_of(unet)
         self.memory_bytes = memory_bytes
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
+        self.disk = AdapterDiskTier(self.disk_dir, disk_bytes) if self.disk_dir is not None else None
         self.loader = loader
         self.stats = CacheStats()
         # Resolved once: the swap loop never looks a name up again.
@@ -102,6 +119,7 @@ class AdapterCache:
                 return None
             if owner is self and self.active is not None and self.active.adapter_id == adapter_id:
                 self.stats.hits += 1
+                self._touch_disk(adapter_id)
                 return self.active
             entry = self._get(adapter_id)
             started = time.perf_counter()
@@ -126,12 +144,50 @@ class AdapterCache:
 
     def evict(self, adapter_id: str) -> None:
         """Forget an adapter everywhere (e.g. a subject was deleted or retrained)."""
+        self.evict_ids([adapter_id])
+
+    def evict_ids(self, adapter_ids: Iterable[str]) -> Evicted:
+        """Forget these adapters in memory, in the UNet (an active one's slots are zeroed) and on disk
+        (for every process sharing the folder); what was found where."""
+        ids = list(dict.fromkeys(adapter_ids))
+        memory: list[str] = []
         with self._lock:
-            entry = self._memory.pop(adapter_id, None)
-            if entry is not None:
-                self._memory_used -= entry.nbytes
-            if self.disk_dir is not None:
-                self._disk_path(adapter_id).unlink(missing_ok=True)
+            for adapter_id in ids:
+                entry = self._memory.pop(adapter_id, None)
+                if entry is not None:
+                    self._memory_used -= entry.nbytes
+                    memory.append(adapter_id)
+                if self.active is not None and self.active.adapter_id == adapter_id:
+                    self._clear_active()
+                    if entry is None:
+                        memory.append(adapter_id)
+            disk = self.disk.remove(ids) if self.disk is not None and ids else []
+        return Evicted(memory=memory, disk=disk)
+
+    def evict_prefix(self, prefix: str) -> Evicted:
+        """Forget every adapter whose id starts with `prefix` (a subject's: `tenants/T/subjects/S/`)."""
+        with self._lock:
+            return self.evict_ids(i for i in self.known_ids() if i.startswith(prefix))
+
+    def known_ids(self) -> list[str]:
+        """Every adapter id this cache holds: in memory, active in the UNet, or in the disk folder
+        (written by any process sharing it)."""
+        with self._lock:
+            ids = list(self._memory)
+            if self.active is not None and getattr(self.unet, "roomfit_adapter_owner", None) is self:
+                ids.append(self.active.adapter_id)
+            ids += self.disk.ids() if self.disk is not None else []
+            return list(dict.fromkeys(ids))
+
+    @property
+    def disk_bytes(self) -> int | None:
+        """The disk folder's bound in bytes (None: unbounded, or no disk tier)."""
+        return self.disk.max_bytes if self.disk is not None else None
+
+    @disk_bytes.setter
+    def disk_bytes(self, value: int | None) -> None:
+        if self.disk is not None:
+            self.disk.max_bytes = value
 
     @property
     def memory_used(self) -> int:
@@ -159,6 +215,7 @@ class AdapterCache:
         if entry is not None:
             self._memory.move_to_end(adapter_id)
             self.stats.hits += 1
+            self._touch_disk(adapter_id)  # used: its disk copy is recent too
             return entry
         self.stats.misses += 1
         entry = self._from_disk(adapter_id)
@@ -172,34 +229,34 @@ class AdapterCache:
         return entry
 
     def _from_disk(self, adapter_id: str) -> ActiveAdapter | None:
-        if self.disk_dir is None:
+        if self.disk is None:
             return None
-        path = self._disk_path(adapter_id)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        data = self.disk.read(adapter_id)
+        if data is None:
             return None
         try:
             entry = self._prepare(adapter_id, data)
         except AdapterCorrupt:
-            path.unlink(missing_ok=True)  # a damaged cache file: fetch it again from the loader
+            self.disk.remove([adapter_id])  # a damaged cache file: fetch it again from the loader
             return None
         self.stats.disk_hits += 1
         return entry
 
     def _write_disk(self, adapter_id: str, data: bytes) -> None:
-        if self.disk_dir is None:
-            return
-        self.disk_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.disk_dir, suffix=".part")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, self._disk_path(adapter_id))
+        if self.disk is not None:
+            self.stats.disk_evictions += self.disk.write(adapter_id, data)
 
-    def _disk_path(self, adapter_id: str) -> Path:
-        assert self.disk_dir is not None
-        # ids are blob keys with slashes; hash them into flat, safe file names
-        return self.disk_dir / (hashlib.sha256(adapter_id.encode()).hexdigest()[:32] + ".safetensors")
+    def _touch_disk(self, adapter_id: str) -> None:
+        if self.disk is not None:
+            self.disk.touch(adapter_id)
+
+    def _clear_active(self) -> None:
+        """The active adapter is being forgotten: none of its numbers stay in the UNet's slots."""
+        if getattr(self.unet, "roomfit_adapter_owner", None) is self:
+            with torch.no_grad():
+                for slot in self._slots:
+                    slot.zero_()  # B = 0: the base model paints, as after activate(None)
+        self.active = None
 
     def _remember(self, adapter_id: str, entry: ActiveAdapter) -> None:
         old = self._memory.pop(adapter_id, None)

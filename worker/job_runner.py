@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
@@ -158,67 +159,96 @@ def run_job(
                 return "skipped"
             kind = named.kind
         held = job_state.claim_next(session, kind, job_id, runtime.name, s.lease_seconds, s.max_attempts)
-        if held is None:
-            return "skipped"
-        if held.job_id != job_id:
-            log.info("message of job %s: ran job %s, fairer across tenants", job_id, held.job_id)
-        job_id = held.job_id
-        job = OpsRepository(session).job(job_id)
-        assert job is not None
-        session.expunge(job)
-    ctx = JobContext(
-        runtime, held, deadline=time.monotonic() + _timeout_for(runtime, job.kind), kind=job.kind
-    )
-    stop_heartbeat = threading.Event()
-    beat = threading.Thread(target=_heartbeat_loop, args=(ctx, stop_heartbeat), daemon=True, name="heartbeat")
-    beat.start()
+    if held is None:
+        return "skipped"
+    if held.job_id != job_id:
+        log.info("message of job %s: ran job %s, fairer across tenants", job_id, held.job_id)
+    ctx, job = start_job(runtime, held, kind)
     started = time.monotonic()
-    log.info("job %s (%s) attempt %d started", job_id, job.kind, held.attempt)
-    try:
-        work(ctx, job)
-        outcome = "succeeded"
-    except JobStopped as stop:
-        outcome = _on_stopped(ctx, stop.reason)
-    except job_state.LeaseLost:
-        log.warning("job %s: another worker took it over; this run's results are dropped", job_id)
-        outcome = "lease_lost"
-    except JobFailed as failure:
-        log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
-        _finish(runtime, held, "failed", failure.code, failure.message)
-        outcome = "failed"
-    except TRANSIENT_ERRORS as exc:
-        log.warning("job %s: transient error, will retry: %s", job_id, exc)
-        _release(runtime, held)
-        raise
-    except Exception:
-        # A bug of ours: the details go to the log under the job's id; the row (which a shop and,
-        # through its subject, a shopper can read) gets a message that says nothing of internals.
-        log.exception("job %s crashed", job_id)
-        _finish(runtime, held, "failed", "internal_error", INTERNAL_ERROR_MESSAGE.format(job_id=job_id))
-        outcome = "failed"
-    finally:
-        stop_heartbeat.set()
-        beat.join(timeout=5)
-    log.info("job %s %s in %.2fs", job_id, outcome, time.monotonic() - started)
+    with heartbeats([ctx]):
+        try:
+            work(ctx, job)
+            outcome = "succeeded"
+        except Exception as exc:
+            outcome = settle(ctx, exc)  # re-raises a transient error, for Celery's retry
+    log.info("job %s %s in %.2fs", ctx.job_id, outcome, time.monotonic() - started)
     return outcome
 
 
-def _heartbeat_loop(ctx: JobContext, stop: threading.Event) -> None:
-    lease = ctx.runtime.settings.lease_seconds
+def start_job(runtime: Runtime, held: job_state.Claim, kind: str) -> tuple[JobContext, Job]:
+    """The context of a claimed job (its deadline starts now) and its row, detached."""
+    with runtime.session() as session:
+        job = OpsRepository(session).job(held.job_id)
+        assert job is not None
+        session.expunge(job)
+    log.info("job %s (%s) attempt %d started", held.job_id, kind, held.attempt)
+    deadline = time.monotonic() + _timeout_for(runtime, kind)
+    return JobContext(runtime, held, deadline=deadline, kind=kind), job
+
+
+def settle(ctx: JobContext, exc: Exception, transient: str = "raise") -> str:
+    """Record how a job that raised `exc` ended; returns the outcome. A transient error gives the
+    lease back and is raised again, so Celery's autoretry sends the job again (`transient="raise"`),
+    or, for a job of a batch whose batch-mates go on, the job gets a new message ("resend")."""
+    runtime, held, job_id = ctx.runtime, ctx.held, ctx.job_id
+    if isinstance(exc, JobStopped):
+        return _on_stopped(ctx, exc.reason)
+    if isinstance(exc, job_state.LeaseLost):
+        log.warning("job %s: another worker took it over; this run's results are dropped", job_id)
+        return "lease_lost"
+    if isinstance(exc, JobFailed):
+        log.warning("job %s failed: %s: %s", job_id, exc.code, exc.message)
+        _finish(runtime, held, "failed", exc.code, exc.message)
+        return "failed"
+    if isinstance(exc, TRANSIENT_ERRORS):
+        log.warning("job %s: transient error, will retry: %s", job_id, exc)
+        _release(runtime, held)
+        if transient == "raise":
+            raise exc
+        _resend(runtime, job_id)
+        return "retrying"
+    # A bug of ours: the details go to the log under the job's id; the row (which a shop and,
+    # through its subject, a shopper can read) gets a message that says nothing of internals.
+    log.error("job %s crashed", job_id, exc_info=exc)
+    _finish(runtime, held, "failed", "internal_error", INTERNAL_ERROR_MESSAGE.format(job_id=job_id))
+    return "failed"
+
+
+@contextmanager
+def heartbeats(contexts: Sequence[JobContext]) -> Iterator[None]:
+    """One thread keeps the leases of these jobs alive while the block runs (see _heartbeat_loop)."""
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat_loop, args=(contexts, stop), daemon=True, name="heartbeat")
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join(timeout=5)
+
+
+def _heartbeat_loop(contexts: Sequence[JobContext], stop: threading.Event) -> None:
+    if not contexts:
+        return
+    runtime = contexts[0].runtime
+    lease = runtime.settings.lease_seconds
     # A third of the lease: two beats may be missed (a GC pause, a slow database) before the
     # reconciler takes the job as orphaned.
     while not stop.wait(max(1.0, lease / 3)):
-        if time.monotonic() > ctx.deadline:
-            ctx.stop_reason = ctx.stop_reason or "timeout"
-        try:
-            with ctx.runtime.session() as session:
-                job_state.heartbeat(session, ctx.held, lease)
-        except job_state.JobCancelled:
-            ctx.stop_reason = "cancelled"
-        except job_state.LeaseLost:
-            ctx.stop_reason = "lease_lost"
-        except Exception:  # a database blip: keep beating; the lease has slack for it
-            log.exception("job %s: heartbeat failed", ctx.job_id)
+        for ctx in contexts:
+            if ctx.stop_reason is not None:
+                continue  # stopping already: its lease is not ours to extend
+            if time.monotonic() > ctx.deadline:
+                ctx.stop_reason = "timeout"
+            try:
+                with runtime.session() as session:
+                    job_state.heartbeat(session, ctx.held, lease)
+            except job_state.JobCancelled:
+                ctx.stop_reason = "cancelled"
+            except job_state.LeaseLost:
+                ctx.stop_reason = "lease_lost"
+            except Exception:  # a database blip: keep beating; the lease has slack for it
+                log.exception("job %s: heartbeat failed", ctx.job_id)
 
 
 def _on_stopped(ctx: JobContext, reason: str) -> str:
@@ -274,6 +304,16 @@ def _hand_back(ctx: JobContext) -> str:
         dispatch.send(session, runtime.celery, job)  # never raises; the reconciler covers a refusal
     log.warning("job %s: handed back, this worker is stopping", held.job_id)
     return "handed_back"
+
+
+def _resend(runtime: Runtime, job_id: str) -> None:
+    try:
+        with runtime.session() as session:
+            job = OpsRepository(session).job(job_id)
+            if job is not None:
+                dispatch.send(session, runtime.celery, job)  # never raises
+    except Exception:  # the database is what failed: the reconciler re-sends it once the lease ends
+        log.exception("job %s: could not send it again", job_id)
 
 
 def _release(runtime: Runtime, held: job_state.Claim) -> None:

@@ -1,32 +1,103 @@
-"""render_preview's work: paint the subject into the room with its adapter (a LoRA adapter or a full
-fine-tune: the painter tells them apart by the file), store the result."""
+"""render_preview's work: paint queued previews, several at once, whatever their products.
+
+A message is a turn (core.job_state.claim_next): the worker claims the fairest queued preview, then
+up to `ROOMFIT_PREVIEW_BATCH` more for at most `ROOMFIT_PREVIEW_BATCH_WINDOW_MS` (each a claim of its
+own: a conditional UPDATE and a lease, the database stays the truth). Previews that share sampling
+settings (steps, guidance) are painted in one UNet batch, each with its own adapter or, zero-shot,
+the base model and a reference crop (`models.Painter.paint_mixed`); each job is then finished or
+failed on its own. A preview whose inputs cannot be read, or whose adapter is broken, fails alone
+with its code; the others of its batch go on. Each job records its batch's id and size in its
+timings. The messages of the extra jobs stay queued and are dropped by the claim when they come.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from PIL import Image
 
 from core import job_state, previews
 from core.blob_keys import preview_result_key
+from core.blobstore import BlobNotFound
+from core.ids import new_id
 from core.repository import TenantRepository
 from core.tables import Job, Preview, Subject
 from worker.events import emit_event, preview_payload
-from worker.job_runner import JobContext, JobFailed
-from worker.paint_plan import paint_plan
+from worker.job_runner import JobContext, JobFailed, JobStopped, heartbeats, settle, start_job
+from worker.paint_plan import PaintPlan, paint_plan
+from worker.runtime import Runtime
+
+log = logging.getLogger("roomfit.worker")
 
 
-def render_preview_work(ctx: JobContext, job: Job) -> None:
-    from models import (
-        DEFAULT_GUIDANCE_SCALE,
-        AdapterError,
-        InvalidImageError,
-        PaintRequest,
-        open_image,
-        open_mask,
-    )
+@dataclass
+class _Row:
+    """One claimed preview, read and ready to paint."""
+
+    ctx: JobContext
+    preview: Preview
+    plan: PaintPlan
+    room: Image.Image
+    request: object  # models.PaintRequest (imported lazily: the API never loads torch)
+    steps: int
+    guidance: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def render_previews(runtime: Runtime, job_id: str) -> list[str]:
+    """Claim a batch of previews (the first one fairest for this message), paint, finish each;
+    returns each claimed job's outcome (for logs and tests), or ["skipped"]."""
+    claims = _claim_batch(runtime, job_id)
+    if not claims:
+        return ["skipped"]
+    started = [start_job(runtime, held, "preview") for held in claims]
+    outcomes: dict[str, str] = {}
+    with heartbeats([ctx for ctx, _ in started]):
+        rows: list[_Row] = []
+        for ctx, job in started:
+            try:
+                rows.append(_prepare(ctx, job))
+            except Exception as exc:  # this preview alone: unreadable room, subject gone, ...
+                outcomes[ctx.job_id] = settle(ctx, exc, transient="resend")
+        groups: dict[tuple[int, float], list[_Row]] = defaultdict(list)
+        for row in rows:
+            groups[(row.steps, row.guidance)].append(row)
+        for (steps, guidance), group in groups.items():
+            outcomes.update(_paint_group(runtime, group, steps, guidance))
+    log.info("previews painted as a batch of %d: %s", len(claims), outcomes)
+    return list(outcomes.values())
+
+
+def _claim_batch(runtime: Runtime, job_id: str) -> list[job_state.Claim]:
+    s = runtime.settings
+    limit = min(s.preview_batch, s.adapter_slots)
+    with runtime.session() as session:
+        lease, attempts = s.lease_seconds, s.max_attempts
+        first = job_state.claim_next(session, "preview", job_id, runtime.name, lease, attempts)
+        if first is None:
+            return []
+        claims = [first]
+        window_ends = time.monotonic() + s.preview_batch_window_ms / 1000
+        while len(claims) < limit:
+            held = job_state.claim_fairest(session, "preview", runtime.name, lease, attempts)
+            if held is not None:
+                claims.append(held)
+            elif time.monotonic() >= window_ends:
+                break
+            else:
+                time.sleep(0.005)  # a burst's next previews are being written as we look
+    return claims
+
+
+def _prepare(ctx: JobContext, job: Job) -> _Row:
+    from models import DEFAULT_GUIDANCE_SCALE, InvalidImageError, PaintRequest, open_image, open_mask
 
     runtime = ctx.runtime
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     with runtime.session() as session:
         repo = TenantRepository(session, job.tenant_id)
@@ -38,50 +109,92 @@ def render_preview_work(ctx: JobContext, job: Job) -> None:
         session.commit()
         session.expunge_all()
     ctx.report(stage="loading", progress=0.02)
-
-    room_bytes = runtime.blobs.get(preview.room_key)
-    mask_bytes = runtime.blobs.get(preview.mask_key)
     try:
-        room = open_image(room_bytes, "room")
-        mask = open_mask(mask_bytes, room.size)
+        room = open_image(runtime.blobs.get(preview.room_key), "room")
+        mask = open_mask(runtime.blobs.get(preview.mask_key), room.size)
     except InvalidImageError as exc:  # the API checked both; a stored blob that fails is corrupt
         raise JobFailed("image_unreadable", str(exc)) from exc
-    timings["load_inputs"] = time.perf_counter() - started
+    except BlobNotFound as exc:  # removed behind the service's back: nothing to paint, ever
+        raise JobFailed("image_unreadable", "the stored room or mask of this preview is gone") from exc
+    guidance = preview.guidance_scale if preview.guidance_scale is not None else DEFAULT_GUIDANCE_SCALE
+    return _Row(
+        ctx=ctx,
+        preview=preview,
+        plan=plan,
+        room=room,
+        request=PaintRequest(room=room, mask=mask, seed=preview.seed, reference=plan.reference),
+        steps=preview.steps or runtime.settings.default_preview_steps,
+        guidance=guidance,
+        timings={"load_inputs": time.perf_counter() - started},
+    )
+
+
+def _paint_group(runtime: Runtime, group: list[_Row], steps: int, guidance: float) -> dict[str, str]:
+    from models import AdapterError
 
     painter = runtime.painter  # loaded once per process
-    steps = preview.steps or runtime.settings.default_preview_steps
-    guidance = preview.guidance_scale if preview.guidance_scale is not None else DEFAULT_GUIDANCE_SCALE
+    batch = {"batch_id": new_id("bat"), "batch_size": len(group)}
 
     def on_step(done: int, total: int) -> None:
-        ctx.report(stage="painting", progress=0.05 + 0.9 * done / max(total, 1))
+        for row in group:
+            # a row that must stop is dropped after the batch; its batch-mates go on
+            with contextlib.suppress(JobStopped):
+                row.ctx.report(stage="painting", progress=0.05 + 0.9 * done / max(total, 1))
+        if all(row.ctx.stop_reason is not None for row in group):
+            raise JobStopped("batch")  # nobody left to paint for (all cancelled, or the worker stopping)
 
     swaps_before = painter.swap_seconds
     paint_started = time.perf_counter()
     try:
-        [result] = painter.paint(
-            [PaintRequest(room=room, mask=mask, seed=preview.seed, reference=plan.reference)],
-            adapter_id=plan.adapter_id,
+        results = painter.paint_mixed(
+            [row.request for row in group],  # type: ignore[misc]
+            [row.plan.adapter_id for row in group],
             steps=steps,
             guidance_scale=guidance,
             progress=on_step,
         )
-    except AdapterError as exc:
-        raise JobFailed(exc.code, str(exc)) from exc
-    timings["paint"] = time.perf_counter() - paint_started
-    timings["adapter_swap"] = painter.swap_seconds - swaps_before  # a full fine-tune's: in and back
+    except Exception as exc:  # the batch as a whole: each row ends by its own reason, or this error
+        return {row.ctx.job_id: settle(row.ctx, _reason_of(row, exc), transient="resend") for row in group}
+    paint_seconds = time.perf_counter() - paint_started
+    swap_seconds = painter.swap_seconds - swaps_before
+    outcomes = {}
+    for row, result in zip(group, results, strict=True):
+        row.timings.update(paint=paint_seconds, adapter_swap=swap_seconds, batch_size=len(group))
+        try:
+            if row.ctx.stop_reason is not None:
+                raise JobStopped(row.ctx.stop_reason)
+            if isinstance(result, AdapterError):
+                raise JobFailed(result.code, str(result))
+            _store_and_finish(row, result, batch)
+            outcomes[row.ctx.job_id] = "succeeded"
+        except Exception as exc:
+            outcomes[row.ctx.job_id] = settle(row.ctx, exc, transient="resend")
+    return outcomes
 
+
+def _reason_of(row: _Row, exc: Exception) -> Exception:
+    if isinstance(exc, JobStopped) and row.ctx.stop_reason is not None:
+        return JobStopped(row.ctx.stop_reason)
+    return exc
+
+
+def _store_and_finish(row: _Row, result: Image.Image, batch: dict[str, object]) -> None:
+    runtime, preview = row.ctx.runtime, row.preview
     buffer = io.BytesIO()
     result.save(buffer, format="PNG")
     key = preview_result_key(preview.tenant_id, preview.id)
     # The same key on every attempt: a task run twice overwrites one result, never adds a second.
     runtime.blobs.put(key, buffer.getvalue(), content_type="image/png")
-    timings["total"] = time.perf_counter() - started
-
+    row.timings["total"] = row.timings["load_inputs"] + row.timings["paint"]
     with runtime.session() as session:
-        row = TenantRepository(session, job.tenant_id).get(Preview, preview.id)
-        if row is None:  # deleted while painting: drop the result with it
+        repo = TenantRepository(session, preview.tenant_id)
+        stored = repo.get(Preview, preview.id)
+        if stored is None:  # deleted while painting: drop the result with it
             runtime.blobs.delete(key)
             return
-        previews.finish(row, key, timings)
-        job_state.finish(session, ctx.held, "succeeded")
-        emit_event(session, row.tenant_id, "preview.succeeded", preview_payload(row))
+        previews.finish(stored, key, row.timings)
+        job_row = repo.get(Job, row.ctx.job_id)
+        assert job_row is not None
+        job_row.timings = {**job_row.timings, **{k: round(v, 4) for k, v in row.timings.items()}, **batch}
+        job_state.finish(session, row.ctx.held, "succeeded")
+        emit_event(session, stored.tenant_id, "preview.succeeded", preview_payload(stored))

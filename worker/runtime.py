@@ -86,16 +86,21 @@ class Runtime:
     @cached_property
     def painter(self) -> Painter:
         from models import Painter
+        from worker.adapter_sweep import start_adapter_sweeper
 
         with self._lock:
-            return Painter(
+            painter = Painter(
                 self.base_model,
                 lora_rank=self.settings.lora_rank,
                 cache_bytes=self.settings.adapter_cache_bytes,
                 disk_dir=self.models_dir / "adapter-cache",
                 loader=self.blobs.get,
                 full_weights_cached=FULL_WEIGHTS_CACHED,
+                adapter_slots=self.settings.adapter_slots,
             )
+            painter.adapters.disk_bytes = self.settings.adapter_disk_bytes  # shared by this machine's workers
+            start_adapter_sweeper(self, painter)  # deleted / retrained subjects' adapters let go
+            return painter
 
     @property
     def loaded_painter(self) -> Painter | None:

@@ -31,9 +31,10 @@ def train_subject(job_id: str) -> str:
 
 @celery_app.task(name="roomfit.render_preview", **RETRY)
 def render_preview(job_id: str) -> str:
-    from worker.preview_job import render_preview_work
+    from worker.preview_job import render_previews
 
-    return run_job(get_runtime(), job_id, render_preview_work, kind="preview")
+    # one message may paint several queued previews in one batch (worker.preview_job)
+    return ",".join(render_previews(get_runtime(), job_id))
 
 
 @celery_app.task(name="roomfit.deliver_webhook", bind=True, max_retries=None)

@@ -1,4 +1,5 @@
-"""`/v1/previews`: paint a ready subject into a room photo; read the preview; fetch its result.
+"""`/v1/previews`: paint a subject into a room photo (with its adapter once ready, zero-shot while it
+trains); read the preview; fetch its result.
 
 HTTP only; the rules are in `api.services.previews`.
 """
@@ -28,7 +29,7 @@ URL = {"type": "string", "format": "uri"}
     status_code=202,
     response_model=PreviewOut,
     operation_id="create_preview",
-    summary="Paint a ready subject into a room photo where the mask says",
+    summary="Paint a subject into a room photo where the mask says: its adapter, or zero-shot in training",
     responses={
         202: {"description": "Accepted; `Location` names the preview.", "headers": LOCATION},
         **problems(400, *AUTH, 404, 409, 413, 415, 422),

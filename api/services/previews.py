@@ -46,11 +46,12 @@ def create_preview(
     form: ParsedForm,
     caller: Caller,
 ) -> Done[Preview]:
-    """Cheap checks first (fields, image headers, subject ready, quotas), then the images, one at a
-    time; the caller's key is remembered so a publishable key reads only the previews it made."""
+    """Cheap checks first (fields, image headers, the subject paintable in the mode asked, quotas),
+    then the images, one at a time; the caller's key is remembered so a publishable key reads only
+    the previews it made. The mode recorded is what the subject allows now (`core.previews`)."""
     publishable = caller.kind == "publishable"
     tenant_id = repo.tenant_id
-    raw = {k: form.text(k) for k in ("subject_id", "seed", "steps", "guidance_scale")}
+    raw = {k: form.text(k) for k in ("subject_id", "seed", "steps", "guidance_scale", "mode")}
     try:
         params = PreviewForm.model_validate({k: v for k, v in raw.items() if v not in (None, "")})
     except ValidationError as exc:
@@ -67,8 +68,9 @@ def create_preview(
     subject = repo.get(Subject, params.subject_id) if is_id(params.subject_id) else None
     if subject is None:
         raise NOT_FOUND(f"no subject {params.subject_id!r}")
-    if subject.status != "ready" or not subject.adapter_key:
-        raise SUBJECT_NOT_READY(f"subject {subject.id} is {subject.status}; previews need a ready subject")
+    mode = previews.paint_mode(params.mode, subject)
+    if mode is None:
+        raise SUBJECT_NOT_READY(_not_ready(subject, params.mode))
     check_steps(params.steps, settings, publishable)
     check_preview_quota(repo, settings, caller.key_id, publishable)
     room = decode_image(room_header)  # one image at a time: the room's pixels are freed here
@@ -89,7 +91,10 @@ def create_preview(
         height=room.size[1],
         room_key=room_key,
         mask_key=preview_mask_key(tenant_id, preview_id),
+        requested_mode=params.mode,
     )
+    # What it will be painted with if the subject is unchanged by then; the worker decides again.
+    previews.record_mode(preview, mode, subject.adapter_version)
     try:
         blobs.put(preview.room_key, room_bytes, room_type)
         blobs.put(preview.mask_key, png_bytes(mask), "image/png")
@@ -102,6 +107,16 @@ def create_preview(
         drop_blobs(blobs, preview_prefix(tenant_id, preview.id))
         raise
     return Done(preview, [lambda: send(repo.session, celery, job)])
+
+
+def _not_ready(subject: Subject, requested: str) -> str:
+    """Why `subject` cannot be painted as `requested` (safe to show a shopper)."""
+    if requested == "adapter":
+        return f"subject {subject.id} is {subject.status}; mode adapter needs a ready subject"
+    return (
+        f"subject {subject.id} is {subject.status}; previews need a ready subject, or one in "
+        "training (zero-shot) once its photos are annotated"
+    )
 
 
 def visible_preview(repo: TenantRepository, caller: Caller, preview_id: str) -> Preview:

@@ -51,7 +51,9 @@ def test_a_burst_of_one_tenant_does_not_delay_another_tenants_next_preview(
     burst_tenant, other_tenant = make_tenant(stack), make_tenant(stack)
     burst_subject = ready_subject_with_random_adapter(stack, burst_tenant, shared_models_dir)
     other_subject = ready_subject_with_random_adapter(stack, other_tenant, shared_models_dir, seed=4)
-    worker = stack.start_worker("preview")  # one worker: the hardest case for the latecomer
+    # One worker, the hardest case for the latecomer, and one preview per turn: what is checked is the
+    # order of claims; a batch (tests/worker/test_preview_batches.py) fills by the same fair rule.
+    worker = stack.start_worker("preview", ROOMFIT_PREVIEW_BATCH="1")
     worker.wait_ready()
 
     burst = [submit_preview(stack, burst_tenant, burst_subject, seed=s)[:2] for s in range(12)]

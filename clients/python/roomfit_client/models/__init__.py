@@ -2,6 +2,7 @@
 
 from .adapter_out import AdapterOut
 from .create_preview_body import CreatePreviewBody
+from .create_preview_body_mode import CreatePreviewBodyMode
 from .create_subject_body import CreateSubjectBody
 from .error_info import ErrorInfo
 from .field_error import FieldError
@@ -16,6 +17,7 @@ from .list_subjects_status_type_0 import ListSubjectsStatusType0
 from .photo_out import PhotoOut
 from .photo_out_source_type_0 import PhotoOutSourceType0
 from .preview_out import PreviewOut
+from .preview_out_mode import PreviewOutMode
 from .preview_out_status import PreviewOutStatus
 from .preview_out_timings import PreviewOutTimings
 from .problem import Problem
@@ -40,6 +42,7 @@ from .workers_out import WorkersOut
 __all__ = (
     "AdapterOut",
     "CreatePreviewBody",
+    "CreatePreviewBodyMode",
     "CreateSubjectBody",
     "ErrorInfo",
     "FieldError",
@@ -54,6 +57,7 @@ __all__ = (
     "PhotoOut",
     "PhotoOutSourceType0",
     "PreviewOut",
+    "PreviewOutMode",
     "PreviewOutStatus",
     "PreviewOutTimings",
     "Problem",

@@ -8,6 +8,7 @@ from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
 from .. import types
+from ..models.create_preview_body_mode import CreatePreviewBodyMode
 from ..types import UNSET, File, Unset
 
 T = TypeVar("T", bound="CreatePreviewBody")
@@ -31,6 +32,11 @@ class CreatePreviewBody:
         seed (int | Unset): default: random, returned in the answer
         steps (int | Unset): sampling steps; default: the service's
         guidance_scale (float | Unset): classifier-free guidance; default: the service's
+        mode (CreatePreviewBodyMode | Unset): what to paint with: `auto` the subject's adapter when it is ready, zero-
+            shot (the base model and the subject's reference crop) while it trains; `adapter` only the adapter (409
+            `subject_not_ready` until ready); `zero_shot` the base model and the reference crop, also once ready. A subject
+            not yet annotated (queued, annotating), failed or cancelled: 409 `subject_not_ready` Default:
+            CreatePreviewBodyMode.AUTO.
     """
 
     subject_id: str
@@ -39,6 +45,7 @@ class CreatePreviewBody:
     seed: int | Unset = UNSET
     steps: int | Unset = UNSET
     guidance_scale: float | Unset = UNSET
+    mode: CreatePreviewBodyMode | Unset = CreatePreviewBodyMode.AUTO
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +60,10 @@ class CreatePreviewBody:
         steps = self.steps
 
         guidance_scale = self.guidance_scale
+
+        mode: str | Unset = UNSET
+        if not isinstance(self.mode, Unset):
+            mode = self.mode.value
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -69,6 +80,8 @@ class CreatePreviewBody:
             field_dict["steps"] = steps
         if guidance_scale is not UNSET:
             field_dict["guidance_scale"] = guidance_scale
+        if mode is not UNSET:
+            field_dict["mode"] = mode
 
         return field_dict
 
@@ -97,6 +110,9 @@ class CreatePreviewBody:
                 )
             )
 
+        if not isinstance(self.mode, Unset):
+            files.append(("mode", (None, str(self.mode.value).encode(), "text/plain")))
+
         for prop_name, prop in self.additional_properties.items():
             files.append((prop_name, (None, str(prop).encode(), "text/plain")))
 
@@ -117,6 +133,13 @@ class CreatePreviewBody:
 
         guidance_scale = d.pop("guidance_scale", UNSET)
 
+        _mode = d.pop("mode", UNSET)
+        mode: CreatePreviewBodyMode | Unset
+        if isinstance(_mode, Unset):
+            mode = UNSET
+        else:
+            mode = CreatePreviewBodyMode(_mode)
+
         create_preview_body = cls(
             subject_id=subject_id,
             room=room,
@@ -124,6 +147,7 @@ class CreatePreviewBody:
             seed=seed,
             steps=steps,
             guidance_scale=guidance_scale,
+            mode=mode,
         )
 
         create_preview_body.additional_properties = d

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..models.preview_out_mode import PreviewOutMode
 from ..models.preview_out_status import PreviewOutStatus
 
 if TYPE_CHECKING:
@@ -25,6 +26,11 @@ class PreviewOut:
         subject_id (str):
         status (PreviewOutStatus):
         progress (float):
+        mode (PreviewOutMode): what it is painted with: `adapter` (the subject's adapter) or `zero_shot` (the base model
+            and the subject's reference crop). Set at POST from the subject's status; the worker decides again when it
+            paints (an `auto` preview whose subject became ready meanwhile is painted with its adapter) and records what it
+            painted with
+        adapter_version (int | None): the subject's adapter version it is (was) painted with; null for `zero_shot`
         result_url (None | str): where the PNG is once `succeeded`
         error (ErrorInfo | None):
         seed (int):
@@ -41,6 +47,8 @@ class PreviewOut:
     subject_id: str
     status: PreviewOutStatus
     progress: float
+    mode: PreviewOutMode
+    adapter_version: int | None
     result_url: None | str
     error: ErrorInfo | None
     seed: int
@@ -63,6 +71,11 @@ class PreviewOut:
         status = self.status.value
 
         progress = self.progress
+
+        mode = self.mode.value
+
+        adapter_version: int | None
+        adapter_version = self.adapter_version
 
         result_url: None | str
         result_url = self.result_url
@@ -99,6 +112,8 @@ class PreviewOut:
                 "subject_id": subject_id,
                 "status": status,
                 "progress": progress,
+                "mode": mode,
+                "adapter_version": adapter_version,
                 "result_url": result_url,
                 "error": error,
                 "seed": seed,
@@ -127,6 +142,15 @@ class PreviewOut:
         status = PreviewOutStatus(d.pop("status"))
 
         progress = d.pop("progress")
+
+        mode = PreviewOutMode(d.pop("mode"))
+
+        def _parse_adapter_version(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        adapter_version = _parse_adapter_version(d.pop("adapter_version"))
 
         def _parse_result_url(data: object) -> None | str:
             if data is None:
@@ -181,6 +205,8 @@ class PreviewOut:
             subject_id=subject_id,
             status=status,
             progress=progress,
+            mode=mode,
+            adapter_version=adapter_version,
             result_url=result_url,
             error=error,
             seed=seed,

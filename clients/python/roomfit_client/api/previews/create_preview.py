@@ -114,7 +114,7 @@ def sync_detailed(
     body: CreatePreviewBody,
     idempotency_key: str | Unset = UNSET,
 ) -> Response[PreviewOut | Problem]:
-    """Paint a ready subject into a room photo where the mask says
+    """Paint a subject into a room photo where the mask says: its adapter, or zero-shot in training
 
     Args:
         idempotency_key (str | Unset):
@@ -146,7 +146,7 @@ def sync(
     body: CreatePreviewBody,
     idempotency_key: str | Unset = UNSET,
 ) -> PreviewOut | Problem | None:
-    """Paint a ready subject into a room photo where the mask says
+    """Paint a subject into a room photo where the mask says: its adapter, or zero-shot in training
 
     Args:
         idempotency_key (str | Unset):
@@ -173,7 +173,7 @@ async def asyncio_detailed(
     body: CreatePreviewBody,
     idempotency_key: str | Unset = UNSET,
 ) -> Response[PreviewOut | Problem]:
-    """Paint a ready subject into a room photo where the mask says
+    """Paint a subject into a room photo where the mask says: its adapter, or zero-shot in training
 
     Args:
         idempotency_key (str | Unset):
@@ -203,7 +203,7 @@ async def asyncio(
     body: CreatePreviewBody,
     idempotency_key: str | Unset = UNSET,
 ) -> PreviewOut | Problem | None:
-    """Paint a ready subject into a room photo where the mask says
+    """Paint a subject into a room photo where the mask says: its adapter, or zero-shot in training
 
     Args:
         idempotency_key (str | Unset):
