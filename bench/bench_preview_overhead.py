@@ -44,7 +44,7 @@ from core.settings import Settings  # noqa: E402
 from core.tables import Subject  # noqa: E402
 from models import Painter, PaintRequest, get_base_model, open_image, open_mask  # noqa: E402
 from tests.services import all_services, free_port  # noqa: E402
-from tests.worker.stack import Stack, ready_subject_with_random_adapter  # noqa: E402
+from tests.worker.stack import Stack, ready_subject_with_random_adapter, tiny_distributed_env  # noqa: E402
 
 
 def _png(image: Image.Image) -> bytes:
@@ -133,21 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="roomfit-bench-") as tmp:
         folder = Path(tmp)
         with all_services(folder) as (postgres, redis, seaweed):
-            s3 = seaweed.settings
-            env = {
-                "ROOMFIT_BASE_MODEL": "tiny",
-                "ROOMFIT_DEVICE": "cpu",
-                "ROOMFIT_VAR_DIR": str(folder / "var"),
-                "ROOMFIT_MODELS_DIR": str(folder / "models"),
-                "ROOMFIT_DATABASE_URL": postgres.url,
-                "ROOMFIT_BROKER_URL": redis.url,
-                "ROOMFIT_BLOB_URL": "s3://bench",
-                "ROOMFIT_S3_ENDPOINT_URL": s3.endpoint,
-                "ROOMFIT_S3_ACCESS_KEY_ID": s3.access_key,
-                "ROOMFIT_S3_SECRET_ACCESS_KEY": s3.secret_key,
-                "ROOMFIT_RATE_LIMIT": "100000/minute",
-                "ROOMFIT_LOG_LEVEL": "WARNING",
-            }
+            env = tiny_distributed_env(folder, postgres.url, redis.url, seaweed.settings)
             stack = Stack(env=env, folder=folder)
             settings: Settings = stack.settings
             upgrade(settings.resolved_database_url)

@@ -30,7 +30,7 @@ from core.tables import Job, Preview  # noqa: E402
 from models import ensure_tiny_model  # noqa: E402
 from tests.services import all_services  # noqa: E402
 from tests.worker.conftest import submit_preview  # noqa: E402
-from tests.worker.stack import Stack, ready_subject_with_random_adapter  # noqa: E402
+from tests.worker.stack import Stack, ready_subject_with_random_adapter, tiny_distributed_env  # noqa: E402
 
 MODES = {"off": "1", "on": "8"}
 
@@ -78,22 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="roomfit-bench-") as tmp:
         folder = Path(tmp)
         with all_services(folder) as (postgres, redis, seaweed):
-            s3 = seaweed.settings
-            env = {
-                "ROOMFIT_BASE_MODEL": "tiny",
-                "ROOMFIT_DETECTOR": "tiny",
-                "ROOMFIT_DEVICE": "cpu",
-                "ROOMFIT_VAR_DIR": str(folder / "var"),
-                "ROOMFIT_MODELS_DIR": str(folder / "models"),
-                "ROOMFIT_DATABASE_URL": postgres.url,
-                "ROOMFIT_BROKER_URL": redis.url,
-                "ROOMFIT_BLOB_URL": "s3://bench",
-                "ROOMFIT_S3_ENDPOINT_URL": s3.endpoint,
-                "ROOMFIT_S3_ACCESS_KEY_ID": s3.access_key,
-                "ROOMFIT_S3_SECRET_ACCESS_KEY": s3.secret_key,
-                "ROOMFIT_S3_REGION": s3.region,
-                "ROOMFIT_LOG_LEVEL": "WARNING",
-            }
+            env = tiny_distributed_env(folder, postgres.url, redis.url, seaweed.settings)
             stack = Stack(env=env, folder=folder)
             upgrade(stack.settings.resolved_database_url)
             ensure_tiny_model(folder / "models" / "tiny-pbe")

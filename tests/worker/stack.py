@@ -32,6 +32,7 @@ from core.settings import Settings
 from core.tables import Subject
 from models import get_base_model, inject_lora, write_adapter
 from models.lora import lora_parameters, lora_spec_of
+from tests.services import S3Settings
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 120.0
@@ -138,6 +139,26 @@ class WorkerProcess:
             self.process.wait()
         except ProcessLookupError:
             pass
+
+
+def tiny_distributed_env(folder: Path, database_url: str, redis_url: str, s3: S3Settings) -> dict[str, str]:
+    """Settings of a tiny-model deployment on these servers (benches start their own stacks)."""
+    return {
+        "ROOMFIT_BASE_MODEL": "tiny",
+        "ROOMFIT_DETECTOR": "tiny",
+        "ROOMFIT_DEVICE": "cpu",
+        "ROOMFIT_VAR_DIR": str(folder / "var"),
+        "ROOMFIT_MODELS_DIR": str(folder / "models"),
+        "ROOMFIT_DATABASE_URL": database_url,
+        "ROOMFIT_BROKER_URL": redis_url,
+        "ROOMFIT_BLOB_URL": "s3://bench",
+        "ROOMFIT_S3_ENDPOINT_URL": s3.endpoint,
+        "ROOMFIT_S3_ACCESS_KEY_ID": s3.access_key,
+        "ROOMFIT_S3_SECRET_ACCESS_KEY": s3.secret_key,
+        "ROOMFIT_S3_REGION": s3.region,
+        "ROOMFIT_RATE_LIMIT": "100000/minute",
+        "ROOMFIT_LOG_LEVEL": "WARNING",
+    }
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):  # type: ignore[no-untyped-def]

@@ -36,14 +36,19 @@ def _outside_mask_is_the_room(stack: Stack, preview: Preview, room: Image.Image,
     assert np.array_equal(result[~mask], np.asarray(room)[~mask])
 
 
+def _four_products(stack: Stack, models_dir: Path) -> tuple[str, list[str]]:
+    """A tenant with four ready subjects, each with its own adapter."""
+    tenant_id = make_tenant(stack)
+    return tenant_id, [
+        ready_subject_with_random_adapter(stack, tenant_id, models_dir, seed=s) for s in range(4)
+    ]
+
+
 def test_sixteen_previews_of_four_products_in_at_most_four_batches(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
     stack = distributed_stack
-    tenant_id = make_tenant(stack)
-    subjects = [
-        ready_subject_with_random_adapter(stack, tenant_id, shared_models_dir, seed=s) for s in range(4)
-    ]
+    tenant_id, subjects = _four_products(stack, shared_models_dir)
     submitted = [submit_preview(stack, tenant_id, subjects[i % 4], seed=i) for i in range(16)]
     broken = submitted[5]
     stack.blobs.delete(_room_key(stack, broken[0]))  # its room removed behind the service's back
@@ -84,10 +89,7 @@ def test_a_worker_killed_mid_batch_loses_no_job_of_it(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
     stack = distributed_stack
-    tenant_id = make_tenant(stack)
-    subjects = [
-        ready_subject_with_random_adapter(stack, tenant_id, shared_models_dir, seed=s) for s in range(4)
-    ]
+    tenant_id, subjects = _four_products(stack, shared_models_dir)
     submitted = [submit_preview(stack, tenant_id, subjects[i], seed=i, steps=150) for i in range(4)]
     first = stack.start_worker("preview", ROOMFIT_PREVIEW_BATCH="4")  # finds all four queued
     ids = [preview_id for preview_id, *_ in submitted]
