@@ -4,6 +4,8 @@
              slots resolved once
   peft       peft.utils.hotswap.hotswap_adapter_from_state_dict with the same tensors
   raw copy   a bare loop of copy_ of the same tensors into the same parameters (the floor)
+  bank fill  AdapterBank.place() of a one-slot bank: the same copies into a slot of the bank that
+             mixed-adapter batches paint from (models.adapter_bank)
   full load  a whole fine-tuned UNet (every weight materialised) from a safetensors folder:
              what a per-product full model costs: `from_pretrained` + a copy of every weight out
              of the file mapping, and `load_state_dict` into the existing UNet. The file is in the
@@ -38,6 +40,7 @@ from peft.utils.hotswap import hotswap_adapter_from_state_dict
 from safetensors.torch import load_file
 
 from models import AdapterCache, base_weights_hash, write_adapter
+from models.adapter_bank import AdapterBank
 from models.lora import ADAPTER_NAME, inject_lora, lora_parameters, lora_spec_of
 from models.pbe_config import PBE_UNET_CONFIG
 from models.tiny import build_tiny_components
@@ -129,12 +132,18 @@ def main() -> None:
             for slot, tensor in zip(slot_tensors, prepared["AB"[i % 2]], strict=True):
                 slot.copy_(tensor)
 
+    bank = AdapterBank(unet, cache, slots=1)  # one slot: every place() of the other adapter refills it
+
+    def bank_fill(i: int) -> None:
+        bank.place(["AB"[i % 2]])
+
     def peft_swap(i: int) -> None:
         hotswap_adapter_from_state_dict(unet, peft_state["AB"[i % 2]], ADAPTER_NAME, peft_config)
 
     results: dict[str, list[float]] = {}
     results["roomfit"] = timed(roomfit_swap, args.reps)
     results["raw_copy"] = timed(raw_copy, args.reps)
+    results["bank_fill"] = timed(bank_fill, args.reps)
     results["peft_hotswap"] = timed(peft_swap, args.reps)
     # correctness: after the loops every method leaves the same tensors in place
     cache.activate("A")
@@ -184,6 +193,7 @@ def main() -> None:
     print()
     print(
         f"roomfit / raw copy = {medians['roomfit'] / floor:.2f}x (goal <= 3x); "
+        f"bank fill / raw copy = {medians['bank_fill'] / floor:.2f}x; "
         f"peft / roomfit = {medians['peft_hotswap'] / medians['roomfit']:.1f}x (goal >= 10x); "
         f"adapter file {adapter_bytes / 1e6:.2f} MB (goal <= 2 MB)"
     )
