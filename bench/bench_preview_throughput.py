@@ -79,6 +79,7 @@ def main() -> None:
         folder = Path(tmp)
         with all_services(folder) as (postgres, redis, seaweed):
             env = tiny_distributed_env(folder, postgres.url, redis.url, seaweed.settings)
+            env["ROOMFIT_LOG_LEVEL"] = "INFO"  # the worker's "ready." line is what the round waits for
             stack = Stack(env=env, folder=folder)
             upgrade(stack.settings.resolved_database_url)
             ensure_tiny_model(folder / "models" / "tiny-pbe")
