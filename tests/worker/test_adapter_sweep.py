@@ -124,6 +124,7 @@ def check_subjects_are_let_go(stack: Stack, models_dir: Path) -> dict[str, float
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_distributed_worker_lets_go_of_deleted_and_retrained_subjects(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
@@ -132,6 +133,7 @@ def test_a_distributed_worker_lets_go_of_deleted_and_retrained_subjects(
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_an_embedded_worker_lets_go_of_deleted_and_retrained_subjects(
     embedded_stack: Stack, shared_models_dir: Path
 ) -> None:

@@ -74,6 +74,7 @@ def _row(stack: Stack, preview_id: str) -> Preview | None:
         return session.get(Preview, preview_id)
 
 
+@pytest.mark.slow
 def test_a_preview_in_progress_finishes_before_the_worker_exits(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
@@ -91,6 +92,7 @@ def test_a_preview_in_progress_finishes_before_the_worker_exits(
     print(f"preview finished, worker exited {took:.1f}s after SIGTERM (grace {grace}s)")
 
 
+@pytest.mark.slow
 def test_a_preview_that_would_outlast_the_grace_is_handed_back(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
@@ -111,6 +113,7 @@ def test_a_preview_that_would_outlast_the_grace_is_handed_back(
     print(f"preview handed back, worker exited {took:.1f}s after SIGTERM (grace {grace}s)")
 
 
+@pytest.mark.slow
 def test_a_training_checkpoints_hands_back_and_resumes_on_another_machine(distributed_stack: Stack) -> None:
     stack = distributed_stack
     grace, steps = 30, 200

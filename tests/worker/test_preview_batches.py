@@ -44,6 +44,7 @@ def _four_products(stack: Stack, models_dir: Path) -> tuple[str, list[str]]:
     ]
 
 
+@pytest.mark.slow
 def test_sixteen_previews_of_four_products_in_at_most_four_batches(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
@@ -85,6 +86,7 @@ def _room_key(stack: Stack, preview_id: str) -> str:
         return preview.room_key
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_batch_loses_no_job_of_it(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:

@@ -24,6 +24,7 @@ WORKERS, SUBJECTS, PREVIEWS = 3, 3, 12
 _SERVED_SETS = {"ROOMFIT_VAR_DIR", "ROOMFIT_RATE_LIMIT", "ROOMFIT_LOG_LEVEL"}
 
 
+@pytest.mark.slow
 def test_three_preview_workers_share_twelve_previews(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:

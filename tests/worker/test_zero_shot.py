@@ -93,6 +93,7 @@ def _check_result(stack: Stack, shop: Shop, row: Preview, log: str) -> None:
     assert np.array_equal(painted[outside], np.asarray(shop.room)[outside])  # the room's, byte for byte
 
 
+@pytest.mark.slow
 def test_zero_shot_while_training_then_the_adapter(distributed_stack: Stack) -> None:
     stack = distributed_stack
     shop = Shop(stack)
