@@ -63,6 +63,8 @@ def preview_payload(preview: Preview) -> dict[str, Any]:
         "id": preview.id,
         "subject_id": preview.subject_id,
         "status": preview.status,
+        "mode": preview.mode,  # painted with the subject's adapter, or zero-shot (docs/api.md)
+        "adapter_version": preview.adapter_version,
         "result_url": f"/v1/previews/{preview.id}/result" if preview.result_key else None,
         "error": {"code": preview.error_code, "message": preview.error_message}
         if preview.error_code

@@ -185,6 +185,8 @@ def test_a_shop_backend_through_the_generated_client(
         signature = headers[roomfit_webhooks.HEADER]
         event = roomfit_webhooks.parse_event(hook.secret, signature, delivered)
         assert event["data"]["id"] in (subject.id, preview.id)
+        if event["type"] == "preview.succeeded":  # what it was painted with, as GET says
+            assert (event["data"]["mode"], event["data"]["adapter_version"]) == ("adapter", 1), event
         assert not roomfit_webhooks.verify("whsec_other", signature, delivered)
         with pytest.raises(roomfit_webhooks.InvalidSignature):
             roomfit_webhooks.parse_event(hook.secret, signature, delivered + b" ")
