@@ -42,9 +42,7 @@ def subject_payload(subject: Subject) -> dict[str, Any]:
         "name": subject.name,
         "external_id": subject.external_id,
         "status": subject.status,
-        "error": {"code": subject.error_code, "message": subject.error_message}
-        if subject.error_code
-        else None,
+        "error": _error(subject),
         "adapter": (
             {
                 "bytes": subject.adapter_bytes,
@@ -58,6 +56,7 @@ def subject_payload(subject: Subject) -> dict[str, Any]:
     }
 
 
+# alike: subject_payload's shape on purpose: each event lists its own object's fields
 def preview_payload(preview: Preview) -> dict[str, Any]:
     return {
         "id": preview.id,
@@ -66,10 +65,12 @@ def preview_payload(preview: Preview) -> dict[str, Any]:
         "mode": preview.mode,  # painted with the subject's adapter, or zero-shot (docs/api.md)
         "adapter_version": preview.adapter_version,
         "result_url": f"/v1/previews/{preview.id}/result" if preview.result_key else None,
-        "error": {"code": preview.error_code, "message": preview.error_message}
-        if preview.error_code
-        else None,
+        "error": _error(preview),
     }
+
+
+def _error(row: Subject | Preview) -> dict[str, str | None] | None:
+    return {"code": row.error_code, "message": row.error_message} if row.error_code else None
 
 
 def emit_event(session: Session, tenant_id: str, event: str, data: dict[str, Any]) -> str | None:
