@@ -3,7 +3,15 @@
 A setting such as `ROOMFIT_BASE_MODEL` or `ROOMFIT_DETECTOR` names a model one of three ways:
 `tiny` (a small random preset built in code), an existing folder, or a Hugging Face id
 (`org/name`, optionally `@revision`) already in the local cache. `find_model_folder` is that rule
-for every setting; it never downloads and never falls back to another model.
+for every setting; it never downloads and never falls back to another model. An id without
+`@revision` is looked up at its pinned revision first (`models.model_fetch.PINNED`, what
+`roomfit models fetch` downloads), then at the setting's own revisions (`main` by default).
+
+A found folder is checked against the files its loader reads (`models.model_fetch.LAYOUTS`): a
+missing file or a weight only in pickle (`.bin`) form is one line naming the setting and the
+`roomfit models fetch` command, before any loader runs. The cache is asked for those config files
+only (`allow_patterns`): huggingface_hub otherwise counts a partial snapshot, as a fetch leaves it
+(no `model.ckpt`, no `safety_checker/`), as missing.
 
 Several processes (the train and preview workers of `roomfit up`) may ask for the same tiny folder
 at the same moment: `build_folder_once` builds into a staging folder beside it and renames it into
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ModelNotFoundError
+from models.model_fetch import LAYOUTS, fetch_hint, lookup_revisions, split_id
 
 
 @dataclass(frozen=True)
@@ -46,27 +55,45 @@ def find_model_folder(name: str, model: ModelSetting, tiny_dir: Path | str | Non
         inside = path / model.required
         if not (inside.is_dir() if model.required.endswith("/") else inside.is_file()):
             raise model.error(f"{model.setting}={name!r} is a folder without {model.required_label}")
-        return path
-    repo_id, _, revision = name.partition("@")
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
+        return _checked(path, name, model)
+    parsed = split_id(name)
+    if parsed is None:
         raise model.error(
             f"{model.setting}={name!r} is neither `tiny`, an existing folder, "
             "nor a Hugging Face id (org/name)"
         )
+    repo_id, revision = parsed
     from huggingface_hub import snapshot_download
 
+    layout = LAYOUTS.get(model.setting)
+    configs = layout.configs() if layout is not None else None
     missing: Exception | None = None
-    for rev in [revision] if revision else model.revisions:
+    for rev in [revision] if revision else lookup_revisions(repo_id, model.revisions):
         try:
-            return Path(snapshot_download(repo_id=repo_id, revision=rev, local_files_only=True))
+            found = snapshot_download(
+                repo_id=repo_id, revision=rev, local_files_only=True, allow_patterns=configs
+            )
         except Exception as exc:  # LocalEntryNotFoundError, offline errors, bad ids: all "not here"
             missing = exc
-    preferred = f" --revision {model.revisions[0]}" if model.revisions[0] else ""
+            continue
+        return _checked(Path(found), name, model)
     raise model.error(
         f"{model.setting}={name!r} is not in the local Hugging Face cache and roomfit never downloads "
-        f"at run time: run `hf download {repo_id}{preferred}` first, point "
+        f"at run time: run `{fetch_hint(model.setting, name)}` first, point "
         f"{model.setting} at {model.folder_label}, or set {model.setting}=tiny for {model.tiny_label}"
     ) from missing
+
+
+def _checked(folder: Path, name: str, model: ModelSetting) -> Path:
+    """`folder` when it holds every file its loader reads (as safetensors where the layout says so)."""
+    layout = LAYOUTS.get(model.setting)
+    problem = layout.problem(folder) if layout is not None else None
+    if problem is not None:
+        raise model.error(
+            f"{model.setting}={name!r}: {folder} {problem}: run `{fetch_hint(model.setting, name)}` "
+            f"to fetch what roomfit reads, or point {model.setting} at {model.folder_label}"
+        )
+    return folder
 
 
 def build_folder_once(folder: Path, marker: str, meta: dict[str, Any], build: Callable[[Path], None]) -> Path:

@@ -256,7 +256,7 @@ def _role(command: list[str]) -> str:
         return command[1]
     if command[:1] == ["celery"] and "flower" in command:
         return "flower"
-    if command[:2] == ["sh", "-c"] and command[2].startswith("hf download"):
+    if command[:3] == ["roomfit", "models", "fetch"]:
         return "fetch-models"
     return "other"
 
@@ -534,6 +534,15 @@ def test_network_policies() -> None:
 
 
 # --- the model download --------------------------------------------------------------------------
+def _pinned_revisions() -> dict[str, str]:
+    """models/model_fetch.py's PINNED (what `roomfit models fetch` takes), read without importing it."""
+    tree = ast.parse((ROOT / "models" / "model_fetch.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "PINNED":
+            return ast.literal_eval(node.value)  # type: ignore[arg-type]
+    raise AssertionError("models/model_fetch.py has no PINNED")
+
+
 def _detector_revision() -> str:
     """The revision roomfit looks for first (models/detector.py's DETECTOR), read without importing it."""
     tree = ast.parse((ROOT / "models" / "detector.py").read_text(encoding="utf-8"))
@@ -551,15 +560,14 @@ def test_the_download_fetches_the_models_roomfit_loads() -> None:
     [job] = [j for j in _by_kind("Job") if j["metadata"]["name"] == "roomfit-fetch-models"]
     [container] = job["spec"]["template"]["spec"]["containers"]
     assert container["command"] == service["command"]
-    downloads = [part.split() for part in service["command"][2].split("&&")]
     [config] = [c for c in _by_kind("ConfigMap") if c["metadata"]["name"] == "roomfit-config"]
     env = _compose()["services"]["worker-preview"]["environment"]
     for name in ("ROOMFIT_BASE_MODEL", "ROOMFIT_DETECTOR"):
         assert env[name] == config["data"][name]
-    assert downloads == [
-        ["hf", "download", config["data"]["ROOMFIT_BASE_MODEL"]],
-        ["hf", "download", config["data"]["ROOMFIT_DETECTOR"], "--revision", _detector_revision()],
-    ]
+    base, detector = config["data"]["ROOMFIT_BASE_MODEL"], config["data"]["ROOMFIT_DETECTOR"]
+    assert service["command"] == ["roomfit", "models", "fetch", "--base", base, "--detector", detector]
+    # `roomfit models fetch` takes the detector at the revision roomfit looks for first.
+    assert _pinned_revisions()[detector] == _detector_revision()
     assert service["profiles"] == ["models"], "fetch-models runs only when asked for"
     assert "ro" not in service["volumes"][0].split(":")[2:], "the download writes the volume"
     workers = [
