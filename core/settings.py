@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights dtype: auto = fp16 on CUDA, fp32 on CPU."
     )
+    compile: bool = Field(
+        False,
+        description="Paint through a torch.compile'd UNet (inductor). The first preview of each batch size "
+        "waits for compilation (minutes on the real model); adapter swaps and mixed batches never "
+        "recompile. Training stays eager.",
+    )
     train_steps: int | None = Field(
         None, ge=1, description="Default LoRA training steps. None: 400 for real models, 20 for tiny."
     )

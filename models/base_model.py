@@ -4,6 +4,12 @@ Every source goes through one loader that reads each component from its subfolde
 folder (`unet`, `vae`, `scheduler`, `image_encoder`, `feature_extractor`): the layout of the
 Fantasy-Studio/Paint-by-Example repository and of `models.tiny`'s saved folder. diffusers'
 `PaintByExamplePipeline.from_pretrained` is not used: it is deprecated and cannot reload a saved folder.
+
+On CUDA the weights are fp16 (`resolve_device_dtype`) and every attention layer runs through torch's
+fused `scaled_dot_product_attention` (`use_sdpa_attention`, set explicitly rather than trusted to the
+library defaults). `compile=True` (`ROOMFIT_COMPILE`) compiles the UNet for painting
+(`compile_unet`); adapter swaps and adapter-bank fills are in-place copies into tensors of fixed
+shape, so they never recompile it (tests/models/test_compile.py).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPVisionConfig
 
@@ -44,6 +51,7 @@ class BaseModel:
     device: torch.device
     dtype: torch.dtype
     lora: Any = field(default=None)  # models.lora.LoraSpec once inject_lora() ran
+    compiled: bool = False  # the UNet paints through torch.compile (compile_unet)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -113,14 +121,54 @@ def base_weights_hash(*modules: torch.nn.Module, samples_per_tensor: int = 8) ->
     return digest.hexdigest()
 
 
+def use_sdpa_attention(*modules: UNet2DConditionModel | AutoencoderKL) -> None:
+    """Route every attention layer of these diffusers models through torch's fused
+    `scaled_dot_product_attention` (flash / memory-efficient kernels on CUDA). diffusers picks this
+    processor itself when torch has SDPA; set here so that no model folder or library default can
+    fall back to the classic processor, which builds the whole [tokens x tokens] score matrix."""
+    for module in modules:
+        module.set_attn_processor(AttnProcessor2_0())
+
+
+def attention_processors(module: torch.nn.Module) -> set[str]:
+    """The class names of a diffusers model's attention processors (one, once `use_sdpa_attention` ran)."""
+    return {type(p).__name__ for p in getattr(module, "attn_processors", {}).values()}
+
+
+def compile_unet(unet: torch.nn.Module, *, backend: str = "inductor", mode: str | None = None) -> None:
+    """Paint through `torch.compile(unet.forward)`; training calls stay eager.
+
+    Only inference (grad off, eval mode) takes the compiled path: training turns grads, dropout and
+    `requires_grad` on and off, each a guard that would recompile, and a train worker gains nothing
+    from compiling its short jobs. Compilation happens at the first painting call, so LoRA injected
+    after this (the Painter's) is in the graph. Adapters never recompile it: a swap copies into the
+    same LoRA tensors and the adapter bank's slots never change shape (tests/models/test_compile.py);
+    a new batch size compiles once more, with that dimension dynamic from then on.
+    """
+    if getattr(unet, "roomfit_compiled", False):
+        return  # compiling the compiled forward again would nest two dynamo frames
+    eager = unet.forward
+    compiled = torch.compile(eager, backend=backend, mode=mode)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if unet.training or torch.is_grad_enabled():
+            return eager(*args, **kwargs)
+        return compiled(*args, **kwargs)
+
+    unet.forward = forward  # type: ignore[method-assign]
+    unet.roomfit_compiled = True  # type: ignore[assignment]
+
+
 def load_base_model(
     name: str,
     *,
     device: str = "auto",
     dtype: str = "auto",
     tiny_dir: Path | str | None = None,
+    compile: bool = False,
 ) -> BaseModel:
-    """Load all components from the model folder `name` resolves to, in eval mode, on device/dtype."""
+    """Load all components from the model folder `name` resolves to, in eval mode, on device/dtype,
+    attention through SDPA; `compile`: the UNet paints through torch.compile (`compile_unet`)."""
     folder = resolve_model_folder(name, tiny_dir)
     dev, torch_dtype = resolve_device_dtype(device, dtype)
     try:
@@ -129,7 +177,10 @@ def load_base_model(
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
         encoder_dir = folder / "image_encoder"
         image_encoder = PaintByExampleImageEncoder.from_pretrained(
-            encoder_dir, config=CLIPVisionConfig.from_pretrained(encoder_dir), torch_dtype=torch.float32
+            encoder_dir,
+            config=CLIPVisionConfig.from_pretrained(encoder_dir),
+            torch_dtype=torch.float32,
+            attn_implementation="sdpa",  # transformers' own default too, but said, as for the UNet
         )
         feature_extractor = ClipImageProcessor.from_pretrained(folder / "feature_extractor")
         scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
@@ -153,6 +204,9 @@ def load_base_model(
             module.to(device=dev, dtype=torch_dtype)
     finally:
         diffusers_logging.set_verbosity(verbosity)
+    use_sdpa_attention(unet, vae)
+    if compile:
+        compile_unet(unet)
     return BaseModel(
         model_id=name,
         folder=folder,
@@ -164,19 +218,27 @@ def load_base_model(
         weights_hash=weights_hash,
         device=dev,
         dtype=torch_dtype,
+        compiled=compile,
     )
 
 
-_loaded: dict[tuple[str, str, str, str], BaseModel] = {}
+_loaded: dict[tuple[str, str, str, str, bool], BaseModel] = {}
 _loaded_lock = threading.Lock()
 
 
 def get_base_model(
-    name: str, *, device: str = "auto", dtype: str = "auto", tiny_dir: Path | str | None = None
+    name: str,
+    *,  # alike: load_base_model's parameters, spelled out so that both stay typed
+    device: str = "auto",
+    dtype: str = "auto",
+    tiny_dir: Path | str | None = None,
+    compile: bool = False,
 ) -> BaseModel:
     """`load_base_model`, once per process and arguments: workers and the CLI share one copy."""
-    key = (name, device, dtype, str(tiny_dir))
+    key = (name, device, dtype, str(tiny_dir), compile)
     with _loaded_lock:
         if key not in _loaded:
-            _loaded[key] = load_base_model(name, device=device, dtype=dtype, tiny_dir=tiny_dir)
+            _loaded[key] = load_base_model(
+                name, device=device, dtype=dtype, tiny_dir=tiny_dir, compile=compile
+            )
         return _loaded[key]

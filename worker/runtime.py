@@ -73,7 +73,11 @@ class Runtime:
         s = self.settings
         log.info("loading base model %s (device %s, dtype %s)", s.base_model, s.device, s.dtype)
         return get_base_model(
-            s.base_model, device=s.device, dtype=s.dtype, tiny_dir=self.models_dir / "tiny-pbe"
+            s.base_model,
+            device=s.device,
+            dtype=s.dtype,
+            tiny_dir=self.models_dir / "tiny-pbe",
+            compile=s.compile,
         )
 
     @cached_property
