@@ -6,40 +6,60 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from cli.adapters import app as adapters_app
+from cli.doctor import doctor
 from cli.engine import paint
+from cli.errors import RoomfitGroup, RoomfitTyper, fail, redact, require_migrated
 from cli.eval import evaluate
+from cli.models import app as models_app
 from cli.train import train
 from core.settings import get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-app = typer.Typer(
+app = RoomfitTyper(
     name="roomfit",
     help="Paint a shop's own product into a shopper's room photo.",
     no_args_is_help=True,
     add_completion=False,
+    cls=RoomfitGroup,  # one handler turns every command's expected failures into one line (cli/errors.py)
+    # --debug's traceback: plain (greppable, pasteable), and never the locals, which hold secrets
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
 )
 tenants_app = typer.Typer(help="Tenants (shops).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: shown once, stored hashed.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+app.add_typer(adapters_app, name="adapters")
 app.command()(paint)
 app.command()(train)
 app.command("eval")(evaluate)
+app.command()(doctor)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a failure (also ROOMFIT_LOG_LEVEL=DEBUG).")
+    ] = False,
+) -> None:
+    """Paint a shop's own product into a shopper's room photo."""
+    # `debug` is read by RoomfitGroup.invoke from the parsed parameters; nothing to do here.
 
 
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str))
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(json.dumps({"error": message}), err=True)
-    raise typer.Exit(code)
+def _fail(message: str) -> NoReturn:
+    fail("invalid_argument", message)
 
 
 # `up` and `serve` bind the same way
@@ -99,7 +119,7 @@ def worker(
     try:
         prepare_worker(wanted)
     except ModelNotFoundError as exc:
-        _fail(f"cannot start the worker: {exc}", code=1)
+        fail(exc.code, f"cannot start the worker: {exc}", 1)
     # GPU queues: the solo pool, so the model lives in this process and is reused by every task (no
     # forked copies). Webhook deliveries wait on the network, not a GPU: threads, several at once.
     if set(wanted) <= {"webhooks", "default"}:
@@ -121,20 +141,18 @@ def migrate() -> None:
 
     url = get_settings().resolved_database_url
     upgrade(url)
-    _print_json({"migrated": True, "database": _redact(url)})
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    _print_json({"migrated": True, "database": redact(url)})
 
 
 def _account_change(change: Callable[[Session], dict[str, Any]]) -> None:
-    """Run `change` in one transaction and print what it returns; an AccountError is the user's mistake."""
+    """Run `change` in one transaction and print what it returns; an AccountError is the user's mistake.
+
+    Every database command comes through here: a database that is down or not migrated is said in
+    one line before anything runs (cli/errors.py)."""
     from core.accounts import AccountError
     from core.db import session_scope
 
+    require_migrated()
     try:
         with session_scope() as session:
             out = change(session)
