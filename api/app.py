@@ -15,6 +15,7 @@ from api.openapi import install_document
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
 from api.routes import demo, docs, health, jobs, ops, previews, subjects, webhook, widget
+from core.async_db import async_reader
 from core.blobstore import blob_store_from_settings
 from core.db import engine_for, session_factory
 from core.queue import make_celery
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine_for(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
+    app.state.reader = async_reader(app.state.engine)
     app.state.blobs = blob_store_from_settings(settings)
     app.state.celery = make_celery(settings)
     app.state.rate_limiter = RateLimiter.from_settings(settings)

@@ -23,10 +23,13 @@ from sqlalchemy.orm import Session
 from api.problems import FORBIDDEN, ORIGIN_NOT_ALLOWED, RATE_LIMITED, UNAUTHORIZED, ApiError
 from api.rate_limit import RateLimiter
 from api.transaction import request_transaction
-from core.accounts import find_active_key
+from core.accounts import ACTIVE_KEY
+from core.api_keys import hash_key
+from core.async_db import AsyncReader, first
 from core.blobstore import BlobStore
-from core.repository import OpsRepository, TenantRepository
+from core.repository import OpsRepository, TenantReads, TenantRepository, key_with_row
 from core.settings import Settings
+from core.tables import Base
 from core.webhook_urls import Resolver
 
 MAX_KEY_CHARS = 200
@@ -55,6 +58,8 @@ SettingsDep = Annotated[Settings, Depends(_held("settings"))]
 BlobsDep = Annotated[BlobStore, Depends(_held("blobs"))]
 CeleryDep = Annotated[Celery, Depends(_held("celery"))]
 EngineDep = Annotated[Engine, Depends(_held("engine"))]
+# Reads without the thread pool (core.async_db): the key lookup and the status reads.
+ReaderDep = Annotated[AsyncReader, Depends(_held("reader"))]
 # Seconds to wait for workers to answer a ping (app state, not settings: tests shorten it).
 PingTimeoutDep = Annotated[float, Depends(_held("inspect_timeout"))]
 # How webhook hosts are resolved (app state: DNS is the outside world; tests stand in for it).
@@ -94,11 +99,7 @@ def _unauthorized(detail: str) -> ApiError:
 _bearer = HTTPBearer(auto_error=False, description="`sk_…` secret, `pk_…` publishable or `ok_…` ops key")
 
 
-def get_caller(
-    request: Request,
-    session: SessionDep,
-    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-) -> Caller:
+def _presented_key(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
@@ -106,17 +107,26 @@ def get_caller(
         raise _unauthorized("send your key as `Authorization: Bearer <key>`")
     if len(token) > MAX_KEY_CHARS:
         raise _unauthorized("the key is not valid")
-    # Looked up on every request (one indexed equality on the hash): a revoked key stops at once.
-    row = find_active_key(session, token)
-    if row is None:
+    return token
+
+
+async def _admitted(request: Request, key: Any) -> Caller:
+    """The checks on a found key (`key_id`, `key_kind`, `key_tenant_id`, `key_origins`; None: not
+    found), in the order every route answers them: 401, 403 origin, 429."""
+    if key is None:
         raise _unauthorized("the key is unknown or revoked")
-    caller = Caller(key_id=row.id, kind=row.kind, tenant_id=row.tenant_id, origins=tuple(row.origins or ()))
+    caller = Caller(
+        key_id=key.key_id,
+        kind=key.key_kind,
+        tenant_id=key.key_tenant_id,
+        origins=tuple(key.key_origins or ()),
+    )
     if caller.kind == "publishable":
         origin = request.headers.get("origin")
         if origin is None or normalize_origin(origin) not in caller.origins:
             raise ORIGIN_NOT_ALLOWED("a publishable key works only from the origins listed on it")
     limiter: RateLimiter = request.app.state.rate_limiter
-    verdict = limiter.check(caller.key_id)
+    verdict = await limiter.acheck(caller.key_id)
     if not verdict.allowed:
         raise RATE_LIMITED(
             f"more than {verdict.limit} requests in the window; retry after {verdict.retry_after} s",
@@ -124,6 +134,48 @@ def get_caller(
         )
     request.state.caller = caller
     return caller
+
+
+async def get_caller(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> Caller:
+    """The key behind the request, checked before anything else runs: async, one indexed query and
+    one rate-limit round trip, no thread pool (every route pays for this)."""
+    token = _presented_key(request)
+    return await _admitted(
+        request, await first(request.app.state.reader, ACTIVE_KEY, {"key_hash": hash_key(token)})
+    )
+
+
+def read_with_key(model: type[Base], param: str, kinds: tuple[str, ...]) -> Callable[..., Awaitable[Keyed]]:
+    """A dependency for the hot status reads: the key and the tenant's row named by the path
+    parameter `param` in ONE query (core.repository.key_with_row), then exactly the checks
+    `get_caller` and `allow(*kinds)` make, in their order. Answers (caller, row or None)."""
+    statement = key_with_row(model)
+
+    async def read(
+        request: Request,
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    ) -> Keyed:
+        token = _presented_key(request)
+        row_id = request.path_params[param]
+        values = {"key_hash": hash_key(token), "id": row_id if is_id(row_id) else ""}
+        found = await first(request.app.state.reader, statement, values)
+        caller = await _admitted(request, found)
+        if caller.kind not in kinds:
+            raise FORBIDDEN(f"a {caller.kind} key may not do this")
+        return Keyed(caller, found if found.id is not None else None)
+
+    return read
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """What `read_with_key` found: the caller, and its tenant's row (None: no such row)."""
+
+    caller: Caller
+    row: Any
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -158,6 +210,16 @@ async def get_repo(session: SessionDep, caller: CallerDep) -> TenantRepository:
 
 
 RepoDep = Annotated[TenantRepository, Depends(get_repo)]
+
+
+async def get_reads(request: Request, caller: CallerDep) -> TenantReads:
+    if caller.tenant_id is None:
+        raise FORBIDDEN("this key belongs to no tenant")
+    return TenantReads(request.app.state.reader, caller.tenant_id)
+
+
+# The hot status reads: async, no session, no thread pool.
+ReadsDep = Annotated[TenantReads, Depends(get_reads)]
 
 
 async def get_ops_repo(session: SessionDep, _: OpsCaller) -> OpsRepository:

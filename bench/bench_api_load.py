@@ -206,6 +206,63 @@ def seed(database_url: str) -> tuple[str, str]:
     return key, subject_id
 
 
+def start_uvicorn(
+    target: str, port: int, workers: int, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", target, "--factory"),
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+            *("--no-access-log", "--log-level", "warning"),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def profiled(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (`pip install py-spy`) sampling the server and its workers while the load runs."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("py-spy is not installed: no profile", file=sys.stderr)
+        return None
+    command = [spy, "record", "--subprocesses", "--pid", str(pid), "--duration", str(seconds)]
+    return subprocess.Popen([*command, "--format", "raw", "--output", str(out), "--nonblocking"])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server process and its children (uvicorn's workers), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(c) for c in found] + [g for c in found for g in _children(int(c))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -217,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--room", default="640x480", help="room photo size for POST, WxH")
     parser.add_argument("--generator", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--only", help="run only the rows whose name contains this text")
+    parser.add_argument("--profile", type=Path, help="py-spy profile (collapsed stacks) of roomfit's GET run")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     generator = args.generator
@@ -227,12 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="roomfit-bench-api-"))
     postgres = PostgresServer(folder / "postgres").start()
     redis = RedisServer(folder / "redis").start()
-    uvicorn: subprocess.Popen[bytes] | None = None
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         database_url = postgres.create_database("roomfit_bench")
         upgrade(database_url)
         key, subject_id = seed(database_url)
-        port = free_port()
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -242,66 +300,75 @@ def main(argv: list[str] | None = None) -> int:
             "ROOMFIT_BLOB_URL": f"file://{folder / 'blobs'}",
             "ROOMFIT_RATE_LIMIT": "100000000/minute",  # measure the API, not the limiter's refusals
             "ROOMFIT_LOG_LEVEL": "WARNING",
+            "PEER_DATABASE_URL": database_url,
         }
-        log = (folder / "uvicorn.log").open("wb")
-        uvicorn = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"),
-                *("--host", "127.0.0.1", "--port", str(port), "--workers", str(args.api_workers)),
-                *("--no-access-log", "--log-level", "warning"),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(port)
-        base = f"http://127.0.0.1:{port}"
+        ports = {name: free_port() for name in ("roomfit", "peer", "ceiling")}
+        targets = {"roomfit": "api.app:create_app", "peer": "bench.peer_app:create_app",
+                   "ceiling": "bench.peer_app:constant_app"}  # fmt: skip
+        for name, target in targets.items():
+            servers.append(start_uvicorn(target, ports[name], args.api_workers, env, folder / f"{name}.log"))
+        base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         auth = {"Authorization": f"Bearer {key}"}
         body = preview_body(subject_id, width, height)
         post_headers = {**auth, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-        first = httpx.post(f"{base}/v1/previews", headers=post_headers, content=body, timeout=30)
+        first = httpx.post(f"{base['roomfit']}/v1/previews", headers=post_headers, content=body, timeout=30)
         first.raise_for_status()
         preview_id = first.json()["id"]
+        read = f"/v1/previews/{preview_id}"
 
         scenarios = [
-            ("GET /v1/previews/{id}", "GET", f"{base}/v1/previews/{preview_id}", auth, None),
-            (f"POST /v1/previews ({width}x{height} JPEG room + PNG mask)", "POST", f"{base}/v1/previews",
-             post_headers, body),
+            ("framework ceiling: FastAPI returning a constant", "GET", base["ceiling"] + read, auth, None),
+            ("template-style peer: GET /v1/previews/{id}", "GET", base["peer"] + read, auth, None),
+            ("roomfit GET /v1/previews/{id}", "GET", base["roomfit"] + read, auth, None),
+            (f"roomfit POST /v1/previews ({width}x{height} JPEG room + PNG mask)", "POST",
+             f"{base['roomfit']}/v1/previews", post_headers, body),
         ]  # fmt: skip
         results = []
         for name, method, url, headers, payload in scenarios:
+            if args.only and args.only not in name:
+                continue
             for seconds, keep in ((args.warmup, False), (args.duration, True)):
                 if seconds <= 0:
                     continue
+                spy = None
+                server = servers[0 if name.startswith("roomfit") else 1 if "peer" in name else 2]
+                cpu_before = cpu_seconds(server.pid)
+                if keep and args.profile and name.startswith("roomfit GET"):
+                    spy = profiled(servers[0].pid, seconds, args.profile)
                 if generator == "wrk":
                     result = run_wrk(
                         url, method, headers, payload, args.connections, seconds, args.wrk_threads, folder
                     )
                 else:
                     result = run_httpx(url, method, headers, payload, args.connections, seconds)
+                if spy is not None:
+                    spy.wait()
+                result["server_cpu_ms"] = (
+                    1000 * (cpu_seconds(server.pid) - cpu_before) / max(1, result["requests"])
+                )
                 if keep:
                     results.append({"route": name, "connections": args.connections, **result})
         print(
             f"\n{args.connections} concurrent clients, {args.duration} s each, {args.api_workers} uvicorn "
-            f"workers, {os.cpu_count()} CPUs shared by server, PostgreSQL, Redis and the load generator "
-            f"({generator})\n"
+            f"workers per server, {os.cpu_count()} CPUs shared by server, PostgreSQL, Redis and the load "
+            f"generator ({generator})\n"
         )
-        print("| route | requests/s | p50 ms | p99 ms | requests | non-2xx |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        peer = next((r["rps"] for r in results if r["route"].startswith("template-style")), None)
+        print(
+            "| target | requests/s | vs peer | p50 ms | p99 ms | server CPU ms/request | requests | non-2xx |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in results:
-            cells = [r["route"], f"{r['rps']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}"]
+            ratio = f"{r['rps'] / peer:.2f}x" if peer else "-"
+            cells = [r["route"], f"{r['rps']:.0f}", ratio, f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                     f"{r['server_cpu_ms']:.2f}"]  # fmt: skip
             print("| " + " | ".join([*cells, str(r["requests"]), str(r["non_2xx"])]) + " |")
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
         return 0 if all(r["non_2xx"] == 0 for r in results) else 1
     finally:
-        if uvicorn is not None:
-            uvicorn.terminate()
-            try:
-                uvicorn.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                uvicorn.kill()
+        for server in servers:
+            stop(server)
         redis.stop()
         postgres.discard()
         shutil.rmtree(folder, ignore_errors=True)

@@ -6,10 +6,12 @@ HTTP only; the rules are in `api.services.previews`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.deps import BlobsDep, CeleryDep, RepoDep, SettingsDep, TenantCaller
+from api.deps import BlobsDep, CeleryDep, Keyed, RepoDep, SettingsDep, TenantCaller, read_with_key
 from api.idempotency import Outcome
 from api.multipart import FormLimits, ParsedForm
 from api.openapi import AUTH, LOCATION, PREVIEW_FORM, problems
@@ -18,8 +20,11 @@ from api.problems import VALIDATION_ERROR
 from api.schemas import PreviewOut
 from api.services import previews as service
 from core.blobstore import Stream
+from core.tables import Preview
 
 router = APIRouter(prefix="/v1/previews", tags=["previews"])
+# The hot read (every open widget asks again and again): key and row in one query, no thread pool.
+PreviewRead = Annotated[Keyed, Depends(read_with_key(Preview, "preview_id", ("secret", "publishable")))]
 PNG = {"type": "string", "format": "binary"}
 URL = {"type": "string", "format": "uri"}
 
@@ -61,8 +66,8 @@ async def create_preview(
     summary="A preview: status, progress and, once succeeded, where its result is",
     responses=problems(*AUTH, 404),
 )
-def get_preview(preview_id: str, caller: TenantCaller, repo: RepoDep) -> PreviewOut:
-    return PreviewOut.of(service.visible_preview(repo, caller, preview_id))
+async def get_preview(preview_id: str, read: PreviewRead) -> PreviewOut:
+    return PreviewOut.of(service.visible(read.caller, read.row, preview_id))
 
 
 @router.get(
