@@ -11,11 +11,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import access_log
 from api.cors import KeyOriginCORS, listed_origin_check
+from api.event_streams import Feed
 from api.openapi import install_document
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
-from api.routes import demo, docs, health, jobs, ops, previews, subjects, webhook, widget
-from core.async_db import async_reader
+from api.routes import demo, docs, events, health, jobs, ops, previews, subjects, webhook, widget
+from core.async_db import PerLoop, async_reader, listen_conninfo
 from core.blobstore import blob_store_from_settings
 from core.db import engine_for, session_factory
 from core.queue import make_celery
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine_for(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
     app.state.reader = async_reader(app.state.engine)
+    app.state.feeds = PerLoop(lambda: Feed(app.state.reader, listen_conninfo(app.state.engine)))
     app.state.blobs = blob_store_from_settings(settings)
     app.state.celery = make_celery(settings)
     app.state.rate_limiter = RateLimiter.from_settings(settings)
@@ -88,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.resolve = resolve_with_deadline  # webhook hosts
     install_problem_handlers(app)
     install_document(app)  # /openapi.json: one Problem schema, Idempotency-Replayed
-    for module in (health, subjects, previews, jobs, ops, webhook, widget, demo, docs):
+    for module in (health, subjects, previews, events, jobs, ops, webhook, widget, demo, docs):
         app.include_router(module.router)
     app.include_router(ops.page_router)
     app.add_middleware(KeyOriginCORS, is_listed=listed_origin_check(app.state.sessions))

@@ -28,7 +28,7 @@ from api.problems import ORIGIN_NOT_ALLOWED, PROBLEM_JSON
 from core.repository import OpsRepository
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
-ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
 EXPOSE_HEADERS = "Location, Retry-After, Idempotency-Replayed"
 MAX_AGE_SECONDS = "600"
 

@@ -149,6 +149,13 @@ class ThreadReader:
         return None
 
 
+def listen_conninfo(engine: Engine) -> str | None:
+    """What psycopg connects to for LISTEN (api.event_streams.Feed); None: not PostgreSQL."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def async_reader(engine: Engine) -> AsyncReader:
     """The reader for the database `engine` is connected to."""
     if engine.dialect.name == "postgresql":

@@ -12,7 +12,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import events
 from core.settings import get_settings
+
+events.install()  # every session of every process records events (core.events)
 
 
 def make_engine(url: str) -> Engine:

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         description="Per-key rate limit (limits' syntax). Widgets poll a preview a few times a second.",
     )
     idempotency_hours: int = Field(24, ge=24, description="How long Idempotency-Key records are kept.")
+    max_event_streams: int = Field(
+        5000, ge=1, description="Open `/events` streams one API process holds; past it, 503 `server_busy`."
+    )
+    event_heartbeat_seconds: float = Field(
+        15.0, gt=0, le=300, description="A comment line on a quiet `/events` stream, so proxies keep it open."
+    )
 
     # --- quotas (per tenant and per publishable key) ---------------------------------------------
     max_queued_previews_per_tenant: int = Field(

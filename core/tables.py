@@ -225,6 +225,26 @@ class Preview(TenantOwned, Timestamps, Base):
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class Event(Base):
+    """A change a client can be told of (status, stage or progress of a subject or a preview),
+    written in the same transaction as the change (core.events): what `/events` streams send, in
+    `id` order, and where a reconnect with `Last-Event-ID` resumes. Pruned after a day."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_object_id_id", "object_id", "id"),)
+
+    # SQLite numbers only an INTEGER PRIMARY KEY by itself.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    # sub_... or prv_...: ids are unique across tenants, and a stream is opened only after its
+    # caller was shown the object (its tenant's, and for a publishable key, its own preview).
+    object_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))  # status | progress
+    status: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str | None] = mapped_column(String(32), default=None)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class Webhook(Timestamps, Base):
     """One endpoint per tenant. The signing secret must be readable to sign, so it is kept as is."""
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from core import dispatch
+from core import dispatch, events
 from core.clock import utcnow
 from core.queue import enqueue, enqueue_delivery, job_ids_in_broker
 from core.repository import OpsRepository
@@ -27,6 +27,8 @@ def reconcile_once(runtime: Runtime) -> list[str]:
     settings = runtime.settings
     app = runtime.celery
     with runtime.session() as session:
+        events.prune(session)  # what no reconnect will ask for any more (core.events.KEEP)
+        session.commit()
         _resend_stalled_deliveries(session, app, timedelta(seconds=2 * settings.lease_seconds))
         return dispatch.reconcile(
             session,

@@ -1,0 +1,197 @@
+"""Server-Sent Events for `/v1/previews/{id}/events` and `/v1/subjects/{id}/events`: progress pushed
+to widgets instead of polled.
+
+A stream sends the object's rows of `events` (core.events: written by the transaction that made
+each change) in id order: `status` and `progress` events, then ONE terminal event named for the
+final status, whose data is the same body as the object's GET, and the stream closes. Each event
+carries its `id`; a client reconnecting with `Last-Event-ID` gets exactly the events after it. A
+fresh stream starts from the object's newest event. A comment line every `heartbeat` seconds keeps
+proxies from closing a quiet stream.
+
+Waiting costs nothing per stream: one `Feed` per process wakes only the streams of an object that
+has new events. On PostgreSQL it LISTENs to the NOTIFY each such transaction sends at commit; on
+SQLite (embedded) it polls the table's newest id a few times a second, and only while streams are
+open. The feed also looks for keys revoked since its last look (once a second) and closes their
+streams at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import bindparam, select
+
+from core.async_db import AsyncReader, first
+from core.events import CHANNEL, EVENTS_AFTER, LAST_EVENT, NEWEST_ID, OBJECTS_AFTER, TERMINAL, kind_of
+from core.tables import ApiKey
+
+log = logging.getLogger("roomfit.api.events")
+
+REVOKED_SINCE = select(ApiKey.id).where(ApiKey.revoked_at > bindparam("since"))
+
+
+class Feed:
+    """One process's (one event loop's) watch over `events`: wakes the streams of changed objects."""
+
+    def __init__(self, reader: AsyncReader, listen: str | None, poll_seconds: float = 0.1) -> None:
+        self.reader = reader
+        self.listen = listen  # a PostgreSQL conninfo to LISTEN on; None: poll (SQLite)
+        self.poll_seconds = poll_seconds
+        self.objects: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.keys: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.revoked: set[str] = set()
+        self.streams = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @contextmanager
+    def watching(self, object_id: str, key_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever `object_id` may have new events, or `key_id` was revoked."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        wake = asyncio.Event()
+        self.objects[object_id].add(wake)
+        self.keys[key_id].add(wake)
+        self.streams += 1
+        try:
+            yield wake
+        finally:
+            self.streams -= 1
+            for table, name in ((self.objects, object_id), (self.keys, key_id)):
+                table[name].discard(wake)
+                if not table[name]:
+                    del table[name]
+
+    def _wake(self, table: dict[str, set[asyncio.Event]], name: str) -> None:
+        for wake in table.get(name, ()):
+            wake.set()
+
+    def _wake_all(self) -> None:
+        for wakes in list(self.objects.values()):
+            for wake in wakes:
+                wake.set()
+
+    async def _run(self) -> None:
+        await asyncio.gather(self._changes(), self._revocations())
+
+    async def _changes(self) -> None:
+        while True:
+            try:
+                await (self._listen() if self.listen else self._poll())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database went away: streams re-read once it is back
+                log.warning("event feed lost the database; retrying in 1 s", exc_info=True)
+                self._wake_all()
+                await asyncio.sleep(1.0)
+
+    async def _listen(self) -> None:
+        assert self.listen is not None
+        async with await psycopg.AsyncConnection.connect(self.listen, autocommit=True) as connection:
+            await connection.execute(f"LISTEN {CHANNEL}")
+            self._wake_all()  # whatever happened while (re)connecting
+            async for note in connection.notifies():
+                self._wake(self.objects, note.payload)
+
+    async def _poll(self) -> None:
+        newest = await first(self.reader, NEWEST_ID, {})
+        after = newest.id if newest is not None else 0
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            if not self.objects:
+                continue
+            for row in await self.reader.rows(OBJECTS_AFTER, {"after": after}):
+                after = max(after, row.id)
+                self._wake(self.objects, row.object_id)
+
+    async def _revocations(self) -> None:
+        # Revocations are timed by the revoking process's clock: look a few seconds back.
+        since = time.time() - 5.0
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.keys:
+                since = time.time() - 5.0
+                continue
+            now = time.time()
+            try:
+                found = await self.reader.rows(REVOKED_SINCE, {"since": datetime.fromtimestamp(since, UTC)})
+            except Exception:
+                log.warning("event feed could not read revoked keys", exc_info=True)
+                continue
+            since = now - 5.0
+            for row in found:
+                if row.id in self.keys:
+                    self.revoked.add(row.id)
+                    self._wake(self.keys, row.id)
+
+
+def _frame(event: str, event_id: int, data: dict[str, Any]) -> bytes:
+    body = json.dumps(data, separators=(",", ":"), default=str)
+    return f"event: {event}\nid: {event_id}\ndata: {body}\n\n".encode()
+
+
+def last_event_id(header: str | None) -> int | None:
+    """The `Last-Event-ID` a reconnecting client sends; anything but a small integer starts afresh."""
+    if header is None or not header.strip().isdigit() or len(header.strip()) > 18:
+        return None
+    return int(header.strip())
+
+
+async def stream_events(
+    feed: Feed,
+    object_id: str,
+    key_id: str,
+    resume_after: int | None,
+    final_body: Callable[[], Awaitable[dict[str, Any]]],
+    current: Callable[[], Awaitable[Any]],
+    heartbeat: float,
+) -> AsyncIterator[bytes]:
+    """The stream's bytes (see the module's docstring). `final_body`: the GET body now;
+    `current`: the object's row now (for objects older than their events)."""
+    terminal = TERMINAL[kind_of(object_id)]
+    reader = feed.reader
+    with feed.watching(object_id, key_id) as wake:
+        yield b"retry: 2000\n\n"
+        newest = await first(reader, LAST_EVENT, {"object_id": object_id})
+        after = resume_after
+        if after is None or (newest is not None and newest.id <= after and newest.status in terminal):
+            # A fresh stream starts from the newest event; one resumed after the end gets the end.
+            start = newest if newest is not None else await current()
+            after = newest.id if newest is not None else 0
+            if start.status in terminal:
+                yield _frame(start.status, after, await final_body())
+                return
+            yield _frame("status", after, _data(object_id, start))
+        while key_id not in feed.revoked:
+            wake.clear()  # before reading: a change during the read wakes the next wait
+            found = await reader.rows(EVENTS_AFTER, {"object_id": object_id, "after": after})
+            for row in found:
+                after = row.id
+                if row.status in terminal:
+                    yield _frame(row.status, row.id, await final_body())
+                    return
+                yield _frame(row.kind, row.id, _data(object_id, row))
+            if found:
+                continue  # the page may have been full
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=heartbeat)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+        log.info("event stream of %s closed: key %s revoked", object_id, key_id)
+
+
+def _data(object_id: str, row: Any) -> dict[str, Any]:
+    return {
+        "id": object_id,
+        "status": row.status,
+        "stage": getattr(row, "stage", None),
+        "progress": max(0.0, min(1.0, float(row.progress or 0.0))),
+    }
