@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api.deps import BlobsDep, CeleryDep, Keyed, RepoDep, SettingsDep, TenantCaller, read_with_key
@@ -17,6 +17,7 @@ from api.multipart import FormLimits, ParsedForm
 from api.openapi import AUTH, LOCATION, PREVIEW_FORM, problems
 from api.posts import PostDep, answer
 from api.problems import VALIDATION_ERROR
+from api.renditions import MAX_SIDE, MIN_SIDE, ImageFormat
 from api.schemas import PreviewOut
 from api.services import previews as service
 from core.blobstore import Stream
@@ -25,7 +26,7 @@ from core.tables import Preview
 router = APIRouter(prefix="/v1/previews", tags=["previews"])
 # The hot read (every open widget asks again and again): key and row in one query, no thread pool.
 PreviewRead = Annotated[Keyed, Depends(read_with_key(Preview, "preview_id", ("secret", "publishable")))]
-PNG = {"type": "string", "format": "binary"}
+BINARY = {"type": "string", "format": "binary"}
 URL = {"type": "string", "format": "uri"}
 
 
@@ -70,13 +71,28 @@ async def get_preview(preview_id: str, read: PreviewRead) -> PreviewOut:
     return PreviewOut.of(service.visible(read.caller, read.row, preview_id))
 
 
+_FORMAT_DOC = (
+    "`png` (default), `jpeg` or `webp`. PNG at the result's own size is the result itself, byte for byte "
+    "(every pixel the mask keeps equals the room's); any other format or a smaller `max_side` is a display "
+    "rendition: scaled, lossy for JPEG (quality 85) and WebP (80), made on the first request and kept."
+)
+_MAX_SIDE_DOC = (
+    f"the longest side of the rendition, in pixels ({MIN_SIDE}..{MAX_SIDE}): the aspect ratio is kept and "
+    "the result is never enlarged (a value at or past its longest side is its own size); default: its own "
+    "size. Ask in steps (the widget uses multiples of 256) so the kept renditions are reused."
+)
+
+
 @router.get(
     "/{preview_id}/result",
     operation_id="get_preview_result",
-    summary="The painted PNG: streamed, or a 307 to a short-lived presigned URL (S3)",
+    summary="The painted result (PNG; or a JPEG, WebP or smaller rendition): streamed, or a 307 to S3",
     response_class=Response,
     responses={
-        200: {"description": "The PNG, the room's size.", "content": {"image/png": {"schema": PNG}}},
+        200: {
+            "description": "The exact PNG at the room's size by default, else the rendition asked for.",
+            "content": {media: {"schema": BINARY} for media in ("image/png", "image/jpeg", "image/webp")},
+        },
         307: {
             "description": "Redirect to a presigned URL valid for a few minutes (blob store on S3); "
             "fetch it without the `Authorization` header.",
@@ -86,10 +102,18 @@ async def get_preview(preview_id: str, read: PreviewRead) -> PreviewOut:
     },
 )
 def get_result(
-    preview_id: str, caller: TenantCaller, repo: RepoDep, blobs: BlobsDep, settings: SettingsDep
+    # alike: a route's typed dependencies and its service's arguments, declarations only
+    preview_id: str,
+    caller: TenantCaller,
+    repo: RepoDep,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    image_format: Annotated[ImageFormat, Query(alias="format", description=_FORMAT_DOC)] = "png",
+    max_side: Annotated[int | None, Query(ge=MIN_SIDE, le=MAX_SIDE, description=_MAX_SIDE_DOC)] = None,
 ) -> Response:
-    download = service.result(repo, caller, blobs, settings, preview_id)
+    # sync def: FastAPI runs it in the thread pool, so a first request's encode never blocks the loop.
+    download, media_type = service.result(repo, caller, blobs, settings, preview_id, image_format, max_side)
     headers = {"Cache-Control": "private, no-store"}
     if isinstance(download, Stream):
-        return StreamingResponse(download.chunks, media_type="image/png", headers=headers)
+        return StreamingResponse(download.chunks, media_type=media_type, headers=headers)
     return RedirectResponse(download.url, status_code=307, headers=headers)

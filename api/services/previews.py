@@ -21,6 +21,7 @@ from api.image_checks import (
 )
 from api.multipart import ParsedForm
 from api.problems import NOT_FOUND, PREVIEW_NOT_READY, SUBJECT_NOT_READY, VALIDATION_ERROR, invalid
+from api.renditions import ImageFormat, Rendition, rendition_download
 from api.schemas import MAX_SEED, PreviewForm
 from api.services import Done
 from api.services.quotas import check_preview_quota, check_steps
@@ -133,14 +134,29 @@ def visible(caller: Caller, preview: Any, preview_id: str) -> Any:
 
 
 def result(
-    repo: TenantRepository, caller: Caller, blobs: BlobStore, settings: Settings, preview_id: str
-) -> Download:
-    """How the caller gets the painted PNG: streamed, or from a presigned URL (the store decides)."""
+    # alike: the typed arguments of a service and its route, declarations only
+    repo: TenantRepository,
+    caller: Caller,
+    blobs: BlobStore,
+    settings: Settings,
+    preview_id: str,
+    image_format: ImageFormat = "png",
+    max_side: int | None = None,
+) -> tuple[Download, str]:
+    """How the caller gets the painted result, and its media type: streamed, or from a presigned URL
+    (the store decides). PNG at its own size is the result as stored, byte for byte; any other format
+    or a smaller size is a display rendition, encoded on the first request and kept (`api.renditions`)."""
     preview = visible_preview(repo, caller, preview_id)
     if preview.status != "succeeded" or not preview.result_key:
         raise PREVIEW_NOT_READY(f"preview {preview_id} is {preview.status}; it has no result yet")
+    # The result has the room's size (the contract), so the row says what "never upscale" means.
+    wanted = Rendition.of(image_format, max_side, (preview.width, preview.height))
     try:
-        return blobs.download(preview.result_key, settings.presign_seconds)
+        if wanted.is_result:
+            download = blobs.download(preview.result_key, settings.presign_seconds)
+        else:
+            download = rendition_download(blobs, preview.result_key, wanted, settings)
     except BlobNotFound as exc:
         log.error("preview %s: result blob %s is missing", preview_id, preview.result_key)
         raise NOT_FOUND(f"the result of preview {preview_id} is gone") from exc
+    return download, wanted.format.media_type

@@ -8,8 +8,12 @@
  * gets the shop's product painted into the photo. Attributes: `subject` (a ready subject's id),
  * `key` (a publishable key that lists this page's origin) and `api` (the service's origin; by
  * default the origin this script was loaded from). Events on the element: `roomfit:submit` (detail:
- * the room and the mask it sends), `roomfit:result` (the preview and its PNG), `roomfit:error`
- * (the problem code and the message shown).
+ * the room and the mask it sends), `roomfit:result` (the preview and the picture shown: a WebP or
+ * JPEG rendition sized for the screen; Download saves the exact PNG), `roomfit:error` (the problem
+ * code and the message shown).
+ *
+ * Progress is pushed: GET /v1/previews/{id}/events (Server-Sent Events, read with fetch because
+ * EventSource cannot send the key), resumed with Last-Event-ID; a service without it is polled.
  *
  * No framework, no build step, nothing fetched but the API: this file is served as it is.
  */
@@ -27,14 +31,28 @@
   const PAINT = "rgb(255, 40, 120)"; // how the mask looks; its opacity is in the CSS
   // Answers that come with Retry-After: wait that long and send again, a few times.
   const RETRYABLE = new Set(["rate_limited", "too_many_jobs", "server_busy", "service_unavailable"]);
+  // A preview's final statuses: the name of the event stream's last event, too.
+  const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
   const MAX_RETRIES = 3;
   // Problems that sending the same request again cannot fix: no "Try again" button for them.
   const FINAL = new Set([
     "config", "mask_empty", "image_too_large", "image_shape_not_allowed", "request_too_large", "payload_too_large",
     "unsupported_media_type", "image_unreadable", "origin_not_allowed", "unauthorized", "forbidden", "not_found",
   ]);
-  // Polling GET /v1/previews/{id} (the event stream is not built yet): gentle, and growing.
+  // Polling GET /v1/previews/{id}, where the event stream is missing (an older service): gentle, and growing.
   const POLL = { first: 500, factor: 1.5, max: 4000, offlineMax: 15000, patience: 15 * 60 * 1000 };
+  // The event stream: a stream that ends before the preview does is opened again at once (a proxy's
+  // idle timeout, a restart), later each time if they keep ending within `long` ms; one that cannot
+  // be opened, after a growing wait. Three failed opens in a row and the widget polls instead: that
+  // is also what a network that breaks long responses needs.
+  const STREAM = { reopen: 250, long: 30000, first: 1000, max: 15000, failures: 3 };
+  // The result is shown from a rendition the size of the screen: longest side on screen × the
+  // device's pixel ratio, rounded up to a step so that every view near that size asks for the same
+  // rendition (the service makes each once and keeps it), and capped: past 2048 px a phone or
+  // laptop shows no more. The exact PNG is fetched only when the shopper downloads it.
+  const RENDITION = { step: 256, cap: 2048 };
+  // A 1x1 lossy WebP: whether this browser decodes WebP (else the rendition is a JPEG).
+  const WEBP_1PX = "UklGRiIAAABXRUJQVlA4IBYAAAAwAQCdASoBAAEADsD+JaQAA3AAAAAA";
 
   // What the shopper reads for each problem code of the API (and a few of the widget's own).
   const MESSAGES = {
@@ -60,6 +78,7 @@
     not_found: "This product could not be found. It may have been removed.",
     preview_gone: "This preview could not be found any more. Please try again.",
     preview_failed: "The preview could not be painted. Please try again.",
+    preview_cancelled: "This preview was stopped by the service. Please try again.",
     network: "Cannot reach the preview service. Please check your connection and try again.",
     blocked:
       "The preview service refused this page, or the connection dropped. " +
@@ -170,6 +189,78 @@
       height: Math.max(1, Math.floor(height * scale)),
       scaled: scale < 1,
     };
+  }
+
+  // --- Server-Sent Events over fetch ------------------------------------------------------------
+  /**
+   * Read a `text/event-stream` body (a ReadableStream of bytes) to its end, calling `dispatch({event,
+   * data, id})` for each event, as the HTML standard's EventSource parses it: lines end in CRLF, LF
+   * or CR (a CR at a chunk's end waits for the next chunk); `:` starts a comment (heartbeats);
+   * `field: value` (one space after the colon dropped) for `event`, `data` (several are joined with
+   * newlines), `id` (kept for Last-Event-ID, also by events without data) and `retry` (ignored: the
+   * widget keeps its own backoff); a blank line ends an event (`data` null when it had none). An event
+   * cut off by the end of the stream is dropped: its id was not seen, so a reconnect asks for it again.
+   */
+  async function readEvents(body, dispatch) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder(); // UTF-8; a character split across chunks waits for its rest
+    let buffer = "";
+    let event = "";
+    let data = [];
+    let id = null;
+    const line = (text) => {
+      if (text === "") {
+        // Every event's id counts (Last-Event-ID), also one without data, which is not an event.
+        dispatch({ event: event || "message", data: data.length ? data.join("\n") : null, id });
+        event = "";
+        data = [];
+        return;
+      }
+      if (text.startsWith(":")) return;
+      const colon = text.indexOf(":");
+      const field = colon < 0 ? text : text.slice(0, colon);
+      let value = colon < 0 ? "" : text.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event = value;
+      else if (field === "data") data.push(value);
+      else if (field === "id" && !value.includes("\0")) id = value;
+    };
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
+        const ends = /\r\n|\r|\n/g;
+        let start = 0;
+        for (let match; (match = ends.exec(buffer)); ) {
+          if (!done && match[0] === "\r" && match.index === buffer.length - 1) break; // CR, maybe CRLF
+          line(buffer.slice(start, match.index));
+          start = ends.lastIndex;
+        }
+        buffer = buffer.slice(start);
+        if (done) return;
+      }
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  /** Whether this browser decodes WebP: a 1x1 one decoded once (createImageBitmap: no page CSP involved). */
+  let webp = null;
+  function decodesWebp() {
+    if (webp === null) {
+      const bytes = Uint8Array.from(atob(WEBP_1PX), (c) => c.charCodeAt(0));
+      webp = createImageBitmap(new Blob([bytes], { type: "image/webp" })).then(
+        (bitmap) => (bitmap.close(), true),
+        () => false,
+      );
+    }
+    return webp;
+  }
+
+  /** The rendition's longest side for a picture shown `box` big (CSS pixels) on this screen. */
+  function renditionSide(box) {
+    const shown = Math.max(box.width, box.height) * (window.devicePixelRatio || 1) || RENDITION.cap;
+    return Math.min(RENDITION.cap, Math.max(RENDITION.step, Math.ceil(shown / RENDITION.step) * RENDITION.step));
   }
 
   // --- the mask as a PNG: 8-bit grey, 255 = paint, 0 = keep, no alpha ---------------------------
@@ -303,6 +394,8 @@
       this.version = 0; // bumped by every change of the photo or the mask
       this.sent = null; // {room, mask, version} of the last request, reused while nothing changed
       this.run = 0; // bumped to abandon whatever is waiting (cancel, new photo, removed element)
+      this.closeStream = null; // closes the event stream being read, if one is open
+      this.shown = null; // {id, png}: the preview on screen, and its exact PNG once downloaded
       this.busy = false;
       this.urls = [];
       this.drag = null;
@@ -310,6 +403,13 @@
       this.keyAnchor = null; // keyboard box: its first corner
       this.build();
       this.show("pick");
+    }
+
+    /** Abandon whatever is waiting (cancel, new photo, removed element): a new run, no open stream. */
+    nextRun() {
+      if (this.closeStream) this.closeStream();
+      this.closeStream = null;
+      return ++this.run;
     }
 
     get api() {
@@ -338,9 +438,9 @@
     }
 
     disconnectedCallback() {
-      // Stop polling: nobody is looking any more. Put back in a page, the widget is usable again.
+      // Stop watching (the stream is closed): nobody is looking any more. Put back in a page, it works again.
       if (this.busy) this.cancel();
-      else this.run++;
+      else this.nextRun();
     }
 
     // --- the interface ------------------------------------------------------------------------
@@ -453,7 +553,11 @@
         "aria-label": "Before and after",
         oninput: () => this.compare(),
       });
-      ui.download = h("a", { class: "btn primary", download: "roomfit-preview.png", href: "#" }, "Download");
+      ui.download = h(
+        "a",
+        { class: "btn primary", download: "roomfit-preview.png", href: "#", onclick: (e) => this.download(e) },
+        "Download",
+      );
       ui.again = h("button", { type: "button", onclick: () => this.submit() }, "Try another");
       ui.back = h("button", { type: "button", onclick: () => this.show("edit") }, "Edit mask");
       ui.restart = h("button", { type: "button", onclick: () => this.startOver() }, "New photo");
@@ -551,7 +655,7 @@
     async loadPhoto(file) {
       this.clearError();
       if (file.type && !file.type.startsWith("image/")) return this.fail("not_an_image");
-      const run = ++this.run;
+      const run = this.nextRun();
       this.busy = true;
       this.sync();
       this.say("Opening the photo…");
@@ -596,7 +700,7 @@
     }
 
     startOver() {
-      this.run++;
+      this.nextRun();
       this.busy = false;
       this.clearError();
       this.say("");
@@ -803,7 +907,7 @@
       const key = this.getAttribute("key");
       if (!subject || !key) return this.fail("config");
       this.clearError();
-      const run = ++this.run;
+      const run = this.nextRun();
       this.busy = true;
       this.show("wait");
       this.progress(null, "Preparing your photo…");
@@ -843,20 +947,31 @@
         const detail = answer.code === "validation_error" ? answer.detail : "";
         return this.fail(answer.code, { detail, retry: FINAL.has(answer.code) ? null : retry });
       }
-      this.poll(run, answer.data.id);
+      this.watch(run, answer.data.id);
     }
 
     /** One API call; a problem's `code`, `detail` and Retry-After are read from its answer. */
     async call(method, path, body, headers = {}) {
-      const response = await fetch(this.api + path, {
+      const response = await this.request(method, path, { body, headers });
+      if (response.ok && /\/result(\?|$)/.test(path)) return { ok: true, blob: await response.blob() };
+      return this.answerOf(response);
+    }
+
+    /** The API's answer itself (fetch's Response), with the key; for an event stream, `signal` ends it. */
+    request(method, path, { body = undefined, headers = {}, signal = undefined } = {}) {
+      return fetch(this.api + path, {
         method,
         body,
+        signal,
         mode: "cors",
         credentials: "omit",
         cache: "no-store",
         headers: { Authorization: `Bearer ${this.getAttribute("key")}`, ...headers },
       });
-      if (response.ok && path.endsWith("/result")) return { ok: true, blob: await response.blob() };
+    }
+
+    /** What an answer says: its JSON (a body or a problem), the problem's code, Retry-After. */
+    async answerOf(response) {
       let data = null;
       try {
         data = await response.json();
@@ -920,6 +1035,96 @@
       this.ui.phase.textContent = text;
     }
 
+    /** Follow a preview to its end as the service pushes it: GET /v1/previews/{id}/events (see
+     * readEvents), opened again from the last event's id when it ends early; polling (`poll`) where
+     * the service has no event stream (404: an older one) or it cannot be opened (STREAM). */
+    async watch(run, id, since = Date.now()) {
+      const path = `/v1/previews/${encodeURIComponent(id)}/events`;
+      let lastId = null;
+      let failures = 0; // opens in a row that failed, or streams that ended without an event
+      let early = 0; // streams in a row that ended early, each within STREAM.long of its open
+      this.progress(0, "Queued: waiting for a painter…");
+      while (run === this.run) {
+        const controller = new AbortController();
+        this.closeStream = () => controller.abort();
+        // A stream of a preview that never ends is closed when patience runs out (below: too_slow).
+        const patience = setTimeout(() => controller.abort(), Math.max(0, since + POLL.patience - Date.now()));
+        const opened = Date.now();
+        let heard = false;
+        let end = null; // the terminal event's preview
+        let answer = null; // a problem instead of a stream
+        try {
+          const headers = { Accept: "text/event-stream" };
+          if (lastId !== null) headers["Last-Event-ID"] = lastId;
+          const response = await this.request("GET", path, { headers, signal: controller.signal });
+          const type = response.headers.get("Content-Type") || "";
+          if (response.ok && type.startsWith("text/event-stream")) {
+            if (failures) this.ui.phase.textContent = "Connected again.";
+            await readEvents(response.body, (e) => {
+              if (e.id !== null) lastId = e.id;
+              if (e.data === null || end) return;
+              heard = true;
+              if (TERMINAL.has(e.event)) {
+                end = { status: e.event, ...JSON.parse(e.data) };
+                controller.abort(); // the service closes the stream now; nothing more to wait for
+              } else if (e.event === "status" || e.event === "progress") {
+                this.showStatus(JSON.parse(e.data));
+              }
+            });
+          } else if (response.ok || response.status === 404 || response.status === 405) {
+            clearTimeout(patience);
+            return this.poll(run, id, since); // no event stream here; if the preview is gone, polling says so
+          } else {
+            answer = await this.answerOf(response);
+          }
+        } catch {
+          // The network or the service went away, the stream broke, or it was closed on purpose.
+        }
+        clearTimeout(patience);
+        controller.abort(); // a stream left unread (a bad event) is closed, not left open
+        if (run !== this.run) return;
+        if (end) return this.finished(run, id, end);
+        if (Date.now() - since > POLL.patience) return this.fail("too_slow", { retry: () => this.resume(id) });
+        if (answer) {
+          // Too many streams open on the service: polling asks far less of it.
+          if (answer.code === "server_busy") return this.poll(run, id, since);
+          if (!RETRYABLE.has(answer.code)) {
+            return this.fail(answer.code === "not_found" ? "preview_gone" : answer.code, {
+              retry: () => this.resume(id),
+            });
+          }
+          await this.countdown(run, answer.retryAfter || 2, MESSAGES[answer.code]);
+          continue;
+        }
+        if (heard) {
+          // It worked, then ended early (a proxy's idle timeout, a restart): open it again at once;
+          // if that keeps happening quickly, wait longer each time rather than ask many times a second.
+          failures = 0;
+          early = Date.now() - opened > STREAM.long ? 1 : early + 1;
+          await sleep(Math.min(STREAM.max, STREAM.reopen * 2 ** (early - 1)));
+          continue;
+        }
+        if (++failures >= STREAM.failures) return this.poll(run, id, since);
+        const wait = Math.min(STREAM.max, STREAM.first * 2 ** (failures - 1));
+        await this.countdown(run, jitter(wait) / 1000, "Connection lost.");
+      }
+    }
+
+    /** A preview's status and progress (a GET's body, or a `status` or `progress` event's data). */
+    showStatus(preview) {
+      const percent = Math.round((preview.progress || 0) * 100);
+      const phase = preview.status === "queued" ? "Queued: waiting for a painter…" : `Painting… ${percent}%`;
+      this.progress(preview.progress || 0, phase);
+    }
+
+    /** A preview that ended (a GET's body, or the terminal event's): its result, or why there is none. */
+    finished(run, id, preview) {
+      if (preview.status === "succeeded") return this.fetchResult(run, id, preview);
+      const detail = preview.error ? preview.error.message : "";
+      const code = preview.status === "cancelled" ? "preview_cancelled" : "preview_failed";
+      return this.fail(code, { detail, retry: () => this.submit() });
+    }
+
     /** GET /v1/previews/{id} until it is done: backoff while it waits, longer while offline. */
     async poll(run, id, since = Date.now()) {
       let delay = POLL.first;
@@ -955,14 +1160,8 @@
           return this.fail(code, { retry: () => this.resume(id) });
         }
         const preview = answer.data;
-        if (preview.status === "succeeded") return this.fetchResult(run, id, preview);
-        if (preview.status === "failed") {
-          const detail = preview.error ? preview.error.message : "";
-          return this.fail("preview_failed", { detail, retry: () => this.submit() });
-        }
-        const percent = Math.round((preview.progress || 0) * 100);
-        const phase = preview.status === "queued" ? "Queued: waiting for a painter…" : `Painting… ${percent}%`;
-        this.progress(preview.progress || 0, phase);
+        if (TERMINAL.has(preview.status)) return this.finished(run, id, preview);
+        this.showStatus(preview);
         delay = Math.min(POLL.max, delay * POLL.factor);
       }
     }
@@ -970,18 +1169,22 @@
     /** Wait for a preview again after an error (the same preview; nothing is sent again). */
     resume(id) {
       this.clearError();
-      const run = ++this.run;
+      const run = this.nextRun();
       this.busy = true;
       this.show("wait");
-      this.poll(run, id);
+      this.watch(run, id);
     }
 
+    /** The result to show: a rendition the size of the stage on this screen (RENDITION). */
     async fetchResult(run, id, preview) {
       this.progress(1, "Fetching your preview…");
+      const format = (await decodesWebp()) ? "webp" : "jpeg";
+      const side = renditionSide(this.ui.stage.getBoundingClientRect());
+      const path = `/v1/previews/${encodeURIComponent(id)}/result?format=${format}&max_side=${side}`;
       for (let attempt = 0; run === this.run; attempt++) {
         let answer;
         try {
-          answer = await this.call("GET", `/v1/previews/${encodeURIComponent(id)}/result`);
+          answer = await this.call("GET", path);
         } catch {
           answer = null;
         }
@@ -998,13 +1201,44 @@
       for (const url of this.urls) URL.revokeObjectURL(url);
       const url = URL.createObjectURL(blob);
       this.urls = [url];
+      this.shown = { id, png: null, fetching: false };
       this.ui.after.src = url;
-      this.ui.download.href = url;
+      this.ui.download.href = "#"; // the exact PNG, fetched by the first click (download)
       this.ui.download.download = `roomfit-${id}.png`;
       this.busy = false;
       this.say("Your preview is ready. Slide to compare before and after.");
       this.show("result");
       this.dispatchEvent(new CustomEvent("roomfit:result", { detail: { preview, blob, url } }));
+    }
+
+    /** Download: the exact PNG at the photo's size, fetched on the first click (the screen shows a
+     * lighter rendition), then saved by the link itself. */
+    async download(e) {
+      const shown = this.shown;
+      if (!shown || shown.png) return; // the link is the PNG already: the browser saves it
+      e.preventDefault();
+      if (this.busy || shown.fetching) return;
+      const run = this.run;
+      shown.fetching = true;
+      this.clearError();
+      this.say("Preparing the download…");
+      let answer;
+      try {
+        answer = await this.call("GET", `/v1/previews/${encodeURIComponent(shown.id)}/result`);
+      } catch {
+        answer = null;
+      }
+      shown.fetching = false;
+      if (run !== this.run || shown !== this.shown) return; // another preview since
+      if (!answer || !answer.ok) {
+        const code = !answer ? "network" : answer.code === "not_found" ? "preview_gone" : answer.code;
+        return this.fail(code, { retry: () => this.ui.download.click() });
+      }
+      shown.png = URL.createObjectURL(answer.blob);
+      this.urls.push(shown.png);
+      this.ui.download.href = shown.png;
+      this.say("Your preview is ready. Slide to compare before and after.");
+      this.ui.download.click();
     }
 
     /** The before/after slider: the painted photo shows right of the line. */
@@ -1017,7 +1251,7 @@
 
     cancel() {
       if (!this.busy) return;
-      this.run++;
+      this.nextRun();
       this.busy = false;
       this.say("Cancelled.");
       this.show("edit");

@@ -40,6 +40,8 @@ OPERATION_IDS = {
     ("post", "/v1/previews"): "create_preview",
     ("get", "/v1/previews/{preview_id}"): "get_preview",
     ("get", "/v1/previews/{preview_id}/result"): "get_preview_result",
+    ("get", "/v1/previews/{preview_id}/events"): "preview_events",
+    ("get", "/v1/subjects/{subject_id}/events"): "subject_events",
     ("get", "/v1/jobs/{job_id}"): "get_job",
     ("get", "/v1/ops/queues"): "list_queues",
     ("get", "/v1/ops/workers"): "list_workers",
@@ -191,7 +193,9 @@ def test_short_stable_operation_ids(doc: dict[str, Any]) -> None:
 
 def test_the_result_is_a_png_or_a_redirect(doc: dict[str, Any]) -> None:
     responses = doc["paths"]["/v1/previews/{preview_id}/result"]["get"]["responses"]
-    assert responses["200"]["content"] == {"image/png": {"schema": {"type": "string", "format": "binary"}}}
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    # the PNG as painted, or a display rendition (`format` / `max_side`)
+    assert responses["200"]["content"] == {"image/png": binary, "image/jpeg": binary, "image/webp": binary}
     location = responses["307"]["headers"]["Location"]
     assert location["required"] and location["schema"]["format"] == "uri"
     assert {"404", "409"} <= set(responses)

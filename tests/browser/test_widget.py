@@ -1,13 +1,16 @@
 """The storefront widget in a real headless Chromium against the real service (`roomfit up`, tiny
 models): a product made on the demo page, then a shopper's previews at desktop and phone size, an
-over-limit photo, the errors a shopper can meet (and the widget getting over them), and names for
-every control. With ROOMFIT_SCREENSHOTS=1 the screenshots of each step refresh docs/screenshots/."""
+over-limit photo, the errors a shopper can meet (and the widget getting over them), names for every
+control, the result shown from a rendition sized for the screen (Download still the exact PNG), and
+progress pushed by the event stream (the service's own, and a stand-in in the page that breaks and
+resumes). With ROOMFIT_SCREENSHOTS=1 the screenshots of each step refresh docs/screenshots/."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import io
+import math
 import re
 import threading
 import time
@@ -16,6 +19,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -47,6 +51,7 @@ PHONE = {
     "device_scale_factor": 1,
 }
 RESULT_TIMEOUT = 120_000  # ms: a preview on a busy two-core machine
+POLL_URL = re.compile(r"/v1/previews/prv_[0-9A-Z]+$")  # GET of a preview: what the widget polls
 
 
 @contextmanager
@@ -180,6 +185,34 @@ def assert_all_named(page: Any, *expected: tuple[str, str]) -> None:
         assert any(r == role and n.startswith(name) for r, n in controls), (role, name, controls)
 
 
+def answers(page: Any) -> list[Any]:
+    """Every response the page gets from now on (Playwright `Response`s, as their headers arrive)."""
+    seen: list[Any] = []
+    page.on("response", lambda response: seen.append(response))
+    return seen
+
+
+def check_rendition(page: Any, widget: Any, seen: list[Any]) -> tuple[int, int]:
+    """The result on screen came from a WebP rendition sized for the stage on this screen (the longest
+    side shown × devicePixelRatio, rounded up to 256, at most 2048), and Download got the exact PNG.
+    Returns the size of the picture shown."""
+    results = [r for r in seen if re.search(r"/v1/previews/prv_[0-9A-Z]+/result", r.url)]
+    shown = [r for r in results if "?" in r.url]
+    assert len(shown) == 1, [r.url for r in results]
+    query = parse_qs(urlsplit(shown[0].url).query)
+    side = int(query["max_side"][0])
+    assert query["format"] == ["webp"] and shown[0].headers["content-type"] == "image/webp"
+    box = widget.locator(".stage").bounding_box()
+    needed = max(box["width"], box["height"]) * page.evaluate("devicePixelRatio")
+    # A scroll bar coming or going may move the stage a few pixels between then and now.
+    steps = {min(2048, max(256, math.ceil((needed + d) / 256) * 256)) for d in (-8, 0, 8)}
+    assert side in steps, (side, box)
+    saved = [r for r in results if "?" not in r.url]
+    assert [r.headers["content-type"] for r in saved] == ["image/png"], "Download is not the exact PNG"
+    width, height = widget.locator("img.after").evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
+    return width, height
+
+
 # --- a product, made through the demo page ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def subject(server: Server, browser: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -216,6 +249,7 @@ def test_desktop_preview_paints_only_inside_the_drawn_mask(
     server: Server, browser: Any, subject: str, room: Path, shots: Path
 ) -> None:
     with opened(browser, **DESKTOP) as (page, _):
+        seen = answers(page)
         widget = shop(page, server, subject)
         shoot(page, shots, "desktop-1-pick")
         canvas = choose_photo(widget, room)
@@ -230,6 +264,8 @@ def test_desktop_preview_paints_only_inside_the_drawn_mask(
             page, ("slider", "Before and after"), ("link", "Download"), ("button", "Try another")
         )
 
+        # Shown from a rendition (here at least the photo's size: never enlarged, so 640x480).
+        assert check_rendition(page, widget, seen) == (640, 480)
         (sent,) = sent_requests(page, 1)
         assert sent["room"] == room.read_bytes(), "a PNG within the limits is sent as it is"
         mask = check_painted_only_inside(result, sent["room"], sent["mask"])
@@ -303,7 +339,8 @@ def test_rate_limit_and_a_lost_connection_are_waited_out(
                 route.fallback()
 
         page.route(f"{server.api}/v1/previews", once_429)
-        page.route(re.compile(re.escape(server.api) + r"/v1/previews/prv_[0-9A-Z]+$"), flaky_polls)
+        # The outage hits the event stream and the polls alike (the widget polls where it has no stream).
+        page.route(re.compile(re.escape(server.api) + r"/v1/previews/prv_[0-9A-Z]+(/events)?$"), flaky_polls)
         draw_with_mouse(page, choose_photo(widget, room))
         widget.get_by_role("button", name="Preview").click()
         expect(widget.get_by_text(re.compile(r"Too many requests.*Trying again in \d s"))).to_be_visible()
@@ -403,6 +440,7 @@ def test_an_origin_not_on_the_key_is_explained_and_the_widget_recovers(
 # --- (4) a phone: 360 px wide, touch --------------------------------------------------------------
 def test_phone_size_touch_flow(server: Server, browser: Any, subject: str, room: Path, shots: Path) -> None:
     with opened(browser, **PHONE) as (page, _):
+        seen = answers(page)
         widget = shop(page, server, subject)
         expect(widget.get_by_text("Take a photo")).to_be_visible()  # the camera, on a touch screen
         shoot(page, shots, "phone-1-pick")
@@ -412,6 +450,8 @@ def test_phone_size_touch_flow(server: Server, browser: Any, subject: str, room:
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 360, f"the page scrolls sideways at 360 px ({width} px wide)"
         result = preview_and_wait(page, widget, shots, "phone-")
+        # About 330 px shown at a pixel ratio of 1: a 512 rendition, not the photo's 640 (the PNG).
+        assert check_rendition(page, widget, seen) == (512, 384)
         (sent,) = sent_requests(page, 1)
         mask = check_painted_only_inside(result, sent["room"], sent["mask"])
         assert mask[round(480 * 0.65), round(640 * 0.475)] == 255 and mask[470, 630] == 0
@@ -452,3 +492,103 @@ def test_every_control_is_named_and_the_mask_can_be_drawn_from_the_keyboard(
         # spans (281.6, 188.8)-(345.6, 252.8).
         assert mask[240, 320] == 255 and mask[195, 290] == 255 and mask[100, 100] == 0 and mask[470, 630] == 0
         assert_all_named(page, ("button", "Preview"), ("button", "Eraser"))
+
+
+# --- (6) progress pushed: the event stream -----------------------------------------------------------
+def test_progress_is_pushed_by_the_services_event_stream(
+    server: Server, browser: Any, subject: str, room: Path
+) -> None:
+    """Against the service's own GET /v1/previews/{id}/events (docs/api.md): the widget follows the
+    preview on it, and never polls."""
+    with opened(browser, **DESKTOP) as (page, _):
+        seen = answers(page)
+        widget = shop(page, server, subject)
+        draw_with_mouse(page, choose_photo(widget, room))
+        result = preview_and_wait(page, widget)
+        streams = [r for r in seen if r.url.endswith("/events")]
+        assert streams, "the widget opened no event stream"
+        assert [r.status for r in streams] == [200] * len(streams)
+        assert streams[0].headers["content-type"].startswith("text/event-stream")
+        polls = [r.url for r in seen if POLL_URL.search(r.url) and r.request.method == "GET"]
+        assert polls == [], "the widget polled although the stream was there"
+        (sent,) = sent_requests(page, 1)
+        check_painted_only_inside(result, sent["room"], sent["mask"])
+
+
+# A stand-in for the event stream, in the page (before its scripts): the widget's fetch of
+# /v1/previews/{id}/events gets a stream made here, so the test decides every byte and when the
+# stream breaks. The first stream sends, in 5-byte pieces (CRLF and a UTF-8 character cut in two):
+# a heartbeat comment, a field that means nothing, `retry`, a `status` event with its data on two
+# lines, an event of a kind the widget does not know, and an id on its own (no data: no event, but
+# the id counts) — and then ends. Later streams follow the real preview (GET, marked `?stand_in`) and
+# send `progress` events until the terminal one. Each opening's Last-Event-ID is kept for the test.
+FAKE_EVENTS = r"""(() => {
+  const real = window.fetch.bind(window);
+  const opened = (window.roomfitStreams = []);
+  const terminal = ["succeeded", "failed", "cancelled"];
+  window.fetch = (input, init = {}) => {
+    const url = String(input instanceof Request ? input.url : input);
+    if (!/\/v1\/previews\/[^/?]+\/events$/.test(url)) return real(input, init);
+    const headers = new Headers(init.headers);
+    opened.push({ lastEventId: headers.get("Last-Event-ID"), accept: headers.get("Accept") });
+    let id = Number(headers.get("Last-Event-ID") || 0);
+    const bytes = (text) => new TextEncoder().encode(text);
+    const body = new ReadableStream({
+      async start(out) {
+        if (opened.length === 1) {
+          const first = bytes(
+            ": heartbeat\r\nnonsense\r\nretry: 10\r\n\r\n" +
+              `id: ${++id}\r\nevent: status\r\ndata: {"id": "x", "status": "queued",\r\n` +
+              'data:  "stage": "é", "progress": 0}\r\n\r\n' +
+              `id: ${++id}\nevent: gossip\ndata: {}\n\n` +
+              `id: ${++id}\r\n\r\n`,
+          );
+          for (let at = 0; at < first.length; at += 5) out.enqueue(first.slice(at, at + 5));
+          out.close(); // ends early: the widget opens it again from id 3
+          return;
+        }
+        for (;;) {
+          const answer = await real(url.replace(/\/events$/, "?stand_in=1"), {
+            headers: { Authorization: headers.get("Authorization") },
+            mode: "cors",
+            credentials: "omit",
+            cache: "no-store",
+          });
+          const preview = await answer.json();
+          if (terminal.includes(preview.status)) {
+            out.enqueue(bytes(`id: ${++id}\nevent: ${preview.status}\ndata: ${JSON.stringify(preview)}\n\n`));
+            out.close();
+            return;
+          }
+          const { status, progress } = preview;
+          const data = JSON.stringify({ id: preview.id, status, stage: null, progress });
+          out.enqueue(bytes(`id: ${++id}\nevent: progress\ndata: ${data}\n\n`));
+          await new Promise((resolve) => setTimeout(resolve, 300));
+        }
+      },
+    });
+    const answer = new Response(body, { status: 200, headers: { "Content-Type": "text/event-stream" } });
+    return Promise.resolve(answer);
+  };
+})();"""
+
+
+def test_the_event_stream_is_parsed_and_resumed_from_the_last_event_id(
+    server: Server, browser: Any, subject: str, room: Path
+) -> None:
+    with opened(browser, **DESKTOP) as (page, _):
+        page.add_init_script(FAKE_EVENTS)
+        seen = answers(page)
+        widget = shop(page, server, subject)
+        draw_with_mouse(page, choose_photo(widget, room))
+        result = preview_and_wait(page, widget)
+        streams = page.evaluate("() => window.roomfitStreams")
+        # The first stream ended after id 3 (an id without data counts): one more, from there, to the end.
+        assert streams == [
+            {"lastEventId": None, "accept": "text/event-stream"},
+            {"lastEventId": "3", "accept": "text/event-stream"},
+        ]
+        polls = [r.url for r in seen if POLL_URL.search(r.url) and r.request.method == "GET"]
+        assert polls == [], "the widget polled although the stream was there"
+        (sent,) = sent_requests(page, 1)
+        check_painted_only_inside(result, sent["room"], sent["mask"])

@@ -6,6 +6,7 @@ from .create_preview_body_mode import CreatePreviewBodyMode
 from .create_subject_body import CreateSubjectBody
 from .error_info import ErrorInfo
 from .field_error import FieldError
+from .get_preview_result_format import GetPreviewResultFormat
 from .health import Health
 from .job_out import JobOut
 from .job_out_kind import JobOutKind
@@ -46,6 +47,7 @@ __all__ = (
     "CreateSubjectBody",
     "ErrorInfo",
     "FieldError",
+    "GetPreviewResultFormat",
     "Health",
     "JobOut",
     "JobOutKind",

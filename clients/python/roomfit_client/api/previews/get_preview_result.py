@@ -7,19 +7,41 @@ import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
+from ...models.get_preview_result_format import GetPreviewResultFormat
 from ...models.problem import Problem
-from ...types import File, Response
+from ...types import UNSET, File, Response, Unset
 
 
 def _get_kwargs(
     preview_id: str,
+    *,
+    format_: GetPreviewResultFormat | Unset = GetPreviewResultFormat.PNG,
+    max_side: int | None | Unset = UNSET,
 ) -> dict[str, Any]:
+
+    params: dict[str, Any] = {}
+
+    json_format_: str | Unset = UNSET
+    if not isinstance(format_, Unset):
+        json_format_ = format_.value
+
+    params["format"] = json_format_
+
+    json_max_side: int | None | Unset
+    if isinstance(max_side, Unset):
+        json_max_side = UNSET
+    else:
+        json_max_side = max_side
+    params["max_side"] = json_max_side
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "get",
         "url": "/v1/previews/{preview_id}/result".format(
             preview_id=quote(str(preview_id), safe=""),
         ),
+        "params": params,
     }
 
     return _kwargs
@@ -93,11 +115,22 @@ def sync_detailed(
     preview_id: str,
     *,
     client: AuthenticatedClient,
+    format_: GetPreviewResultFormat | Unset = GetPreviewResultFormat.PNG,
+    max_side: int | None | Unset = UNSET,
 ) -> Response[Any | File | Problem]:
-    """The painted PNG: streamed, or a 307 to a short-lived presigned URL (S3)
+    """The painted result (PNG; or a JPEG, WebP or smaller rendition): streamed, or a 307 to S3
 
     Args:
         preview_id (str):
+        format_ (GetPreviewResultFormat | Unset): `png` (default), `jpeg` or `webp`. PNG at the
+            result's own size is the result itself, byte for byte (every pixel the mask keeps equals
+            the room's); any other format or a smaller `max_side` is a display rendition: scaled,
+            lossy for JPEG (quality 85) and WebP (80), made on the first request and kept. Default:
+            GetPreviewResultFormat.PNG.
+        max_side (int | None | Unset): the longest side of the rendition, in pixels (16..8192):
+            the aspect ratio is kept and the result is never enlarged (a value at or past its longest
+            side is its own size); default: its own size. Ask in steps (the widget uses multiples of
+            256) so the kept renditions are reused.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -109,6 +142,8 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         preview_id=preview_id,
+        format_=format_,
+        max_side=max_side,
     )
 
     response = client.get_httpx_client().request(
@@ -122,11 +157,22 @@ def sync(
     preview_id: str,
     *,
     client: AuthenticatedClient,
+    format_: GetPreviewResultFormat | Unset = GetPreviewResultFormat.PNG,
+    max_side: int | None | Unset = UNSET,
 ) -> Any | File | Problem | None:
-    """The painted PNG: streamed, or a 307 to a short-lived presigned URL (S3)
+    """The painted result (PNG; or a JPEG, WebP or smaller rendition): streamed, or a 307 to S3
 
     Args:
         preview_id (str):
+        format_ (GetPreviewResultFormat | Unset): `png` (default), `jpeg` or `webp`. PNG at the
+            result's own size is the result itself, byte for byte (every pixel the mask keeps equals
+            the room's); any other format or a smaller `max_side` is a display rendition: scaled,
+            lossy for JPEG (quality 85) and WebP (80), made on the first request and kept. Default:
+            GetPreviewResultFormat.PNG.
+        max_side (int | None | Unset): the longest side of the rendition, in pixels (16..8192):
+            the aspect ratio is kept and the result is never enlarged (a value at or past its longest
+            side is its own size); default: its own size. Ask in steps (the widget uses multiples of
+            256) so the kept renditions are reused.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -139,6 +185,8 @@ def sync(
     return sync_detailed(
         preview_id=preview_id,
         client=client,
+        format_=format_,
+        max_side=max_side,
     ).parsed
 
 
@@ -146,11 +194,22 @@ async def asyncio_detailed(
     preview_id: str,
     *,
     client: AuthenticatedClient,
+    format_: GetPreviewResultFormat | Unset = GetPreviewResultFormat.PNG,
+    max_side: int | None | Unset = UNSET,
 ) -> Response[Any | File | Problem]:
-    """The painted PNG: streamed, or a 307 to a short-lived presigned URL (S3)
+    """The painted result (PNG; or a JPEG, WebP or smaller rendition): streamed, or a 307 to S3
 
     Args:
         preview_id (str):
+        format_ (GetPreviewResultFormat | Unset): `png` (default), `jpeg` or `webp`. PNG at the
+            result's own size is the result itself, byte for byte (every pixel the mask keeps equals
+            the room's); any other format or a smaller `max_side` is a display rendition: scaled,
+            lossy for JPEG (quality 85) and WebP (80), made on the first request and kept. Default:
+            GetPreviewResultFormat.PNG.
+        max_side (int | None | Unset): the longest side of the rendition, in pixels (16..8192):
+            the aspect ratio is kept and the result is never enlarged (a value at or past its longest
+            side is its own size); default: its own size. Ask in steps (the widget uses multiples of
+            256) so the kept renditions are reused.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -162,6 +221,8 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         preview_id=preview_id,
+        format_=format_,
+        max_side=max_side,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -173,11 +234,22 @@ async def asyncio(
     preview_id: str,
     *,
     client: AuthenticatedClient,
+    format_: GetPreviewResultFormat | Unset = GetPreviewResultFormat.PNG,
+    max_side: int | None | Unset = UNSET,
 ) -> Any | File | Problem | None:
-    """The painted PNG: streamed, or a 307 to a short-lived presigned URL (S3)
+    """The painted result (PNG; or a JPEG, WebP or smaller rendition): streamed, or a 307 to S3
 
     Args:
         preview_id (str):
+        format_ (GetPreviewResultFormat | Unset): `png` (default), `jpeg` or `webp`. PNG at the
+            result's own size is the result itself, byte for byte (every pixel the mask keeps equals
+            the room's); any other format or a smaller `max_side` is a display rendition: scaled,
+            lossy for JPEG (quality 85) and WebP (80), made on the first request and kept. Default:
+            GetPreviewResultFormat.PNG.
+        max_side (int | None | Unset): the longest side of the rendition, in pixels (16..8192):
+            the aspect ratio is kept and the result is never enlarged (a value at or past its longest
+            side is its own size); default: its own size. Ask in steps (the widget uses multiples of
+            256) so the kept renditions are reused.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -191,5 +263,7 @@ async def asyncio(
         await asyncio_detailed(
             preview_id=preview_id,
             client=client,
+            format_=format_,
+            max_side=max_side,
         )
     ).parsed
