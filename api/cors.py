@@ -57,27 +57,30 @@ class KeyOriginCORS:
             await self.app(scope, receive, send)
             return
         canonical = normalize_origin(origin)
-        try:
-            listed = await anyio.to_thread.run_sync(self.is_listed, canonical)
-        except Exception:  # database down: no CORS headers; the route itself will answer 503/401
-            listed = False
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self._preflight(canonical, listed, send)
+            await self._preflight(canonical, await self._listed(canonical), send)
             return
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
                 out.add_vary_header("Origin")
-                # api.deps.get_caller leaves the authenticated key in the request's state.
+                # api.deps.get_caller leaves the authenticated key in the request's state; only an
+                # answer without one (401, 404 of a page) needs the lookup of every listed origin.
                 caller = scope.get("state", {}).get("caller")
-                granted = listed if caller is None else canonical in caller.origins
+                granted = await self._listed(canonical) if caller is None else canonical in caller.origins
                 if granted:
                     out["Access-Control-Allow-Origin"] = canonical
                     out["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+    async def _listed(self, origin: str) -> bool:
+        try:
+            return await anyio.to_thread.run_sync(self.is_listed, origin)
+        except Exception:  # database down: no CORS headers; the route itself will answer 503/401
+            return False
 
     @staticmethod
     async def _preflight(origin: str, listed: bool, send: Send) -> None:
