@@ -17,6 +17,7 @@ from api.cors import KeyOriginCORS, listed_origin_check
 from api.event_streams import Feed
 from api.fast_reads import FastPreviewRead
 from api.openapi import install_document
+from api.ops_metrics import install_ops_metrics
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
 from api.routes import demo, docs, events, health, jobs, ops, previews, subjects, webhook, widget
@@ -125,4 +126,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(FastPreviewRead)
     app.add_middleware(KeyOriginCORS, is_listed=listed_origin_check(app.state.sessions))
     app.add_middleware(MetricsMiddleware)
+    install_ops_metrics(app)  # queue depths, oldest job, live workers, webhook backlog
     return app
