@@ -184,12 +184,17 @@ def run_httpx(url: str, method: str, headers: dict[str, str], body: bytes | None
 # --- the stack ---------------------------------------------------------------------------------
 
 
+WIDGET_ORIGIN = "https://shop.example"
+
+
 def seed(database_url: str) -> tuple[str, str]:
-    """A tenant with a secret key and a ready subject; returns (key, subject id)."""
+    """A tenant with a secret key and a ready subject; returns (key, subject id). The tenant also
+    has a publishable key for `WIDGET_ORIGIN` (`publishable_key`)."""
     engine = make_engine(database_url)
     with session_factory(engine)() as session:
         tenant = create_tenant(session, "bench-shop")
         _, key = create_key(session, kind="secret", tenant=tenant)
+        _, publishable = create_key(session, kind="publishable", tenant=tenant, origins=[WIDGET_ORIGIN])
         subject = Subject(
             id=new_id("sub"),
             tenant_id=tenant.id,
@@ -203,7 +208,11 @@ def seed(database_url: str) -> tuple[str, str]:
         session.commit()
         subject_id = subject.id
     engine.dispose()
+    PUBLISHABLE[key] = publishable
     return key, subject_id
+
+
+PUBLISHABLE: dict[str, str] = {}  # secret key -> its tenant's publishable key, made by `seed`
 
 
 def start_uvicorn(
@@ -299,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             "ROOMFIT_BROKER_URL": redis.url,
             "ROOMFIT_BLOB_URL": f"file://{folder / 'blobs'}",
             "ROOMFIT_RATE_LIMIT": "100000000/minute",  # measure the API, not the limiter's refusals
+            # nothing consumes the queue: the quotas on queued previews would refuse the POSTs
+            "ROOMFIT_MAX_QUEUED_PREVIEWS_PER_TENANT": "100000000",
+            "ROOMFIT_MAX_QUEUED_PREVIEWS_PER_KEY": "100000000",
             "ROOMFIT_LOG_LEVEL": "WARNING",
             "PEER_DATABASE_URL": database_url,
         }
@@ -315,11 +327,17 @@ def main(argv: list[str] | None = None) -> int:
         first.raise_for_status()
         preview_id = first.json()["id"]
         read = f"/v1/previews/{preview_id}"
+        # The widget's read: a publishable key from its listed origin, of a preview that key made.
+        widget = {"Authorization": f"Bearer {PUBLISHABLE[key]}", "Origin": WIDGET_ORIGIN}
+        made = httpx.post(f"{base['roomfit']}/v1/previews", headers={**post_headers, **widget}, content=body)
+        made.raise_for_status()
+        widget_read = f"{base['roomfit']}/v1/previews/{made.json()['id']}"
 
         scenarios = [
             ("framework ceiling: FastAPI returning a constant", "GET", base["ceiling"] + read, auth, None),
             ("template-style peer: GET /v1/previews/{id}", "GET", base["peer"] + read, auth, None),
             ("roomfit GET /v1/previews/{id}", "GET", base["roomfit"] + read, auth, None),
+            ("roomfit GET /v1/previews/{id}, the widget's key + Origin", "GET", widget_read, widget, None),
             (f"roomfit POST /v1/previews ({width}x{height} JPEG room + PNG mask)", "POST",
              f"{base['roomfit']}/v1/previews", post_headers, body),
         ]  # fmt: skip
