@@ -146,6 +146,10 @@ class Settings(BaseSettings):
         description="Per-key rate limit (limits' syntax). Widgets poll a preview a few times a second.",
     )
     idempotency_hours: int = Field(24, ge=24, description="How long Idempotency-Key records are kept.")
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="A worker process serves Prometheus /metrics on this port; 0: off."
+    )
+    worker_metrics_host: str = Field("0.0.0.0", description="The address a worker's /metrics binds.")
     max_event_streams: int = Field(
         5000, ge=1, description="Open `/events` streams one API process holds; past it, 503 `server_busy`."
     )

@@ -22,7 +22,7 @@ from core import dispatch, job_state
 from core.blobstore import BlobStoreUnavailable
 from core.repository import OpsRepository
 from core.tables import Job, Preview, Subject
-from worker import shutdown
+from worker import metrics, shutdown
 from worker.events import emit_event, preview_payload, subject_payload
 from worker.runtime import Runtime
 
@@ -59,6 +59,7 @@ class JobContext:
     deadline: float
     kind: str = "preview"
     stop_reason: str | None = None
+    claimed: float = field(default_factory=time.monotonic)  # for roomfit_job_duration_seconds
     _last_report: float = 0.0
     _stage: str | None = None
     _pending: dict[str, object] = field(default_factory=dict)
@@ -164,14 +165,14 @@ def run_job(
     if held.job_id != job_id:
         log.info("message of job %s: ran job %s, fairer across tenants", job_id, held.job_id)
     ctx, job = start_job(runtime, held, kind)
-    started = time.monotonic()
     with heartbeats([ctx]):
         try:
             work(ctx, job)
             outcome = "succeeded"
         except Exception as exc:
             outcome = settle(ctx, exc)  # re-raises a transient error, for Celery's retry
-    log.info("job %s %s in %.2fs", ctx.job_id, outcome, time.monotonic() - started)
+    metrics.job_ended(kind, outcome, ctx.claimed)
+    log.info("job %s %s in %.2fs", ctx.job_id, outcome, time.monotonic() - ctx.claimed)
     return outcome
 
 
@@ -182,6 +183,7 @@ def start_job(runtime: Runtime, held: job_state.Claim, kind: str) -> tuple[JobCo
         assert job is not None
         session.expunge(job)
     log.info("job %s (%s) attempt %d started", held.job_id, kind, held.attempt)
+    metrics.job_claimed(kind, job.created_at, job.enqueued_at, job.started_at, held.attempt)
     deadline = time.monotonic() + _timeout_for(runtime, kind)
     return JobContext(runtime, held, deadline=deadline, kind=kind), job
 

@@ -27,6 +27,7 @@ from core.blobstore import BlobNotFound
 from core.ids import new_id
 from core.repository import TenantRepository
 from core.tables import Job, Preview, Subject
+from worker import metrics
 from worker.events import emit_event, preview_payload
 from worker.job_runner import JobContext, JobFailed, JobStopped, heartbeats, settle, start_job
 from worker.paint_plan import PaintPlan, paint_plan
@@ -69,6 +70,8 @@ def render_previews(runtime: Runtime, job_id: str) -> list[str]:
             groups[(row.steps, row.guidance)].append(row)
         for (steps, guidance), group in groups.items():
             outcomes.update(_paint_group(runtime, group, steps, guidance))
+    for ctx, _ in started:
+        metrics.job_ended("preview", outcomes.get(ctx.job_id, ""), ctx.claimed)
     log.info("previews painted as a batch of %d: %s", len(claims), outcomes)
     return list(outcomes.values())
 
@@ -143,18 +146,23 @@ def _paint_group(runtime: Runtime, group: list[_Row], steps: int, guidance: floa
         if all(row.ctx.stop_reason is not None for row in group):
             raise JobStopped("batch")  # nobody left to paint for (all cancelled, or the worker stopping)
 
-    swaps_before = painter.swap_seconds
+    swaps_before, misses_before = painter.swap_seconds, painter.adapters.stats.misses
     paint_started = time.perf_counter()
+    adapter_ids = [row.plan.adapter_id for row in group]
     try:
         results = painter.paint_mixed(
             [row.request for row in group],  # type: ignore[misc]
-            [row.plan.adapter_id for row in group],
+            adapter_ids,
             steps=steps,
             guidance_scale=guidance,
             progress=on_step,
         )
     except Exception as exc:  # the batch as a whole: each row ends by its own reason, or this error
         return {row.ctx.job_id: settle(row.ctx, _reason_of(row, exc), transient="resend") for row in group}
+    finally:  # a failed paint swapped and loaded too
+        loads = painter.adapters.stats.misses - misses_before
+        needed = len({i for i in adapter_ids if i is not None})
+        metrics.batch_painted(len(group), needed, loads, painter.swap_seconds - swaps_before)
     paint_seconds = time.perf_counter() - paint_started
     swap_seconds = painter.swap_seconds - swaps_before
     outcomes = {}

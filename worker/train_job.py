@@ -28,6 +28,7 @@ from core.subjects import AdapterRecord
 from core.tables import Job, Subject
 from worker.events import emit_event, subject_payload
 from worker.job_runner import JobContext, JobFailed, JobStopped
+from worker.metrics import StepClock
 from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.worker")
@@ -117,6 +118,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
     runtime = ctx.runtime
     settings = runtime.settings
     timings: dict[str, float] = {}
+    step_clock = StepClock()
 
     # --- annotating: the product's box in every photo ---------------------------------------
     started = time.perf_counter()
@@ -144,6 +146,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
             session.commit()
         timings["annotate"] = time.perf_counter() - started
         ctx.report(stage="training", progress=ANNOTATE_END, timings=timings)
+        step_clock.start()
 
     # --- training: LoRA (or every weight) of the UNet, progress and losses to the job row ------
     steps = int(job.params.get("steps") or settings.default_train_steps)
@@ -160,6 +163,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
     )
 
     def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+        step_clock.step_done()  # first: a step that then stops the training was done all the same
         if ctx.stopping():  # this step is checkpointed, its loss kept; then handed back below
             ctx.keep_loss_point((p.step, p.loss))
             raise StopTraining
