@@ -193,6 +193,7 @@ def test_what_a_request_names() -> None:
     assert memory_needed(size, 800, 10) > 4000 * 3000 * 4
 
 
+# alike: test_contract.py's S3 set-up, which stays as it is (contract tests are not changed).
 def test_a_rendition_redirects_to_a_presigned_url_on_s3(tmp_path: Path, s3_settings: S3Settings) -> None:
     bucket = f"roomfit-renditions-{secrets.token_hex(4)}"
     settings = make_settings(
