@@ -27,7 +27,7 @@ from core.accounts import ACTIVE_KEY
 from core.api_keys import hash_key
 from core.async_db import AsyncReader, first
 from core.blobstore import BlobStore
-from core.repository import OpsRepository, TenantReads, TenantRepository, key_with_row
+from core.repository import OpsRepository, TenantRepository, key_with_row
 from core.settings import Settings
 from core.tables import Base
 from core.webhook_urls import Resolver
@@ -210,16 +210,6 @@ async def get_repo(session: SessionDep, caller: CallerDep) -> TenantRepository:
 
 
 RepoDep = Annotated[TenantRepository, Depends(get_repo)]
-
-
-async def get_reads(request: Request, caller: CallerDep) -> TenantReads:
-    if caller.tenant_id is None:
-        raise FORBIDDEN("this key belongs to no tenant")
-    return TenantReads(request.app.state.reader, caller.tenant_id)
-
-
-# The hot status reads: async, no session, no thread pool.
-ReadsDep = Annotated[TenantReads, Depends(get_reads)]
 
 
 async def get_ops_repo(session: SessionDep, _: OpsCaller) -> OpsRepository:

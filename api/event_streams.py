@@ -151,11 +151,11 @@ async def stream_events(
     key_id: str,
     resume_after: int | None,
     final_body: Callable[[], Awaitable[dict[str, Any]]],
-    current: Callable[[], Awaitable[Any]],
+    opened_row: Any,
     heartbeat: float,
 ) -> AsyncIterator[bytes]:
     """The stream's bytes (see the module's docstring). `final_body`: the GET body now;
-    `current`: the object's row now (for objects older than their events)."""
+    `opened_row`: the object's row as the stream was opened (for objects older than their events)."""
     terminal = TERMINAL[kind_of(object_id)]
     reader = feed.reader
     with feed.watching(object_id, key_id) as wake:
@@ -164,7 +164,7 @@ async def stream_events(
         after = resume_after
         if after is None or (newest is not None and newest.id <= after and newest.status in terminal):
             # A fresh stream starts from the newest event; one resumed after the end gets the end.
-            start = newest if newest is not None else await current()
+            start = newest if newest is not None else opened_row
             after = newest.id if newest is not None else 0
             if start.status in terminal:
                 yield _frame(start.status, after, await final_body())

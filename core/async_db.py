@@ -33,7 +33,6 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
@@ -97,8 +96,7 @@ class _Connections:
 
 
 class PostgresReader:
-    def __init__(self, url: str, size: int = 20) -> None:
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    def __init__(self, conninfo: str, size: int = 20) -> None:
         self._loops = PerLoop(lambda: _Connections(conninfo, size))
         self._dialect = pg_psycopg.dialect()
         self._sql: dict[int, tuple[Select[Any], str, dict[str, Any]]] = {}
@@ -149,17 +147,20 @@ class ThreadReader:
         return None
 
 
+def conninfo(engine: Engine) -> str:
+    """What psycopg itself connects to for the database of a PostgreSQL `engine`."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def listen_conninfo(engine: Engine) -> str | None:
     """What psycopg connects to for LISTEN (api.event_streams.Feed); None: not PostgreSQL."""
-    if engine.dialect.name != "postgresql":
-        return None
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return conninfo(engine) if engine.dialect.name == "postgresql" else None
 
 
 def async_reader(engine: Engine) -> AsyncReader:
     """The reader for the database `engine` is connected to."""
     if engine.dialect.name == "postgresql":
-        return PostgresReader(engine.url.render_as_string(hide_password=False))
+        return PostgresReader(conninfo(engine))
     return ThreadReader(engine)
 
 

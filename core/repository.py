@@ -19,7 +19,6 @@ from sqlalchemy import Select, and_, bindparam, case, delete, func, select
 from sqlalchemy.orm import Session
 
 from core.accounts import KEY_COLUMNS, KEY_MATCHES
-from core.async_db import AsyncReader, first
 from core.tables import (
     ApiKey,
     Base,
@@ -126,28 +125,6 @@ class TenantRepository:
     def pending_deliveries(self) -> int:
         """How many of the tenant's webhook deliveries are not delivered or failed yet."""
         return self.count(WebhookDelivery, WebhookDelivery.status == "pending")
-
-
-class TenantReads:
-    """The async twin of `TenantRepository.get` for the hot status reads (widgets asking again and
-    again): the same tenant scoping, one statement, rows (not ORM objects), no session, no thread
-    pool (core.async_db)."""
-
-    def __init__(self, reader: AsyncReader, tenant_id: str) -> None:
-        self.reader = reader
-        self.tenant_id = tenant_id
-
-    async def get(self, model: type[Base], id_: str) -> Any | None:
-        """The row with this id, or None when it is missing *or belongs to another tenant*."""
-        return await first(self.reader, _by_id(model), {"tenant_id": self.tenant_id, "id": id_})
-
-
-@cache
-def _by_id(model: type[Base]) -> Select[Any]:
-    """One statement per table, built once (core.async_db runs constant statements cheaply)."""
-    table = model.__table__
-    columns = table.c  # type: ignore[attr-defined]
-    return select(table).where(columns.tenant_id == bindparam("tenant_id"), columns.id == bindparam("id"))
 
 
 @cache

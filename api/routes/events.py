@@ -68,16 +68,13 @@ def _respond(
     async def final_body() -> dict[str, Any]:
         return await anyio.to_thread.run_sync(final)
 
-    async def current() -> Any:
-        return row
-
     chunks = stream_events(
         feed,
         object_id,
         caller.key_id,
         last_event_id(last_id),
         final_body,
-        current,
+        row,
         settings.event_heartbeat_seconds,
     )
     # no-cache and no proxy buffering: every event goes out as it happens.
