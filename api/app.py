@@ -20,7 +20,7 @@ from api.openapi import install_document
 from api.ops_metrics import install_ops_metrics
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
-from api.routes import demo, docs, events, health, jobs, ops, previews, subjects, webhook, widget
+from api.routes import demo, docs, events, health, jobs, ops, ops_console, previews, subjects, webhook, widget
 from core.async_db import PerLoop, async_reader, listen_conninfo
 from core.blobstore import blob_store_from_settings
 from core.db import engine_for, session_factory
@@ -120,9 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.resolve = resolve_with_deadline  # webhook hosts
     install_problem_handlers(app)
     install_document(app)  # /openapi.json: one Problem schema, Idempotency-Replayed
-    for module in (health, subjects, previews, events, jobs, ops, webhook, widget, demo, docs):
+    for module in (health, subjects, previews, events, jobs, ops, ops_console, webhook, widget, demo, docs):
         app.include_router(module.router)
-    app.include_router(ops.page_router)
     app.add_middleware(FastPreviewRead)
     app.add_middleware(KeyOriginCORS, is_listed=listed_origin_check(app.state.sessions))
     app.add_middleware(MetricsMiddleware)

@@ -1,4 +1,4 @@
-"""`/v1/ops/*` for ops keys: queues, workers, jobs of every tenant, retry and cancel; `/ops` page.
+"""`/v1/ops/*` for ops keys: queues, workers, jobs of every tenant, retry and cancel.
 
 HTTP only; the rules are in `api.services.ops` and `api.services.jobs`.
 """
@@ -8,10 +8,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import HTMLResponse
 
 from api.deps import CeleryDep, OpsCaller, OpsRepoDep, PingTimeoutDep
-from api.html_pages import page
 from api.idempotency import Outcome
 from api.openapi import AUTH, IDEMPOTENT_POST, problems
 from api.posts import PostDep, answer
@@ -20,7 +18,6 @@ from api.services import Done, jobs, ops
 from core.tables import Job
 
 router = APIRouter(prefix="/v1/ops", tags=["ops"])
-page_router = APIRouter(tags=["ops"])
 
 
 def _job(done: Done[Job], *, status: int) -> Outcome:
@@ -93,8 +90,3 @@ async def retry_job(
 )
 async def cancel_job(job_id: str, _: OpsCaller, post: PostDep, repo: OpsRepoDep) -> Response:
     return await post.run(lambda _: _job(jobs.cancel_job(repo, job_id), status=200))
-
-
-@page_router.get("/ops", response_class=HTMLResponse, include_in_schema=False)
-def ops_page() -> HTMLResponse:
-    return page("ops.html")
