@@ -71,6 +71,7 @@ class AdapterBank:
             )
         self._resident: OrderedDict[str, int] = OrderedDict()  # adapter id -> slot, LRU order
         self._lock = threading.RLock()
+        cache.on_replaced(self.drop)  # new bytes under a resident id: its slot must not paint the old
         self.fills = 0  # slot copies made (a resident adapter costs none)
 
     # --- slots -------------------------------------------------------------------------------------

@@ -98,6 +98,7 @@ class AdapterCache:
         self._slot_shapes = {key: tuple(param.shape) for key, param in slots.items()}
         self._b_slots = [i for i, key in enumerate(self._keys) if ".lora_B." in key]
         self._memory: OrderedDict[str, ActiveAdapter] = OrderedDict()
+        self._replaced: list[Callable[[str], None]] = []  # told when `put` gives an id new bytes
         self._memory_used = 0
         self._lock = threading.RLock()
         self.active: ActiveAdapter | None = None
@@ -137,10 +138,21 @@ class AdapterCache:
             yield self.activate(adapter_id)
 
     def put(self, adapter_id: str, data: bytes) -> None:
-        """Validate and cache adapter bytes without activating them (e.g. right after training)."""
+        """Validate and cache adapter bytes without activating them (e.g. right after training).
+        Bytes put under an id already in use replace it everywhere: the next activation copies the
+        new weights, and copies held elsewhere (an adapter bank's slots) are dropped."""
         with self._lock:
-            self._remember(adapter_id, self._prepare(adapter_id, data))
+            entry = self._prepare(adapter_id, data)
+            self._remember(adapter_id, entry)
             self._write_disk(adapter_id, data)
+            if self.active is not None and self.active.adapter_id == adapter_id:
+                self.active = None  # the UNet's slots hold the old weights: activate copies again
+            for listener in self._replaced:
+                listener(adapter_id)
+
+    def on_replaced(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(adapter_id)` whenever `put` stores bytes under an id (see `put`)."""
+        self._replaced.append(listener)
 
     def evict(self, adapter_id: str) -> None:
         """Forget an adapter everywhere (e.g. a subject was deleted or retrained)."""

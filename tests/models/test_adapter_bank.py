@@ -134,3 +134,22 @@ def test_a_bank_needs_lora(tiny_folder) -> None:  # type: ignore[no-untyped-def]
     bare = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
     with pytest.raises(ValueError, match="no roomfit LoRA"):
         AdapterBank(bare.unet, AdapterCache.__new__(AdapterCache), slots=2)
+
+
+def test_new_bytes_under_a_used_id_replace_it_on_both_paths(mixed_painter: Painter, store) -> None:  # type: ignore[no-untyped-def]
+    """`put` under an id the UNet (swap path) or the bank (mixed path) already holds: each then paints
+    with the new weights, as a painter that only ever saw the new bytes does."""
+    request, other = _request(0), _request(1)
+    fresh = Painter(mixed_painter.base, lora_rank=4, loader=store.__getitem__, adapter_slots=4)
+    expected = _alone(fresh, request, "adapter-2")
+    assert _diff(expected, _alone(fresh, request, "adapter-0")) > 0  # the two adapters do differ
+
+    _alone(mixed_painter, request, "adapter-0")  # active in the UNet
+    mixed_painter.adapters.put("adapter-0", store["adapter-2"])
+    assert _diff(_alone(mixed_painter, request, "adapter-0"), expected) == 0
+
+    mixed_painter.paint_mixed([request, other], ["adapter-3", "adapter-1"], steps=STEPS)  # resident
+    mixed_painter.adapters.put("adapter-3", store["adapter-2"])
+    mixed = mixed_painter.paint_mixed([request, other], ["adapter-3", "adapter-1"], steps=STEPS)
+    fresh_mixed = fresh.paint_mixed([request, other], ["adapter-2", "adapter-1"], steps=STEPS)
+    assert [_diff(a, b) for a, b in zip(mixed, fresh_mixed, strict=True)] == [0, 0]
