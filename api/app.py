@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import gc
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from api import access_log
+from api.access_log import with_request_ids
 from api.cors import KeyOriginCORS, listed_origin_check
 from api.event_streams import Feed
 from api.fast_reads import FastPreviewRead
@@ -21,6 +20,7 @@ from api.ops_metrics import install_ops_metrics
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
 from api.routes import demo, docs, events, health, jobs, ops, ops_console, previews, subjects, webhook, widget
+from core import logs
 from core.async_db import PerLoop, async_reader, listen_conninfo
 from core.blobstore import blob_store_from_settings
 from core.db import engine_for, session_factory
@@ -41,34 +41,18 @@ Errors are `application/problem+json` with a stable snake_case `code`. Every POS
 
 REQUESTS = Counter("roomfit_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("roomfit_http_request_seconds", "HTTP request latency", ["method", "route"])
+# A label value per method a client makes up would grow the series without bound: those are "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class MetricsMiddleware:
-    """Counts and times requests by route template (never by raw path: ids would explode the labels)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            REQUESTS.labels(scope["method"], template, str(status)).inc()
-            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+def count_request(scope: Scope, status: int, seconds: float) -> None:
+    """Count and time a request by its route template (never the raw path: ids would explode the
+    labels; "unmatched" when no route matched). Called by api.access_log's outermost middleware, so
+    the fast read path (api.fast_reads) and 500s are counted too."""
+    template = getattr(scope.get("route"), "path", "unmatched")
+    method = scope["method"] if scope["method"] in METHODS else "other"
+    REQUESTS.labels(method, template, str(status)).inc()
+    LATENCY.labels(method, template).observe(seconds)
 
 
 _gc_tuned = False
@@ -97,7 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_level)  # JSON lines or text (ROOMFIT_LOG_FORMAT), with the request's ids
     app = FastAPI(
         title="roomfit",
         version="1.0",
@@ -116,7 +100,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.blobs = blob_store_from_settings(settings)
     app.state.celery = make_celery(settings)
     app.state.rate_limiter = RateLimiter.from_settings(settings)
-    app.state.inspect_timeout = 1.0
     app.state.resolve = resolve_with_deadline  # webhook hosts
     install_problem_handlers(app)
     install_document(app)  # /openapi.json: one Problem schema, Idempotency-Replayed
@@ -124,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(FastPreviewRead)
     app.add_middleware(KeyOriginCORS, is_listed=listed_origin_check(app.state.sessions))
-    app.add_middleware(MetricsMiddleware)
     install_ops_metrics(app)  # queue depths, oldest job, live workers, webhook backlog
+    # Outermost, outside Starlette's error middleware: a 500 carries its X-Request-ID, is logged and counted.
+    app.build_middleware_stack = with_request_ids(app.build_middleware_stack, count_request)  # type: ignore[method-assign]
     return app

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from api.problems import FORBIDDEN, ORIGIN_NOT_ALLOWED, RATE_LIMITED, UNAUTHORIZED, ApiError
 from api.rate_limit import RateLimiter
 from api.transaction import request_transaction
+from core import logs
 from core.accounts import ACTIVE_KEY
 from core.api_keys import hash_key
 from core.async_db import AsyncReader, first
@@ -61,7 +62,6 @@ EngineDep = Annotated[Engine, Depends(_held("engine"))]
 # Reads without the thread pool (core.async_db): the key lookup and the status reads.
 ReaderDep = Annotated[AsyncReader, Depends(_held("reader"))]
 # Seconds to wait for workers to answer a ping (app state, not settings: tests shorten it).
-PingTimeoutDep = Annotated[float, Depends(_held("inspect_timeout"))]
 # How webhook hosts are resolved (app state: DNS is the outside world; tests stand in for it).
 ResolverDep = Annotated[Resolver, Depends(_held("resolve"))]
 
@@ -121,6 +121,7 @@ async def _admitted(request: Request, key: Any) -> Caller:
         tenant_id=key.key_tenant_id,
         origins=tuple(key.key_origins or ()),
     )
+    logs.bind(tenant_id=caller.tenant_id)  # the request's log lines name it, refused ones too (core.logs)
     if caller.kind == "publishable":
         origin = request.headers.get("origin")
         if origin is None or normalize_origin(origin) not in caller.origins:

@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -50,10 +50,11 @@ class Feed:
         self.keys: dict[str, set[asyncio.Event]] = defaultdict(set)
         self.revoked: set[str] = set()
         self.streams = 0
+        self.per_tenant: Counter[str] = Counter()  # open streams of each tenant (its share is capped)
         self._task: asyncio.Task[None] | None = None
 
     @contextmanager
-    def watching(self, object_id: str, key_id: str) -> Iterator[asyncio.Event]:
+    def watching(self, object_id: str, key_id: str, tenant_id: str) -> Iterator[asyncio.Event]:
         """An event set whenever `object_id` may have new events, or `key_id` was revoked."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -61,10 +62,14 @@ class Feed:
         self.objects[object_id].add(wake)
         self.keys[key_id].add(wake)
         self.streams += 1
+        self.per_tenant[tenant_id] += 1
         try:
             yield wake
         finally:
             self.streams -= 1
+            self.per_tenant[tenant_id] -= 1
+            if not self.per_tenant[tenant_id]:
+                del self.per_tenant[tenant_id]
             for table, name in ((self.objects, object_id), (self.keys, key_id)):
                 table[name].discard(wake)
                 if not table[name]:
@@ -149,6 +154,7 @@ async def stream_events(
     feed: Feed,
     object_id: str,
     key_id: str,
+    tenant_id: str,
     resume_after: int | None,
     final_body: Callable[[], Awaitable[dict[str, Any]]],
     opened_row: Any,
@@ -158,7 +164,7 @@ async def stream_events(
     `opened_row`: the object's row as the stream was opened (for objects older than their events)."""
     terminal = TERMINAL[kind_of(object_id)]
     reader = feed.reader
-    with feed.watching(object_id, key_id) as wake:
+    with feed.watching(object_id, key_id, tenant_id) as wake:
         yield b"retry: 2000\n\n"
         newest = await first(reader, LAST_EVENT, {"object_id": object_id})
         after = resume_after

@@ -51,5 +51,5 @@ class FastPreviewRead:
             row = visible(found.caller, found.row, preview_id)
         except ApiError:
             return None
-        scope["route"] = ROUTE  # what api.app.MetricsMiddleware labels requests by
+        scope["route"] = ROUTE  # what api.app.count_request labels requests by
         return PreviewOut.of(row).model_dump_json().encode()

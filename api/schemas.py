@@ -289,34 +289,6 @@ class JobOut(BaseModel):
         )
 
 
-class JobPage(BaseModel):
-    items: list[JobOut]
-
-
-class QueueOut(BaseModel):
-    kind: str = Field(examples=["train"])
-    counts: dict[str, int] = Field(description="jobs per status", examples=[{"queued": 3, "running": 1}])
-    broker_length: int | None = Field(
-        description="messages waiting in the broker; null if unknown", examples=[3]
-    )
-
-
-class QueuesOut(BaseModel):
-    queues: list[QueueOut]
-
-
-class WorkerOut(BaseModel):
-    name: str = Field(examples=["celery@gpu-0"])
-    online: bool | None = Field(description="answered Celery's ping just now; null if not asked")
-    running_jobs: int = Field(examples=[1])
-    last_heartbeat: datetime | None
-    queues: list[str] = Field(examples=[["preview"]])
-
-
-class WorkersOut(BaseModel):
-    workers: list[WorkerOut]
-
-
 class WebhookIn(BaseModel):
     url: str = Field(min_length=8, max_length=2000, examples=["https://shop.example/hooks/roomfit"])
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -17,6 +16,7 @@ from cli.errors import RoomfitGroup, RoomfitTyper, fail, redact, require_migrate
 from cli.eval import evaluate
 from cli.models import app as models_app
 from cli.train import train
+from core import logs
 from core.settings import get_settings
 
 if TYPE_CHECKING:
@@ -62,6 +62,14 @@ def _fail(message: str) -> NoReturn:
     fail("invalid_argument", message)
 
 
+def _configure_logs(level: str) -> None:
+    """roomfit's log lines (core.logs); a bad `ROOMFIT_LOG_FORMAT` is a settings mistake, said in one line."""
+    try:
+        logs.configure(level)
+    except ValueError as exc:
+        fail("invalid_settings", str(exc))
+
+
 # `up` and `serve` bind the same way
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default ROOMFIT_HOST).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to bind (default ROOMFIT_PORT).")]
@@ -81,17 +89,32 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
 
 
 @app.command()
-def serve(host: HostOption = None, port: PortOption = None) -> None:
+def serve(
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port; /metrics sums them all.")
+    ] = 1,
+) -> None:
     """The API alone (distributed mode)."""
     import uvicorn
 
+    from api.scrape import prepare_multiprocess
+
+    settings = get_settings()
     bind_host, bind_port = _bind(host, port)
+    _configure_logs(settings.log_level)
+    # Before the workers start: they inherit the variable (prometheus_client's multiprocess mode).
+    prepare_multiprocess(workers, settings.var_dir.resolve() / "prometheus-multiproc")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=bind_host,
         port=bind_port,
-        log_level=get_settings().log_level.lower(),
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # roomfit's handler (core.logs), not uvicorn's
+        access_log=False,  # api.access_log writes one line per request, with its ids
         proxy_headers=True,
     )
 
@@ -112,7 +135,7 @@ def worker(
         _fail(f"unknown queue(s) {unknown or wanted}; choose from {', '.join(QUEUES)}")
     settings = get_settings()
     node = name or f"{'-'.join(wanted)}@%h"
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _configure_logs(settings.log_level)  # Celery's own setup keeps it (worker.celery_app)
     from models.errors import ModelNotFoundError
     from worker.startup import prepare_worker
 

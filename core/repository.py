@@ -10,23 +10,25 @@ commit: the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, bindparam, case, delete, func, select
+from sqlalchemy import Select, and_, bindparam, case, delete, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from core.accounts import KEY_COLUMNS, KEY_MATCHES
 from core.tables import (
     ApiKey,
     Base,
+    Event,
     IdempotencyRecord,
     Job,
     Preview,
     Subject,
     Tenant,
+    UTCDateTime,
     Webhook,
     WebhookDelivery,
 )
@@ -218,49 +220,95 @@ class OpsRepository:
             )
         ).all()
 
-    def jobs(self, *, status: str | None = None, kind: str | None = None, limit: int = 100) -> Sequence[Job]:
-        stmt = select(Job).order_by(Job.id.desc()).limit(limit)
-        if status:
-            stmt = stmt.where(Job.status == status)
-        if kind:
-            stmt = stmt.where(Job.kind == kind)
-        return self.session.scalars(stmt).all()
+    def pending_deliveries(self) -> int:
+        """Webhook deliveries not yet delivered or failed, of every tenant."""
+        stmt = select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.status == "pending")
+        return int(self.session.scalar(stmt) or 0)
+
+    def jobs(self, find: JobFilter, limit: int = 100) -> tuple[Sequence[Job], str | None]:
+        """Newest first, a page of at most `limit` and the cursor of the next (ids are time-ordered)."""
+        stmt = select(Job).where(*find.where()).order_by(Job.id.desc()).limit(limit + 1)
+        rows = self.session.scalars(stmt).all()
+        return rows[:limit], rows[limit - 1].id if len(rows) > limit else None
 
     def job_counts(self) -> dict[tuple[str, str], int]:
         rows = self.session.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status))
         return {(kind, status): int(n) for kind, status, n in rows}
 
-    def workers_seen(self, since: datetime) -> dict[str, WorkerSeen]:
-        """Workers named in job heartbeats since `since`, by name: their running jobs, their latest
-        heartbeat and the kinds of job they ran."""
+    def oldest_waiting(self) -> dict[str, datetime]:
+        """Per kind, since when its longest-waiting queued job has waited: since it was made, or
+        since its last start for one handed back or retried. Not since `enqueued_at`, which the
+        reconciler's re-sends move on and would hide a stuck job."""
+        since = case(
+            (and_(Job.started_at.is_not(None), Job.started_at > Job.created_at), Job.started_at),
+            else_=Job.created_at,
+        )
         rows = self.session.execute(
-            select(
-                Job.worker,
-                Job.kind,
-                func.max(Job.heartbeat_at),
-                func.sum(case((Job.status == "running", 1), else_=0)),
-            )
-            .where(Job.worker.is_not(None), Job.heartbeat_at >= since)
-            .group_by(Job.worker, Job.kind)
+            select(Job.kind, func.min(type_coerce(since, UTCDateTime())))
+            .where(Job.status == "queued", Job.cancel_requested.is_(False))
+            .group_by(Job.kind)
+        )
+        return {kind: _aware(moment) for kind, moment in rows if moment is not None}
+
+    def usage(self, day_start: datetime) -> Sequence[Any]:
+        """Per tenant with anything today or now: (tenant_id, name, created_today, queued_now,
+        running_now, failed_today); `day_start` is midnight UTC."""
+        created = func.sum(case((Job.created_at >= day_start, 1), else_=0))
+        failed = func.sum(case((and_(Job.status == "failed", Job.finished_at >= day_start), 1), else_=0))
+        queued = func.sum(case((Job.status == "queued", 1), else_=0))
+        running = func.sum(case((Job.status == "running", 1), else_=0))
+        busy = (Job.created_at >= day_start) | (Job.finished_at >= day_start) | Job.status.in_(ACTIVE)
+        return self.session.execute(
+            select(Job.tenant_id, Tenant.name, created, queued, running, failed)
+            .join(Tenant, Tenant.id == Job.tenant_id)
+            .where(busy)
+            .group_by(Job.tenant_id, Tenant.name)
+            .order_by(created.desc(), Job.tenant_id)
         ).all()
-        seen: dict[str, WorkerSeen] = {}
-        for worker, kind, last, running in rows:
-            info = seen.setdefault(worker, WorkerSeen(worker))
-            info.running += int(running or 0)
-            info.kinds.add(kind)
-            if last is not None and (info.last_heartbeat is None or last > info.last_heartbeat):
-                info.last_heartbeat = last
-        return seen
+
+    def status_events(self, object_id: str, after: datetime, until: datetime | None) -> Sequence[Any]:
+        """The status events (not progress) of a subject or preview in a time span, oldest first:
+        (created_at, status, stage)."""
+        stmt = (
+            select(Event.created_at, Event.status, Event.stage)
+            .where(Event.object_id == object_id, Event.kind == "status", Event.created_at >= after)
+            .order_by(Event.id)
+        )
+        if until is not None:
+            stmt = stmt.where(Event.created_at <= until)
+        return self.session.execute(stmt).all()
+
+
+ACTIVE = ("queued", "running")
 
 
 @dataclass
-class WorkerSeen:
-    """A worker as job heartbeats show it."""
+class JobFilter:
+    """What `GET /v1/ops/jobs` narrows to; None: any. `since` <= created_at < `until`."""
 
-    name: str
-    running: int = 0
-    last_heartbeat: datetime | None = None
-    kinds: set[str] = field(default_factory=set)
+    status: str | None = None
+    kind: str | None = None
+    tenant_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = None
+
+    def where(self) -> list[Any]:
+        found: list[Any] = []
+        for column, value in (
+            (Job.status, self.status),
+            (Job.kind, self.kind),
+            (Job.tenant_id, self.tenant_id),
+        ):
+            if value is not None:
+                found.append(column == value)
+        if self.since is not None:
+            found.append(Job.created_at >= self.since)
+        if self.until is not None:
+            found.append(Job.created_at < self.until)
+        if self.cursor is not None:
+            found.append(Job.id < self.cursor)
+        return found
 
 
 class IdempotencyRepository:

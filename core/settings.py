@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     max_event_streams: int = Field(
         5000, ge=1, description="Open `/events` streams one API process holds; past it, 503 `server_busy`."
     )
+    max_event_streams_per_tenant: int = Field(
+        1000,
+        ge=1,
+        description="Open `/events` streams one API process holds for one tenant; past it, 429 "
+        "`rate_limited`.",
+    )
     event_heartbeat_seconds: float = Field(
         15.0, gt=0, le=300, description="A comment line on a quiet `/events` stream, so proxies keep it open."
     )
@@ -195,6 +201,19 @@ class Settings(BaseSettings):
         description="After SIGTERM a worker takes no new job and lets a running preview finish for at most "
         "this long, else hands it back (re-queued); a running training checkpoints and is handed back at "
         "once. Set the pod's terminationGracePeriodSeconds (compose: stop_grace_period) above it.",
+    )
+    worker_heartbeat_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How often a worker process writes its heartbeat row (queues, current jobs, adapter "
+        "cache, GPU memory); three missed in a row and `/v1/ops/workers` reports it offline.",
+    )
+    worker_forget_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="How long an offline worker stays listed (`online: false`) after its last heartbeat "
+        "before it is dropped from `/v1/ops/workers` and its row deleted.",
     )
     log_level: str = Field("INFO", description="Log level of the API and workers.")
 

@@ -245,6 +245,29 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class Worker(Base):
+    """A worker process as its last heartbeat described it (worker.heartbeat): what `/v1/ops/workers`
+    lists. Written only by the process itself; gone workers' rows are deleted by the reconciler."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # <host>:<pid>, as jobs.worker
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[Any]] = mapped_column(default=list)
+    base_model: Mapped[str | None] = mapped_column(String(300), default=None)
+    adapter_cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)
+    adapter_cache_misses: Mapped[int] = mapped_column(BigInteger, default=0)
+    adapter_swap_seconds_mean: Mapped[float | None] = mapped_column(Float, default=None)
+    gpu_memory_used_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    gpu_memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # last_seen plus the writer's window (a few of its heartbeats): past it the worker is gone. Kept
+    # per row so the API needs no copy of each worker's heartbeat setting.
+    online_until: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Webhook(Timestamps, Base):
     """One endpoint per tenant. The signing secret must be readable to sign, so it is kept as is."""
 

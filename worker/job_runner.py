@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from core import dispatch, job_state
+from core import dispatch, job_state, logs
 from core.blobstore import BlobStoreUnavailable
 from core.repository import OpsRepository
 from core.tables import Job, Preview, Subject
@@ -60,6 +60,7 @@ class JobContext:
     kind: str = "preview"
     stop_reason: str | None = None
     claimed: float = field(default_factory=time.monotonic)  # for roomfit_job_duration_seconds
+    log_ids: dict[str, str] = field(default_factory=dict)  # job, tenant, subject, preview (core.logs)
     _last_report: float = 0.0
     _stage: str | None = None
     _pending: dict[str, object] = field(default_factory=dict)
@@ -165,14 +166,14 @@ def run_job(
     if held.job_id != job_id:
         log.info("message of job %s: ran job %s, fairer across tenants", job_id, held.job_id)
     ctx, job = start_job(runtime, held, kind)
-    with heartbeats([ctx]):
+    with logs.bound(**ctx.log_ids), heartbeats([ctx]):
         try:
             work(ctx, job)
             outcome = "succeeded"
         except Exception as exc:
             outcome = settle(ctx, exc)  # re-raises a transient error, for Celery's retry
     metrics.job_ended(kind, outcome, ctx.claimed)
-    log.info("job %s %s in %.2fs", ctx.job_id, outcome, time.monotonic() - ctx.claimed)
+    log.info("job %s %s in %.2fs", ctx.job_id, outcome, time.monotonic() - ctx.claimed, extra=ctx.log_ids)
     return outcome
 
 
@@ -182,16 +183,24 @@ def start_job(runtime: Runtime, held: job_state.Claim, kind: str) -> tuple[JobCo
         job = OpsRepository(session).job(held.job_id)
         assert job is not None
         session.expunge(job)
-    log.info("job %s (%s) attempt %d started", held.job_id, kind, held.attempt)
+    ids = logs.known(
+        job_id=job.id, tenant_id=job.tenant_id, subject_id=job.subject_id, preview_id=job.preview_id
+    )
+    log.info("job %s (%s) attempt %d started", held.job_id, kind, held.attempt, extra=ids)
     metrics.job_claimed(kind, job.created_at, job.enqueued_at, job.started_at, held.attempt)
     deadline = time.monotonic() + _timeout_for(runtime, kind)
-    return JobContext(runtime, held, deadline=deadline, kind=kind), job
+    return JobContext(runtime, held, deadline=deadline, kind=kind, log_ids=ids), job
 
 
 def settle(ctx: JobContext, exc: Exception, transient: str = "raise") -> str:
     """Record how a job that raised `exc` ended; returns the outcome. A transient error gives the
     lease back and is raised again, so Celery's autoretry sends the job again (`transient="raise"`),
     or, for a job of a batch whose batch-mates go on, the job gets a new message ("resend")."""
+    with logs.bound(**ctx.log_ids):  # a batch's jobs are settled one by one, outside run_job's ids
+        return _settle(ctx, exc, transient)
+
+
+def _settle(ctx: JobContext, exc: Exception, transient: str) -> str:
     runtime, held, job_id = ctx.runtime, ctx.held, ctx.job_id
     if isinstance(exc, JobStopped):
         return _on_stopped(ctx, exc.reason)

@@ -2,7 +2,8 @@
 
 Running it in several processes at once is safe: `core.dispatch.reconcile` only re-sends ids, and
 a duplicate message is dropped by `claim`. Losing a worker (lease expiry) or the broker's data
-(queued jobs missing from it) therefore loses no job.
+(queued jobs missing from it) therefore loses no job. Each pass also deletes old events and the
+heartbeat rows of workers gone longer than `ROOMFIT_WORKER_FORGET_SECONDS`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from core import dispatch, events
+from core import dispatch, events, heartbeats
 from core.clock import utcnow
 from core.queue import enqueue, enqueue_delivery, job_ids_in_broker
 from core.repository import OpsRepository
@@ -28,6 +29,7 @@ def reconcile_once(runtime: Runtime) -> list[str]:
     app = runtime.celery
     with runtime.session() as session:
         events.prune(session)  # what no reconnect will ask for any more (core.events.KEEP)
+        heartbeats.prune(session, utcnow(), settings.worker_forget_seconds)  # workers gone for good
         session.commit()
         _resend_stalled_deliveries(session, app, timedelta(seconds=2 * settings.lease_seconds))
         return dispatch.reconcile(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from worker import metrics
+from worker.heartbeat import start_heartbeat
 from worker.reconciler import start_reconciler
 from worker.runtime import get_runtime
 
@@ -13,7 +14,8 @@ log = logging.getLogger("roomfit.worker")
 
 def prepare_worker(queues: list[str]) -> None:
     """Load the model this worker's queues need (a missing model stops it here, naming the
-    setting), then start the reconciler loop and, when asked, the /metrics server."""
+    setting), then start the reconciler loop, the heartbeat (worker.heartbeat) and, when asked,
+    the /metrics server."""
     runtime = get_runtime()
     runtime.blobs.ping()
     if "preview" in queues:
@@ -21,6 +23,7 @@ def prepare_worker(queues: list[str]) -> None:
     elif "train" in queues:
         runtime.base_model  # noqa: B018
     start_reconciler(runtime)
+    start_heartbeat(runtime, queues)
     # Here, in the process that runs the tasks (solo or threads pool, see worker.metrics).
     metrics.serve(runtime.settings.worker_metrics_port, runtime.settings.worker_metrics_host)
     log.info("worker %s ready for %s", runtime.name, ",".join(queues))

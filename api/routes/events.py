@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from api.deps import Caller, Keyed, SettingsDep, read_with_key
 from api.event_streams import Feed, last_event_id, stream_events
 from api.openapi import AUTH, problems
-from api.problems import NOT_FOUND, SERVER_BUSY
+from api.problems import NOT_FOUND, RATE_LIMITED, SERVER_BUSY
 from api.schemas import PreviewOut, SubjectOut, SubjectStatusOut
 from api.services import previews as preview_service
 from api.services import subjects as subject_service
@@ -56,10 +56,16 @@ def _respond(
     body: Callable[[TenantRepository], BaseModel],
 ) -> StreamingResponse:
     feed: Feed = request.app.state.feeds.get()
-    if feed.streams >= settings.max_event_streams:
-        raise SERVER_BUSY("too many open event streams here; retry shortly", headers={"Retry-After": "5"})
     tenant_id = caller.tenant_id
     assert tenant_id is not None, "read_with_key admits only keys of a tenant"
+    if feed.streams >= settings.max_event_streams:
+        raise SERVER_BUSY("too many open event streams here; retry shortly", headers={"Retry-After": "5"})
+    if feed.per_tenant[tenant_id] >= settings.max_event_streams_per_tenant:
+        # One shop's storefront (or someone holding its public key) cannot take every stream here.
+        raise RATE_LIMITED(
+            "this shop has too many open event streams here; close some or retry shortly",
+            headers={"Retry-After": "5"},
+        )
 
     def final() -> dict[str, Any]:
         with request.app.state.sessions() as session:
@@ -72,6 +78,7 @@ def _respond(
         feed,
         object_id,
         caller.key_id,
+        tenant_id,
         last_event_id(last_id),
         final_body,
         row,

@@ -9,10 +9,11 @@ from typing import Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
+from api import scrape
 from api.deps import BlobsDep, CeleryDep, EngineDep
 from core.queue import check_broker
 
@@ -73,4 +74,4 @@ def _check_database(engine: Engine) -> None:
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(scrape.latest(), media_type=CONTENT_TYPE_LATEST)  # one process or several (api.scrape)

@@ -101,7 +101,6 @@ def example_resolver(host: str, port: int) -> list[str]:
 def build_env(settings: Settings) -> Iterator[ApiEnv]:
     upgrade(settings.resolved_database_url)
     app = create_app(settings)
-    app.state.inspect_timeout = 0.2
     app.state.resolve = example_resolver
     with app.state.sessions() as session:
         a = _shop(session, "shop-a", ORIGIN_A)

@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
+from core import heartbeats
 from core.blob_keys import preview_prefix, subject_prefix
+from core.clock import utcnow
 from core.queue import job_ids_in_broker
 from core.tables import Job, Preview, Subject, Webhook
 from core.webhooks import sign, verify
@@ -330,14 +332,14 @@ def test_ops_queues_workers_jobs_retry_cancel(env: ApiEnv) -> None:
     _create(env, name="second")
     with env.session() as session:
         job = session.scalars(select(Job).where(Job.subject_id == sid)).one()
-        job.status, job.error_code, job.worker = "failed", "boom", "celery@gpu-0"
-        job.heartbeat_at = job.created_at
+        job.status, job.error_code = "failed", "boom"
+        heartbeats.record(session, "gpu-0:7", utcnow(), 5.0, host="gpu-0", pid=7, queues=["train"])
         session.commit()
     queues = env.client.get("/v1/ops/queues", headers=env.ops()).json()["queues"]
     train = next(q for q in queues if q["kind"] == "train")
     assert train["counts"] == {"failed": 1, "queued": 1}
     workers = env.client.get("/v1/ops/workers", headers=env.ops()).json()["workers"]
-    assert [w["name"] for w in workers] == ["celery@gpu-0"] and workers[0]["queues"] == ["train"]
+    assert [w["name"] for w in workers] == ["gpu-0:7"] and workers[0]["queues"] == ["train"]
     failed = env.client.get("/v1/ops/jobs?status=failed", headers=env.ops()).json()["items"]
     assert [j["id"] for j in failed] == [job.id] and failed[0]["tenant_id"] == env.a.tenant_id
     _problem(env.client.get("/v1/ops/jobs?status=nope", headers=env.ops()), 422, "validation_error")

@@ -46,6 +46,8 @@ OPERATION_IDS = {
     ("get", "/v1/ops/queues"): "list_queues",
     ("get", "/v1/ops/workers"): "list_workers",
     ("get", "/v1/ops/jobs"): "list_jobs",
+    ("get", "/v1/ops/jobs/{job_id}"): "get_ops_job",
+    ("get", "/v1/ops/usage"): "get_usage",
     ("post", "/v1/ops/jobs/{job_id}/retry"): "retry_job",
     ("post", "/v1/ops/jobs/{job_id}/cancel"): "cancel_job",
     ("put", "/v1/webhook"): "set_webhook",

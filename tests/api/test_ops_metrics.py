@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from api.ops_metrics import install_ops_metrics
+from core import heartbeats
 from core.clock import utcnow
 from core.db import make_engine
 from core.tables import Job
@@ -43,7 +44,7 @@ def test_queue_gauges_count_what_waits(env: ApiEnv) -> None:
     assert before[_queue("roomfit_queue_depth", "preview")] == 0
     assert before[_queue("roomfit_queue_oldest_seconds", "preview")] == 0
     assert before[("roomfit_webhook_deliveries_pending", ())] == 0
-    # The filesystem broker carries no ping and no job has a heartbeat: no live worker anywhere.
+    # No worker wrote a heartbeat: no live worker anywhere.
     assert before[_queue("roomfit_workers", "preview")] == 0
 
     subject = ready_subject(env, env.a)
@@ -66,17 +67,21 @@ def test_queue_gauges_count_what_waits(env: ApiEnv) -> None:
     assert after[("roomfit_webhook_deliveries_pending", ())] == 2
 
 
-def test_a_worker_with_a_recent_heartbeat_is_live(env: ApiEnv) -> None:
+def test_workers_count_only_online_heartbeats(env: ApiEnv) -> None:
     install_ops_metrics(env.app)
-    subject = ready_subject(env, env.a)
-    create_preview(env, env.a, subject)
+    now = utcnow()
     with env.session() as session:
-        session.execute(update(Job).values(status="running", worker="gpu-host-1:4242", heartbeat_at=utcnow()))
+        heartbeats.record(session, "gpu-1:42", now, 5.0, host="gpu-1", pid=42, queues=["preview"])
+        heartbeats.record(session, "gpu-2:43", now, 5.0, host="gpu-2", pid=43, queues=["train", "preview"])
+        # Last seen a minute ago with 5 s heartbeats: past its window, so not counted.
+        heartbeats.record(
+            session, "gpu-3:44", now - timedelta(minutes=1), 5.0, host="gpu-3", pid=44, queues=["train"]
+        )
         session.commit()
     samples = _samples(env)
-    assert samples[_queue("roomfit_workers", "preview")] == 1
-    assert samples[_queue("roomfit_workers", "train")] == 0
-    assert samples[_queue("roomfit_queue_depth", "preview")] == 0
+    assert samples[_queue("roomfit_workers", "preview")] == 2
+    assert samples[_queue("roomfit_workers", "train")] == 1
+    assert samples[_queue("roomfit_workers", "webhooks")] == 0
 
 
 def test_metrics_answer_with_the_database_down(sqlite_env: ApiEnv, tmp_path: Path) -> None:

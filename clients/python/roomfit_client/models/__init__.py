@@ -1,5 +1,6 @@
 """Contains all the data models used in inputs/outputs"""
 
+from .adapter_cache_out import AdapterCacheOut
 from .adapter_out import AdapterOut
 from .create_preview_body import CreatePreviewBody
 from .create_preview_body_mode import CreatePreviewBodyMode
@@ -7,6 +8,7 @@ from .create_subject_body import CreateSubjectBody
 from .error_info import ErrorInfo
 from .field_error import FieldError
 from .get_preview_result_format import GetPreviewResultFormat
+from .gpu_out import GpuOut
 from .health import Health
 from .job_out import JobOut
 from .job_out_kind import JobOutKind
@@ -15,6 +17,10 @@ from .job_out_timings import JobOutTimings
 from .job_page import JobPage
 from .list_jobs_status_type_0 import ListJobsStatusType0
 from .list_subjects_status_type_0 import ListSubjectsStatusType0
+from .ops_job_out import OpsJobOut
+from .ops_job_out_kind import OpsJobOutKind
+from .ops_job_out_status import OpsJobOutStatus
+from .ops_job_out_timings import OpsJobOutTimings
 from .photo_out import PhotoOut
 from .photo_out_source_type_0 import PhotoOutSourceType0
 from .preview_out import PreviewOut
@@ -34,6 +40,10 @@ from .subject_out_status import SubjectOutStatus
 from .subject_page import SubjectPage
 from .subject_status_out import SubjectStatusOut
 from .subject_status_out_status import SubjectStatusOutStatus
+from .tenant_usage_out import TenantUsageOut
+from .timeline_entry import TimelineEntry
+from .timeline_entry_event import TimelineEntryEvent
+from .usage_out import UsageOut
 from .webhook_created import WebhookCreated
 from .webhook_in import WebhookIn
 from .webhook_out import WebhookOut
@@ -41,6 +51,7 @@ from .worker_out import WorkerOut
 from .workers_out import WorkersOut
 
 __all__ = (
+    "AdapterCacheOut",
     "AdapterOut",
     "CreatePreviewBody",
     "CreatePreviewBodyMode",
@@ -48,6 +59,7 @@ __all__ = (
     "ErrorInfo",
     "FieldError",
     "GetPreviewResultFormat",
+    "GpuOut",
     "Health",
     "JobOut",
     "JobOutKind",
@@ -56,6 +68,10 @@ __all__ = (
     "JobPage",
     "ListJobsStatusType0",
     "ListSubjectsStatusType0",
+    "OpsJobOut",
+    "OpsJobOutKind",
+    "OpsJobOutStatus",
+    "OpsJobOutTimings",
     "PhotoOut",
     "PhotoOutSourceType0",
     "PreviewOut",
@@ -75,6 +91,10 @@ __all__ = (
     "SubjectPage",
     "SubjectStatusOut",
     "SubjectStatusOutStatus",
+    "TenantUsageOut",
+    "TimelineEntry",
+    "TimelineEntryEvent",
+    "UsageOut",
     "WebhookCreated",
     "WebhookIn",
     "WebhookOut",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
@@ -19,12 +20,20 @@ class QueueOut:
     Attributes:
         kind (str):
         counts (QueueOutCounts): jobs per status
-        broker_length (int | None): messages waiting in the broker; null if unknown
+        broker_length (int | None): messages waiting in the broker's list for this queue (Redis LLEN); null where the
+            broker cannot say cheaply (embedded mode)
+        oldest_queued_at (datetime.datetime | None): since when the longest-waiting queued job has waited; null when
+            none waits
+        oldest_queued_seconds (float | None): how long that is, in seconds; null when none waits
+        workers (int): online workers consuming this queue
     """
 
     kind: str
     counts: QueueOutCounts
     broker_length: int | None
+    oldest_queued_at: datetime.datetime | None
+    oldest_queued_seconds: float | None
+    workers: int
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -35,6 +44,17 @@ class QueueOut:
         broker_length: int | None
         broker_length = self.broker_length
 
+        oldest_queued_at: None | str
+        if isinstance(self.oldest_queued_at, datetime.datetime):
+            oldest_queued_at = self.oldest_queued_at.isoformat()
+        else:
+            oldest_queued_at = self.oldest_queued_at
+
+        oldest_queued_seconds: float | None
+        oldest_queued_seconds = self.oldest_queued_seconds
+
+        workers = self.workers
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -42,6 +62,9 @@ class QueueOut:
                 "kind": kind,
                 "counts": counts,
                 "broker_length": broker_length,
+                "oldest_queued_at": oldest_queued_at,
+                "oldest_queued_seconds": oldest_queued_seconds,
+                "workers": workers,
             }
         )
 
@@ -63,10 +86,39 @@ class QueueOut:
 
         broker_length = _parse_broker_length(d.pop("broker_length"))
 
+        def _parse_oldest_queued_at(data: object) -> datetime.datetime | None:
+            if data is None:
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                oldest_queued_at_type_0 = datetime.datetime.fromisoformat(data)
+
+                return oldest_queued_at_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(datetime.datetime | None, data)
+
+        oldest_queued_at = _parse_oldest_queued_at(d.pop("oldest_queued_at"))
+
+        def _parse_oldest_queued_seconds(data: object) -> float | None:
+            if data is None:
+                return data
+            return cast(float | None, data)
+
+        oldest_queued_seconds = _parse_oldest_queued_seconds(
+            d.pop("oldest_queued_seconds")
+        )
+
+        workers = d.pop("workers")
+
         queue_out = cls(
             kind=kind,
             counts=counts,
             broker_length=broker_length,
+            oldest_queued_at=oldest_queued_at,
+            oldest_queued_seconds=oldest_queued_seconds,
+            workers=workers,
         )
 
         queue_out.additional_properties = d

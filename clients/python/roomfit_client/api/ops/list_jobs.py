@@ -1,3 +1,4 @@
+import datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -15,7 +16,11 @@ def _get_kwargs(
     *,
     status: ListJobsStatusType0 | None | Unset = UNSET,
     kind: None | str | Unset = UNSET,
+    tenant_id: None | str | Unset = UNSET,
+    since: datetime.datetime | None | Unset = UNSET,
+    until: datetime.datetime | None | Unset = UNSET,
     limit: int | Unset = 100,
+    cursor: None | str | Unset = UNSET,
 ) -> dict[str, Any]:
 
     params: dict[str, Any] = {}
@@ -36,7 +41,39 @@ def _get_kwargs(
         json_kind = kind
     params["kind"] = json_kind
 
+    json_tenant_id: None | str | Unset
+    if isinstance(tenant_id, Unset):
+        json_tenant_id = UNSET
+    else:
+        json_tenant_id = tenant_id
+    params["tenant_id"] = json_tenant_id
+
+    json_since: None | str | Unset
+    if isinstance(since, Unset):
+        json_since = UNSET
+    elif isinstance(since, datetime.datetime):
+        json_since = since.isoformat()
+    else:
+        json_since = since
+    params["since"] = json_since
+
+    json_until: None | str | Unset
+    if isinstance(until, Unset):
+        json_until = UNSET
+    elif isinstance(until, datetime.datetime):
+        json_until = until.isoformat()
+    else:
+        json_until = until
+    params["until"] = json_until
+
     params["limit"] = limit
+
+    json_cursor: None | str | Unset
+    if isinstance(cursor, Unset):
+        json_cursor = UNSET
+    else:
+        json_cursor = cursor
+    params["cursor"] = json_cursor
 
     params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
@@ -104,14 +141,22 @@ def sync_detailed(
     client: AuthenticatedClient,
     status: ListJobsStatusType0 | None | Unset = UNSET,
     kind: None | str | Unset = UNSET,
+    tenant_id: None | str | Unset = UNSET,
+    since: datetime.datetime | None | Unset = UNSET,
+    until: datetime.datetime | None | Unset = UNSET,
     limit: int | Unset = 100,
+    cursor: None | str | Unset = UNSET,
 ) -> Response[JobPage | Problem]:
     """Jobs of every tenant, newest first
 
     Args:
         status (ListJobsStatusType0 | None | Unset):
         kind (None | str | Unset):
+        tenant_id (None | str | Unset):
+        since (datetime.datetime | None | Unset): created at or after (ISO 8601; no zone: UTC)
+        until (datetime.datetime | None | Unset): created before (ISO 8601; no zone: UTC)
         limit (int | Unset):  Default: 100.
+        cursor (None | str | Unset): `next_cursor` of the previous page
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -124,7 +169,11 @@ def sync_detailed(
     kwargs = _get_kwargs(
         status=status,
         kind=kind,
+        tenant_id=tenant_id,
+        since=since,
+        until=until,
         limit=limit,
+        cursor=cursor,
     )
 
     response = client.get_httpx_client().request(
@@ -139,14 +188,22 @@ def sync(
     client: AuthenticatedClient,
     status: ListJobsStatusType0 | None | Unset = UNSET,
     kind: None | str | Unset = UNSET,
+    tenant_id: None | str | Unset = UNSET,
+    since: datetime.datetime | None | Unset = UNSET,
+    until: datetime.datetime | None | Unset = UNSET,
     limit: int | Unset = 100,
+    cursor: None | str | Unset = UNSET,
 ) -> JobPage | Problem | None:
     """Jobs of every tenant, newest first
 
     Args:
         status (ListJobsStatusType0 | None | Unset):
         kind (None | str | Unset):
+        tenant_id (None | str | Unset):
+        since (datetime.datetime | None | Unset): created at or after (ISO 8601; no zone: UTC)
+        until (datetime.datetime | None | Unset): created before (ISO 8601; no zone: UTC)
         limit (int | Unset):  Default: 100.
+        cursor (None | str | Unset): `next_cursor` of the previous page
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -160,7 +217,11 @@ def sync(
         client=client,
         status=status,
         kind=kind,
+        tenant_id=tenant_id,
+        since=since,
+        until=until,
         limit=limit,
+        cursor=cursor,
     ).parsed
 
 
@@ -169,14 +230,22 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     status: ListJobsStatusType0 | None | Unset = UNSET,
     kind: None | str | Unset = UNSET,
+    tenant_id: None | str | Unset = UNSET,
+    since: datetime.datetime | None | Unset = UNSET,
+    until: datetime.datetime | None | Unset = UNSET,
     limit: int | Unset = 100,
+    cursor: None | str | Unset = UNSET,
 ) -> Response[JobPage | Problem]:
     """Jobs of every tenant, newest first
 
     Args:
         status (ListJobsStatusType0 | None | Unset):
         kind (None | str | Unset):
+        tenant_id (None | str | Unset):
+        since (datetime.datetime | None | Unset): created at or after (ISO 8601; no zone: UTC)
+        until (datetime.datetime | None | Unset): created before (ISO 8601; no zone: UTC)
         limit (int | Unset):  Default: 100.
+        cursor (None | str | Unset): `next_cursor` of the previous page
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -189,7 +258,11 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         status=status,
         kind=kind,
+        tenant_id=tenant_id,
+        since=since,
+        until=until,
         limit=limit,
+        cursor=cursor,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -202,14 +275,22 @@ async def asyncio(
     client: AuthenticatedClient,
     status: ListJobsStatusType0 | None | Unset = UNSET,
     kind: None | str | Unset = UNSET,
+    tenant_id: None | str | Unset = UNSET,
+    since: datetime.datetime | None | Unset = UNSET,
+    until: datetime.datetime | None | Unset = UNSET,
     limit: int | Unset = 100,
+    cursor: None | str | Unset = UNSET,
 ) -> JobPage | Problem | None:
     """Jobs of every tenant, newest first
 
     Args:
         status (ListJobsStatusType0 | None | Unset):
         kind (None | str | Unset):
+        tenant_id (None | str | Unset):
+        since (datetime.datetime | None | Unset): created at or after (ISO 8601; no zone: UTC)
+        until (datetime.datetime | None | Unset): created before (ISO 8601; no zone: UTC)
         limit (int | Unset):  Default: 100.
+        cursor (None | str | Unset): `next_cursor` of the previous page
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -224,6 +305,10 @@ async def asyncio(
             client=client,
             status=status,
             kind=kind,
+            tenant_id=tenant_id,
+            since=since,
+            until=until,
             limit=limit,
+            cursor=cursor,
         )
     ).parsed

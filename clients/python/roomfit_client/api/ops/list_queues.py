@@ -74,7 +74,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
 ) -> Response[Problem | QueuesOut]:
-    """Jobs per kind and status
+    """Per queue: jobs per status, the broker's length, the oldest waiting job, live workers
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -97,7 +97,7 @@ def sync(
     *,
     client: AuthenticatedClient,
 ) -> Problem | QueuesOut | None:
-    """Jobs per kind and status
+    """Per queue: jobs per status, the broker's length, the oldest waiting job, live workers
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -116,7 +116,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
 ) -> Response[Problem | QueuesOut]:
-    """Jobs per kind and status
+    """Per queue: jobs per status, the broker's length, the oldest waiting job, live workers
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -137,7 +137,7 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
 ) -> Problem | QueuesOut | None:
-    """Jobs per kind and status
+    """Per queue: jobs per status, the broker's length, the oldest waiting job, live workers
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -74,7 +74,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
 ) -> Response[Problem | WorkersOut]:
-    """Workers: those answering Celery's ping, and those seen in job heartbeats
+    """Worker processes from their heartbeats; offline ones stay listed a while
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -97,7 +97,7 @@ def sync(
     *,
     client: AuthenticatedClient,
 ) -> Problem | WorkersOut | None:
-    """Workers: those answering Celery's ping, and those seen in job heartbeats
+    """Worker processes from their heartbeats; offline ones stay listed a while
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -116,7 +116,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
 ) -> Response[Problem | WorkersOut]:
-    """Workers: those answering Celery's ping, and those seen in job heartbeats
+    """Worker processes from their heartbeats; offline ones stay listed a while
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -137,7 +137,7 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
 ) -> Problem | WorkersOut | None:
-    """Workers: those answering Celery's ping, and those seen in job heartbeats
+    """Worker processes from their heartbeats; offline ones stay listed a while
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
