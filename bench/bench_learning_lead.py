@@ -1,17 +1,19 @@
 """How much of what training learns is about the product: the learning test's lead, per setting.
 
-The measure of `tests/models/test_training.py`: LoRA on the tiny model (latents rescaled to unit
-variance) trained on 6 views of the "checker" object; the denoising loss on 12 held-out views of
-it and on the same 12 scenes with another object ("stripes"), untuned vs tuned. The lead is the
-product's relative gain minus the other object's, in points. One seed is noisy (0.2 to 0.8 points
-at the same settings), so each variant runs several seeds.
+The measure of `tests/models/test_training.py`: LoRA on the tiny model (whose VAE's scaling
+factor puts latents at unit std since tiny version 2) trained on 6 views of the "checker" object;
+the denoising loss on 12 held-out views of it and on the same 12 scenes with another object
+("stripes"), untuned vs tuned. The lead is the product's relative gain minus the other object's, in
+points. One seed is noisy (0.2 to 0.8 points at the same settings), so each variant runs several
+seeds.
 
     PYTHONPATH=. .venv/bin/python bench/bench_learning_lead.py --seeds 1 2 3 4          # ~1 min a run
 
 `--variants paper` runs only the defaults (the paper's recipe); `--variants all` also runs them with
-the paper's additions switched off one by one. To measure another commit, run this file against
-that commit's tree (`PYTHONPATH=/path/to/worktree`): `--variants before` runs its defaults under
-another name.
+the paper's additions switched off one by one; `--variants full` trains every UNet weight instead of
+LoRA (the paper's "all parameters" row), the same loop, data and steps at lr 1e-3. To measure
+another commit, run this file against that commit's tree (`PYTHONPATH=/path/to/worktree`):
+`--variants before` runs its defaults under another name.
 """
 
 from __future__ import annotations
@@ -26,18 +28,22 @@ from typing import Any
 import torch
 
 from models.adapter_format import read_adapter
-from models.base_model import load_base_model
+from models.base_model import BaseModel, load_base_model
+from models.full_weights_format import file_format
+from models.full_weights_slot import start_from_unet_weights
 from models.lora import inject_lora, lora_parameters
 from models.tiny import ensure_tiny_model
 from models.training import train_subject
-from models.training_loss import encode_pairs, evaluation_loss
-from models.training_pairs import evaluation_pairs
+from models.training_loss import evaluation_loss
+from models.training_pairs import TrainingPair, evaluation_pairs
 from tests.models.test_training import HELD_OUT, SETTINGS, TIMESTEPS, TRAIN_VIEWS
 from tests.models.training_fixtures import views
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"paper defaults": {}},
     "before": {"before": {}},
+    # every UNet weight (the paper's "all parameters" row), at a learning rate a full model takes
+    "full": {"full fine-tune, lr 1e-3": {"mode": "full", "learning_rate": 1e-3}},
     "all": {
         "paper defaults": {},
         "no reference dropout": {"reference_dropout": 0.0},
@@ -49,6 +55,23 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+
+
+def tuned_losses(base: BaseModel, artifact: bytes, sets: tuple[list[TrainingPair], ...]) -> list[float]:
+    """The held-out losses with a trained adapter or full fine-tune loaded as a painter loads it;
+    the base's weights are put back afterwards."""
+    if file_format(artifact) == "roomfit-unet":
+        kept, kept_hash = {k: v.clone() for k, v in base.unet.state_dict().items()}, base.weights_hash
+        start_from_unet_weights(base, artifact)
+        losses = [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in sets]
+        base.unet.load_state_dict(kept)
+        base.weights_hash = kept_hash
+        return losses
+    adapter = read_adapter(artifact)
+    with torch.no_grad():  # the fp16 file
+        for key, param in lora_parameters(base.unet).items():
+            param.copy_(adapter.lora[key].float())
+    return [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in sets]
 
 
 def main() -> None:
@@ -63,8 +86,6 @@ def main() -> None:
         "tiny", tiny_dir=ensure_tiny_model(Path(tempfile.mkdtemp()) / "tiny"), device="cpu"
     )
     base.lora = inject_lora(base.unet, rank=4)
-    raw = encode_pairs(base, evaluation_pairs(views("checker", TRAIN_VIEWS), resolution=base.resolution))[0]
-    base.vae.register_to_config(scaling_factor=float(base.vae.config.scaling_factor / raw.std()))
     held = evaluation_pairs(views("checker", HELD_OUT), resolution=base.resolution)
     other = evaluation_pairs(views("stripes", HELD_OUT), resolution=base.resolution)
     before = [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in (held, other)]
@@ -77,11 +98,8 @@ def main() -> None:
         leads = []
         for seed in args.seeds:
             settings = dataclasses.replace(SETTINGS, seed=seed, **overrides)
-            adapter = read_adapter(train_subject(base, views("checker", TRAIN_VIEWS), settings).artifact)
-            with torch.no_grad():  # as a painter loads it (the fp16 file)
-                for key, param in lora_parameters(base.unet).items():
-                    param.copy_(adapter.lora[key].float())
-            after = [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in (held, other)]
+            artifact = train_subject(base, views("checker", TRAIN_VIEWS), settings).artifact
+            after = tuned_losses(base, artifact, (held, other))
             gain, other_gain = ((b - a) / b for b, a in zip(before, after, strict=True))
             leads.append(100 * (gain - other_gain))
             print(f"| {name} | {seed} | {gain:.2%} | {other_gain:.2%} | {leads[-1]:.2f} |", flush=True)

@@ -15,11 +15,13 @@ only (`allow_patterns`): huggingface_hub otherwise counts a partial snapshot, as
 
 Several processes (the train and preview workers of `roomfit up`) may ask for the same tiny folder
 at the same moment: `build_folder_once` builds into a staging folder beside it and renames it into
-place, so a reader only ever sees a complete folder (its marker file is written last).
+place, so a reader only ever sees a complete folder (its marker file is written last). A folder
+whose marker records another version is rebuilt the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -96,22 +98,41 @@ def _checked(folder: Path, name: str, model: ModelSetting) -> Path:
     return folder
 
 
+def built_meta(folder: Path, marker: str) -> dict[str, Any] | None:
+    """What a built folder's marker records (version, seed...); None without a readable marker."""
+    try:
+        return json.loads((folder / marker).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def build_folder_once(folder: Path, marker: str, meta: dict[str, Any], build: Callable[[Path], None]) -> Path:
-    """`folder` if its `marker` exists; else `build(staging)`, write the marker, rename into place."""
-    if (folder / marker).exists():
+    """`folder` if its `marker` records `meta`; else `build(staging)`, write the marker, rename into
+    place. A folder built with other `meta` (an older version of a preset: `roomfit up` keeps its tiny
+    folders under fixed names) or left incomplete is moved aside and replaced by the new build."""
+    if built_meta(folder, marker) == meta:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-build-", dir=folder.parent))
     try:
         build(staging)
         (staging / marker).write_text(json.dumps(meta))
-        try:
-            staging.rename(folder)
-        except OSError:
-            # Another process finished first (or an old incomplete folder is there): keep a complete one.
-            if not (folder / marker).exists():
-                shutil.rmtree(folder, ignore_errors=True)
+        for _ in range(2):
+            try:
                 staging.rename(folder)
+                break
+            except OSError:
+                if built_meta(folder, marker) == meta:
+                    break  # another process finished the same build first: keep its folder
+                _remove_aside(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _remove_aside(folder: Path) -> None:
+    """Rename `folder` out of the way, then delete it: a reader never sees it half deleted."""
+    stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}-stale-", dir=folder.parent))
+    with contextlib.suppress(OSError):  # another process moved it aside already
+        folder.rename(stale / folder.name)
+    shutil.rmtree(stale, ignore_errors=True)

@@ -6,32 +6,40 @@ the denoising loss (painted cells, fixed noise and timesteps, identical for both
 measured on 12 HELD-OUT views of it and on the same 12 scenes with another object in its place
 ("stripes": a black / dark grey striped disc), untuned base vs tuned.
 
-Measured here (2 CPU cores, torch 2.13 CPU, these seeds; ~10 s on an idle machine): the held-out
-checker loss drops 17.1 % (1.1449 -> 0.9489), the stripes loss 15.7 % (1.1313 -> 0.9537): the
-product's own gain leads by 1.4 points (in a sweep: 0.7 at 50 steps, ~1.5 at 100-150, 1.2 at 300;
-2.2 at 300 steps with lr 1e-2). Most of what any adapter learns in 150 steps on
-a model with random weights is denoising in general (shared by both objects, whose views share
-backgrounds and poses); the lead is what it learnt about this object. The thresholds keep slack:
-a gain of at least 10 % and a lead of at least 0.5 points.
+Measured here (torch 2.13 CPU, one thread, tiny version 2, these seeds; 47 s on a busy machine):
+the held-out checker loss drops 20.4 % (1.1447 -> 0.9116), the stripes loss 19.7 % (1.1304 ->
+0.9081): the product's own gain leads by 0.7 points (bench/bench_learning_lead.py: 0.4 to 0.7
+over four seeds; 1.5 at 600 steps). Most of what any adapter learns on a model with random weights
+is denoising in general (shared by both objects, whose views share backgrounds and poses); the lead
+is what it learnt about this object. The thresholds keep slack: a gain of at least 10 % and a lead
+of at least 0.5 points.
 
-Two choices the test makes, and why:
-- lr 3e-3 instead of the paper's 3e-5: the budget is 150 steps on a random tiny model, not 400+
-  steps on a trained one.
-- The tiny VAE's latents are rescaled to unit variance (as Stable Diffusion chose its 0.18215 for its
-  VAE): `models.tiny` keeps SD's 0.18215, which leaves its random VAE's latents at std ~0.05, so
-  noise drowns them at every timestep and no denoiser could tell one object from another.
+The issue's target, a lead of 5 points, is not reached by LoRA here, and what limits it is LoRA's
+reach on a random model, not the data or the loop (seed 1, lead in points): rank 32 instead of 4
+0.8; 600 steps 1.5; lr 1e-2 0.9; loss on the painted cells only 0.2; after a full-weight domain
+stage on object-free rooms 1.5 (1.8 with LoRA at lr 1e-2 for 300 steps). The same loop training
+every UNet weight (lr 1e-3, 150 steps) leads by 6.3: the product's appearance is learnt in weights
+LoRA does not reach (convolutions, norms, embeddings; a higher rank on the attention projections
+does not help), and the tiny UNet's cross-attention over one reference token adds the same vector
+at every position.
+`bench/bench_learning_lead.py --variants full` measures it.
+
+Why lr 3e-3 instead of the paper's 3e-5: the budget is 150 steps on a random tiny model, not 400+
+steps on a trained one.
+
+The tiny preset's VAE (version 2) has a scaling factor that puts its latents at unit std, as Stable
+Diffusion chose its 0.18215 for its own VAE (`models.tiny.unit_variance_scale`); with SD's value the
+random VAE's latents sat at std ~0.043, where noise drowns them at every timestep. Checked below.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
 from models.adapter_format import read_adapter
-from models.base_model import BaseModel, load_base_model
-from models.lora import inject_lora, lora_parameters
+from models.base_model import BaseModel
+from models.lora import lora_parameters
 from models.training import TrainSettings, train_subject
 from models.training_loss import encode_pairs, evaluation_loss
 from models.training_pairs import evaluation_pairs
@@ -46,18 +54,17 @@ MIN_GAIN = 0.10  # relative drop of the held-out product's loss (measured 0.171)
 MIN_LEAD = 0.005  # gain minus the other object's gain (measured 0.014)
 
 
-@pytest.fixture(scope="module")
-def calibrated_base(tiny_folder: Path) -> BaseModel:
-    base = load_base_model("tiny", tiny_dir=tiny_folder, device="cpu")
-    base.lora = inject_lora(base.unet, rank=4)
-    raw = encode_pairs(base, evaluation_pairs(views("checker", TRAIN_VIEWS), resolution=base.resolution))[0]
-    base.vae.register_to_config(scaling_factor=float(base.vae.config.scaling_factor / raw.std()))
-    return base
+def test_the_tiny_vaes_latents_have_unit_spread(base: BaseModel) -> None:
+    """The scaled latents of both objects' scenes (what training and painting see) have std ~1."""
+    for kind in ("checker", "stripes"):
+        pairs = evaluation_pairs(views(kind, HELD_OUT), resolution=base.resolution)
+        latents = encode_pairs(base, pairs).latents  # [12,4,16,16]
+        assert 0.8 < float(latents.std()) < 1.25, kind
 
 
 @pytest.mark.slow
-def test_training_learns_the_product(calibrated_base: BaseModel) -> None:
-    base = calibrated_base
+def test_training_learns_the_product(own_base: BaseModel) -> None:
+    base = own_base
     held_out = evaluation_pairs(views("checker", HELD_OUT), resolution=base.resolution)
     other = evaluation_pairs(views("stripes", HELD_OUT), resolution=base.resolution)
     before = [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in (held_out, other)]
