@@ -1,5 +1,5 @@
 """The browser tests' world: the real service (`roomfit up`, tiny models) in a temporary folder,
-started once per module, a headless Chromium (Debian's, through Playwright), and what the tests
+started once per test session, a headless Chromium (Debian's, through Playwright), and what the tests
 draw with: generated photos, the mask and room the widget sent, screenshots."""
 
 from __future__ import annotations
@@ -82,9 +82,12 @@ def _ready(port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`roomfit up` on a free port in a fresh folder (as tests/test_embedded_up.py starts it)."""
+    """`roomfit up` on a free port in a fresh folder (as tests/test_embedded_up.py starts it); one for
+    every browser module (the widget's and the ops console's), as starting and stopping it costs
+    about 30 s. Each module makes its own subjects and compares against the API, never a count of
+    everything there is."""
     folder = tmp_path_factory.mktemp("up")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMFIT_")}
@@ -127,7 +130,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():

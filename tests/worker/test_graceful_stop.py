@@ -116,7 +116,7 @@ def test_a_preview_that_would_outlast_the_grace_is_handed_back(
 @pytest.mark.slow
 def test_a_training_checkpoints_hands_back_and_resumes_on_another_machine(distributed_stack: Stack) -> None:
     stack = distributed_stack
-    grace, steps = 30, 200
+    grace, steps = 30, 100
     first = stack.start_worker("train", ROOMFIT_SHUTDOWN_GRACE_SECONDS=str(grace))
     tenant_id = make_tenant(stack)
     subject_id, job_id = submit_subject(stack, tenant_id, steps=steps)

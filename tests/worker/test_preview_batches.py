@@ -92,7 +92,7 @@ def test_a_worker_killed_mid_batch_loses_no_job_of_it(
 ) -> None:
     stack = distributed_stack
     tenant_id, subjects = _four_products(stack, shared_models_dir)
-    submitted = [submit_preview(stack, tenant_id, subjects[i], seed=i, steps=150) for i in range(4)]
+    submitted = [submit_preview(stack, tenant_id, subjects[i], seed=i, steps=80) for i in range(4)]
     first = stack.start_worker("preview", ROOMFIT_PREVIEW_BATCH="4")  # finds all four queued
     ids = [preview_id for preview_id, *_ in submitted]
 
