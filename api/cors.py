@@ -29,7 +29,7 @@ from core.repository import OpsRepository
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
-EXPOSE_HEADERS = "Location, Retry-After, Idempotency-Replayed"
+EXPOSE_HEADERS = "Location, Retry-After, Idempotency-Replayed, X-Request-ID"
 MAX_AGE_SECONDS = "600"
 
 
