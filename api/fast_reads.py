@@ -4,8 +4,9 @@ BENCHMARKS.md).
 
 It runs the route's own dependency (`api.deps.read_with_key`: the key and the row in one query, the
 origin check, the rate limit) and rule (`api.services.previews.visible`), and serializes the same
-response model. Whenever one of them refuses (401, 403, 404, 429 ...) it steps aside and the routes
-answer as they always do, so every error, header and problem document stays theirs. The cost of
+response model. Whenever one of them refuses (401, 403, 404, 429 ...) or the database fails, it
+steps aside and the routes answer as they always do, so every error, header and problem document
+stays theirs (a database that is down: 503, which FastAPI's handlers answer). The cost of
 stepping aside: such a request is looked up twice and, past the origin check, counted twice
 against its key's rate limit.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
+from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -49,7 +51,9 @@ class FastPreviewRead:
         try:
             found = await self.read(Request(scope))
             row = visible(found.caller, found.row, preview_id)
-        except ApiError:
+        except (ApiError, DBAPIError):
+            # DBAPIError: this middleware sits outside FastAPI's exception handlers, so a database
+            # that is down would be a 500 here; the route meets the same error and answers 503.
             return None
         scope["route"] = ROUTE  # what api.app.count_request labels requests by
         return PreviewOut.of(row).model_dump_json().encode()

@@ -9,7 +9,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 import api.fast_reads
+from core.async_db import AsyncReader, PostgresReader, ThreadReader
+from core.db import make_engine
 from tests.api.conftest import ApiEnv, create_preview, ready_subject, succeed_preview
+from tests.services import free_port
 
 
 def _served(preview_id: str) -> float:
@@ -59,3 +62,25 @@ def test_what_it_refuses_the_route_answers(env: ApiEnv) -> None:
     # a publishable key reads only the previews it made
     assert env.client.get(path, headers=env.a.auth("publishable")).json()["code"] == "not_found"
     assert env.client.get(path, headers=env.ops()).json()["code"] == "forbidden"
+
+
+def test_a_database_that_went_away_is_503_on_the_fast_path_too(env: ApiEnv) -> None:
+    """The fast read runs outside FastAPI's exception handlers: a database error there must still
+    be the route's 503 `service_unavailable`, not a 500."""
+    subject_id = ready_subject(env, env.a)
+    preview_id = create_preview(env, env.a, subject_id)["id"]
+    env.app.state.reader = gone_reader(env)
+    for path in (f"/v1/previews/{preview_id}", f"/v1/subjects/{subject_id}"):
+        response = env.client.get(path, headers=env.a.auth())
+        assert response.status_code == 503, (path, response.text)
+        assert response.json()["code"] == "service_unavailable"
+
+
+def gone_reader(env: ApiEnv) -> AsyncReader:
+    """A reader of the app's kind whose database is not there."""
+    if env.settings.resolved_database_url.startswith("sqlite"):
+        folder = env.settings.var_dir / "gone"
+        broken = make_engine(f"sqlite:///{folder}/x.db")  # creates the folder ...
+        folder.rmdir()  # ... which then vanishes: every connection fails
+        return ThreadReader(broken)
+    return PostgresReader(f"postgresql://postgres@127.0.0.1:{free_port()}/roomfit")  # nothing listens
