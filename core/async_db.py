@@ -4,40 +4,45 @@ pool and with as little per-read work as the driver allows.
 Statements are SQLAlchemy `select`s built once with `bindparam`s (so the tables stay the one
 description of the schema) and run with a dict of values:
 
-- PostgreSQL: compiled once to psycopg's SQL and run on psycopg's own async connections. Measured
-  side by side (bench/bench_api_load.py's history in BENCHMARKS.md) SQLAlchemy's asyncio engine spent
-  0.7 to 1.8 ms of CPU per one-row read here against 0.25 ms for psycopg alone; a status read is
-  two such reads. Connections are autocommit (no BEGIN before a read, no ROLLBACK after it) with
-  the session's time zone UTC, so timestamps come back as `core.tables.UTCDateTime` gives them.
+- PostgreSQL: compiled once to asyncpg's SQL ($1, $2 ...) and run on asyncpg's connections (its
+  protocol is compiled; it prepares each statement once per connection). Measured side by side on
+  one loop with 25 readers: 0.10 ms of client CPU per one-row read against psycopg's 0.22-0.23 ms
+  (and SQLAlchemy's asyncio engine's 0.7-1.8 ms before that; BENCHMARKS.md). No transaction wraps
+  a read (no BEGIN, no ROLLBACK); the session's time zone is UTC and JSON columns are decoded, so
+  rows carry what `core.tables` gives the rest of roomfit. Rows are named tuples of the selected
+  columns. LISTEN (api.event_streams) stays on psycopg, which the workers and the sync engine use.
 - SQLite (embedded mode, one laptop): the sync engine, with its WAL and busy_timeout pragmas, in a
   worker thread.
 
 Async connections belong to the event loop that opened them. A server has one loop per process,
 but Starlette's TestClient without `with` runs each request on a loop of its own, so `PerLoop`
-keeps one set per running loop and forgets it with the loop (psycopg_pool's background tasks
+keeps one set per running loop and forgets it with the loop (a driver's pool with background tasks
 would outlive such loops; what is needed here is a stack of idle connections and a bound).
-Driver errors are raised as SQLAlchemy's (`DBAPIError.instance`), so the API's handlers answer a
-database that is down with 503 whichever path read it.
+Driver errors are raised as SQLAlchemy's (`OperationalError` for a database that is not there), so
+the API's handlers answer a database that is down with 503 whichever path read it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
+from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio.to_thread
-import psycopg
-from psycopg.rows import namedtuple_row
+import asyncpg
 from sqlalchemy import Engine
-from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.sql import Select
 
 T = TypeVar("T")
 Params = Mapping[str, Any]
+CONNECT_TIMEOUT = 10.0  # seconds; a database that does not answer is a 503, not a hung request
 
 
 class PerLoop(Generic[T]):
@@ -69,24 +74,28 @@ class AsyncReader(Protocol):
 class _Connections:
     """One loop's connections: at most `size` in use at once, idle ones reused newest first."""
 
-    def __init__(self, conninfo: str, size: int) -> None:
-        self.conninfo = conninfo
-        self.idle: list[psycopg.AsyncConnection[Any]] = []
+    def __init__(self, dsn: str, size: int) -> None:
+        self.dsn = dsn
+        self.idle: list[asyncpg.Connection] = []
         self.slots = asyncio.Semaphore(size)
 
+    async def _connect(self) -> asyncpg.Connection:
+        connection = await asyncpg.connect(
+            self.dsn, timeout=CONNECT_TIMEOUT, server_settings={"TimeZone": "UTC"}
+        )
+        # JSON columns come back decoded, as SQLAlchemy hands them to the rest of roomfit.
+        for name in ("json", "jsonb"):
+            await connection.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        return connection
+
     @asynccontextmanager
-    async def connection(self, fresh: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def connection(self, fresh: bool = False) -> AsyncIterator[asyncpg.Connection]:
         async with self.slots:
-            if self.idle and not fresh:
-                connection = self.idle.pop()
-            else:
-                connection = await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True, row_factory=namedtuple_row, options="-c TimeZone=UTC"
-                )
+            connection = self.idle.pop() if self.idle and not fresh else await self._connect()
             try:
                 yield connection
             except BaseException:
-                await connection.close()  # in an unknown state: never hand it out again
+                connection.terminate()  # in an unknown state (a cancelled read, say): never reused
                 raise
             self.idle.append(connection)
 
@@ -95,34 +104,73 @@ class _Connections:
             await self.idle.pop().close()
 
 
-class PostgresReader:
-    def __init__(self, conninfo: str, size: int = 20) -> None:
-        self._loops = PerLoop(lambda: _Connections(conninfo, size))
-        self._dialect = pg_psycopg.dialect()
-        self._sql: dict[int, tuple[Select[Any], str, dict[str, Any]]] = {}
+@dataclass(frozen=True)
+class _Compiled:
+    statement: Select[Any]
+    sql: str
+    names: tuple[str, ...]  # the bind parameters in the order of $1, $2 ...
+    defaults: dict[str, Any]
+    row: type[tuple[Any, ...]]  # a named tuple of the selected columns
 
-    def _compiled(self, statement: Select[Any]) -> tuple[str, dict[str, Any]]:
+
+# asyncpg's errors that mean "the server is not there (now)": worth one more try on a new
+# connection, then the API's 503 (SQLAlchemy's OperationalError, as the sync engine raises it).
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def _sqlalchemy_error(sql: str, values: Params, exc: Exception) -> DBAPIError:
+    """The SQLAlchemy exception the sync engine would raise for the same failure."""
+    if isinstance(exc, _UNAVAILABLE):
+        return OperationalError(sql, dict(values), exc)
+    if getattr(exc, "sqlstate", "").startswith("22"):  # data exception: a value the column refuses
+        return DataError(sql, dict(values), exc)
+    return DBAPIError(sql, dict(values), exc)
+
+
+class PostgresReader:
+    def __init__(self, dsn: str, size: int = 20) -> None:
+        self._loops = PerLoop(lambda: _Connections(dsn, size))
+        self._dialect = pg_asyncpg.dialect()
+        self._sql: dict[int, _Compiled] = {}
+
+    def _compiled(self, statement: Select[Any]) -> _Compiled:
         known = self._sql.get(id(statement))
-        if known is None or known[0] is not statement:  # keyed by identity: statements are constants
+        if known is None or known.statement is not statement:  # keyed by identity: statements are constants
             compiled = statement.compile(dialect=self._dialect)
-            known = self._sql[id(statement)] = (statement, str(compiled), dict(compiled.params))
-        return known[1], known[2]
+            columns = [column.key for column in statement.selected_columns]
+            known = self._sql[id(statement)] = _Compiled(
+                statement,
+                str(compiled),
+                tuple(compiled.positiontup or ()),
+                dict(compiled.params),
+                namedtuple("Row", columns),  # type: ignore[misc]
+            )
+        return known
 
     async def rows(self, statement: Select[Any], params: Params) -> Sequence[Any]:
-        sql, defaults = self._compiled(statement)
-        values = {**defaults, **params}
+        compiled = self._compiled(statement)
+        values = [params[name] if name in params else compiled.defaults[name] for name in compiled.names]
         connections = self._loops.get()
         for fresh in (False, True):
             try:
                 async with connections.connection(fresh) as connection:
-                    return await (await connection.execute(sql, values)).fetchall()  # type: ignore[arg-type]
-            except psycopg.OperationalError as exc:
+                    found = await connection.fetch(compiled.sql, *values)
+                return [compiled.row._make(record) for record in found]  # type: ignore[attr-defined]
+            except _UNAVAILABLE as exc:
                 # Likely an idle connection the server closed (restart, idle timeout): a read may be
                 # tried once more, on a new connection.
                 if fresh:
-                    raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
-            except psycopg.Error as exc:
-                raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
+                    raise _sqlalchemy_error(compiled.sql, params, exc) from exc
+            except asyncpg.PostgresError as exc:
+                raise _sqlalchemy_error(compiled.sql, params, exc) from exc
         raise AssertionError("unreachable")
 
     async def dispose(self) -> None:
@@ -148,7 +196,8 @@ class ThreadReader:
 
 
 def conninfo(engine: Engine) -> str:
-    """What psycopg itself connects to for the database of a PostgreSQL `engine`."""
+    """What psycopg (LISTEN) and asyncpg (reads) connect to for the database of a PostgreSQL `engine`:
+    a postgresql:// URL, which both take."""
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 

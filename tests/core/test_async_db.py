@@ -1,0 +1,128 @@
+"""The API's hot-path reader on a real PostgreSQL (core.async_db.PostgresReader, asyncpg): rows as the
+sync engine gives them, a server that dropped its connections, a server that is not there."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from core.accounts import ACTIVE_KEY, create_key, create_tenant, hash_key
+from core.async_db import PostgresReader, conninfo, first
+from core.db import make_engine, session_factory
+from core.ids import new_id
+from core.migrate import upgrade
+from core.repository import key_with_row
+from core.tables import Preview, Subject
+from tests.services import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def seeded(fresh_postgres_url: str) -> tuple[str, str, str]:
+    """A database with one tenant, a key with two origins and a preview with timings: its URL, the
+    key's plaintext and the preview's id."""
+    upgrade(fresh_postgres_url)
+    engine = make_engine(fresh_postgres_url)
+    with session_factory(engine)() as session:
+        tenant = create_tenant(session, "shop")
+        _, key = create_key(
+            session, kind="publishable", tenant=tenant, origins=["https://a.example", "https://b.example"]
+        )
+        subject = Subject(id=new_id("sub"), tenant_id=tenant.id, name="sofa", status="ready")
+        session.add(subject)
+        session.flush()  # no relationship() orders the two inserts
+        preview = Preview(
+            id=new_id("prv"),
+            tenant_id=tenant.id,
+            subject_id=subject.id,
+            status="succeeded",
+            progress=1.0,
+            seed=7,
+            steps=20,
+            width=64,
+            height=48,
+            room_key="r",
+            mask_key="m",
+            timings={"paint_seconds": 0.25, "stages": ["load", "paint"]},
+        )
+        session.add(preview)
+        session.commit()
+        preview_id = preview.id
+    engine.dispose()
+    return fresh_postgres_url, key, preview_id
+
+
+def test_rows_are_what_the_sync_engine_reads(seeded: tuple[str, str, str]) -> None:
+    url, key, preview_id = seeded
+    engine = make_engine(url)
+    statement = key_with_row(Preview)
+    values = {"key_hash": hash_key(key), "id": preview_id}
+    with engine.connect() as connection:
+        expected = connection.execute(statement, values).one()
+
+    async def read() -> object:
+        reader = PostgresReader(conninfo(engine))
+        try:
+            return await first(reader, statement, values)
+        finally:
+            await reader.dispose()
+
+    row = asyncio.run(read())
+    engine.dispose()
+    assert row is not None
+    assert row._asdict() == expected._asdict()  # type: ignore[attr-defined]
+    # the columns that a driver could hand back differently: JSON, time, float, NULL
+    assert row.key_origins == ["https://a.example", "https://b.example"]  # type: ignore[attr-defined]
+    assert row.timings == {"paint_seconds": 0.25, "stages": ["load", "paint"]}  # type: ignore[attr-defined]
+    assert isinstance(row.created_at, datetime) and row.created_at.utcoffset() == UTC.utcoffset(None)  # type: ignore[attr-defined]
+    assert row.progress == 1.0 and row.result_key is None  # type: ignore[attr-defined]
+
+
+def test_connections_the_server_dropped_are_replaced(seeded: tuple[str, str, str]) -> None:
+    url, key, _ = seeded
+    engine = make_engine(url)
+    dsn = conninfo(engine)
+    engine.dispose()
+
+    async def read_twice_with_a_restart_between() -> tuple[object, object, int]:
+        reader = PostgresReader(dsn, size=3)
+        try:
+            # three reads at once: three idle connections kept
+            await asyncio.gather(*(reader.rows(ACTIVE_KEY, {"key_hash": hash_key(key)}) for _ in range(3)))
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            after = await first(reader, ACTIVE_KEY, {"key_hash": hash_key(key)})
+            again = await first(reader, ACTIVE_KEY, {"key_hash": hash_key(key)})
+            return after, again, ended[0] if ended else 0
+        finally:
+            await reader.dispose()
+
+    after, again, ended = asyncio.run(read_twice_with_a_restart_between())
+    assert ended == 3
+    assert after is not None and after.key_kind == "publishable"  # type: ignore[attr-defined]
+    assert again is not None and again.key_kind == "publishable"  # type: ignore[attr-defined]
+
+
+def test_a_database_that_is_not_there_is_an_operational_error(tmp_path: Path) -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/roomfit"  # nothing listens there
+
+    async def read() -> None:
+        reader = PostgresReader(dsn)
+        try:
+            await reader.rows(select(Preview.id).where(Preview.id == "x"), {})
+        finally:
+            await reader.dispose()
+
+    # OperationalError is what api.problems answers with 503 service_unavailable.
+    with pytest.raises(OperationalError):
+        asyncio.run(read())
