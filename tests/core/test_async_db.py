@@ -4,8 +4,11 @@ sync engine gives them, a server that dropped its connections, a server that is 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -22,6 +25,15 @@ from core.tables import Preview, Subject
 from tests.services import free_port
 
 pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on a thread of its own: the browser tests' session-long Playwright (sync API)
+    keeps an event loop running on pytest's main thread, where `asyncio.run` refuses to start."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture
@@ -74,7 +86,7 @@ def test_rows_are_what_the_sync_engine_reads(seeded: tuple[str, str, str]) -> No
         finally:
             await reader.dispose()
 
-    row = asyncio.run(read())
+    row = _run(read())
     engine.dispose()
     assert row is not None
     assert row._asdict() == expected._asdict()  # type: ignore[attr-defined]
@@ -107,7 +119,7 @@ def test_connections_the_server_dropped_are_replaced(seeded: tuple[str, str, str
         finally:
             await reader.dispose()
 
-    after, again, ended = asyncio.run(read_twice_with_a_restart_between())
+    after, again, ended = _run(read_twice_with_a_restart_between())
     assert ended == 3
     assert after is not None and after.key_kind == "publishable"  # type: ignore[attr-defined]
     assert again is not None and again.key_kind == "publishable"  # type: ignore[attr-defined]
@@ -125,4 +137,4 @@ def test_a_database_that_is_not_there_is_an_operational_error(tmp_path: Path) ->
 
     # OperationalError is what api.problems answers with 503 service_unavailable.
     with pytest.raises(OperationalError):
-        asyncio.run(read())
+        _run(read())
