@@ -136,7 +136,7 @@ def _sqlalchemy_error(sql: str, values: Params, exc: Exception) -> DBAPIError:
 
 
 class PostgresReader:
-    def __init__(self, dsn: str, size: int = 20) -> None:
+    def __init__(self, dsn: str, size: int) -> None:
         self._loops = PerLoop(lambda: _Connections(dsn, size))
         self._dialect = pg_asyncpg.dialect()
         self._sql: dict[int, _Compiled] = {}
@@ -206,10 +206,11 @@ def listen_conninfo(engine: Engine) -> str | None:
     return conninfo(engine) if engine.dialect.name == "postgresql" else None
 
 
-def async_reader(engine: Engine) -> AsyncReader:
-    """The reader for the database `engine` is connected to."""
+def async_reader(engine: Engine, connections: int) -> AsyncReader:
+    """The reader for the database `engine` is connected to; PostgreSQL: at most `connections` per
+    event loop."""
     if engine.dialect.name == "postgresql":
-        return PostgresReader(conninfo(engine))
+        return PostgresReader(conninfo(engine), connections)
     return ThreadReader(engine)
 
 

@@ -28,6 +28,15 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. Empty: SQLite at {var_dir}/roomfit.db. "
         "Distributed: postgresql+psycopg://user:pass@host/db.",
     )
+    database_read_connections: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="PostgreSQL connections one API process keeps for its hot reads (key lookups, "
+        "status reads, event streams); more reads wait their turn. A process serves about 2,500 of "
+        "them a second at 0.1-0.5 ms each, so a few keep up, and fewer backends competing for the "
+        "database's cores shorten the slowest reads (BENCHMARKS.md).",
+    )
     broker_url: str = Field(
         "",
         description="Celery broker. Empty: filesystem:// under {var_dir}/broker. Distributed: redis://host:6379/0.",

@@ -83,4 +83,4 @@ def gone_reader(env: ApiEnv) -> AsyncReader:
         broken = make_engine(f"sqlite:///{folder}/x.db")  # creates the folder ...
         folder.rmdir()  # ... which then vanishes: every connection fails
         return ThreadReader(broken)
-    return PostgresReader(f"postgresql://postgres@127.0.0.1:{free_port()}/roomfit")  # nothing listens
+    return PostgresReader(f"postgresql://postgres@127.0.0.1:{free_port()}/roomfit", 2)  # nothing listens

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, literal, select
 from sqlalchemy.exc import OperationalError
 
 from core.accounts import ACTIVE_KEY, create_key, create_tenant, hash_key
@@ -80,7 +80,7 @@ def test_rows_are_what_the_sync_engine_reads(seeded: tuple[str, str, str]) -> No
         expected = connection.execute(statement, values).one()
 
     async def read() -> object:
-        reader = PostgresReader(conninfo(engine))
+        reader = PostgresReader(conninfo(engine), 2)
         try:
             return await first(reader, statement, values)
         finally:
@@ -125,11 +125,32 @@ def test_connections_the_server_dropped_are_replaced(seeded: tuple[str, str, str
     assert again is not None and again.key_kind == "publishable"  # type: ignore[attr-defined]
 
 
+def test_reads_past_the_bound_wait_for_a_connection(fresh_postgres_url: str) -> None:
+    """`size` is the most connections a reader opens: twelve slow reads at once share two backends
+    (ROOMFIT_DATABASE_READ_CONNECTIONS; fewer backends competing for the database's cores shorten
+    the slowest reads, BENCHMARKS.md)."""
+    engine = make_engine(fresh_postgres_url)
+    dsn = conninfo(engine)
+    engine.dispose()
+    slow = select(func.pg_backend_pid().label("pid"), func.pg_sleep(literal(0.05)).label("slept"))
+
+    async def twelve_at_once() -> list[int]:
+        reader = PostgresReader(dsn, size=2)
+        try:
+            found = await asyncio.gather(*(first(reader, slow, {}) for _ in range(12)))
+            return [row.pid for row in found]
+        finally:
+            await reader.dispose()
+
+    pids = _run(twelve_at_once())
+    assert len(pids) == 12 and len(set(pids)) == 2
+
+
 def test_a_database_that_is_not_there_is_an_operational_error(tmp_path: Path) -> None:
     dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/roomfit"  # nothing listens there
 
     async def read() -> None:
-        reader = PostgresReader(dsn)
+        reader = PostgresReader(dsn, 2)
         try:
             await reader.rows(select(Preview.id).where(Preview.id == "x"), {})
         finally:
