@@ -116,8 +116,7 @@ class _Compiled:
 # asyncpg's errors that mean "the server is not there (now)": worth one more try on a new
 # connection, then the API's 503 (SQLAlchemy's OperationalError, as the sync engine raises it).
 _UNAVAILABLE = (
-    OSError,
-    TimeoutError,
+    OSError,  # TimeoutError and ConnectionError among them
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from api.rate_limit import LEASE_SECONDS, Leases, RateLimiter
+from tests.loops import run_async
 
 
 def _limiter(rate: str, redis_url: str) -> RateLimiter:
@@ -36,7 +37,7 @@ async def _burst(limiters: list[RateLimiter], key: str, clients: int, each: int)
 def test_a_busy_key_takes_leases_not_a_round_trip_per_request(redis_url: str) -> None:
     limiter = _limiter("100000/minute", redis_url)
     before = _scripts_run(redis_url)
-    verdicts = asyncio.run(_burst([limiter], secrets.token_hex(6), clients=50, each=20))
+    verdicts = run_async(_burst([limiter], secrets.token_hex(6), clients=50, each=20))
     scripts = _scripts_run(redis_url) - before
     assert all(verdicts) and len(verdicts) == 1000
     # Leases grow 1, 2, 4 … 64: about 22 round trips for 1000 requests (one per request without).
@@ -48,17 +49,17 @@ def test_replicas_with_leases_admit_exactly_the_limit(redis_url: str, rate: str)
     limit = int(rate.split("/")[0])
     replicas = [_limiter(rate, redis_url), _limiter(rate, redis_url)]
     key = secrets.token_hex(6)
-    verdicts = asyncio.run(_burst(replicas, key, clients=50, each=limit // 40))  # 25 % over the limit
+    verdicts = run_async(_burst(replicas, key, clients=50, each=limit // 40))  # 25 % over the limit
     assert sum(verdicts) == limit
-    refused = asyncio.run(replicas[0].acheck(key))
+    refused = run_async(replicas[0].acheck(key))
     assert not refused.allowed and 1 <= refused.retry_after <= 60
 
 
 def test_the_limit_is_still_per_key(redis_url: str) -> None:
     limiter = _limiter("300/minute", redis_url)
     busy, quiet = secrets.token_hex(6), secrets.token_hex(6)
-    assert sum(asyncio.run(_burst([limiter], busy, clients=10, each=40))) == 300
-    assert asyncio.run(limiter.acheck(quiet)).allowed
+    assert sum(run_async(_burst([limiter], busy, clients=10, each=40))) == 300
+    assert run_async(limiter.acheck(quiet)).allowed
 
 
 def test_a_lease_grows_while_spent_in_time_and_shrinks_when_left_over() -> None:

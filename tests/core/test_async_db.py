@@ -4,11 +4,8 @@ sync engine gives them, a server that dropped its connections, a server that is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -22,18 +19,10 @@ from core.ids import new_id
 from core.migrate import upgrade
 from core.repository import key_with_row
 from core.tables import Preview, Subject
+from tests.loops import run_async
 from tests.services import free_port
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run` on a thread of its own: the browser tests' session-long Playwright (sync API)
-    keeps an event loop running on pytest's main thread, where `asyncio.run` refuses to start."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture
@@ -86,7 +75,7 @@ def test_rows_are_what_the_sync_engine_reads(seeded: tuple[str, str, str]) -> No
         finally:
             await reader.dispose()
 
-    row = _run(read())
+    row = run_async(read())
     engine.dispose()
     assert row is not None
     assert row._asdict() == expected._asdict()  # type: ignore[attr-defined]
@@ -119,7 +108,7 @@ def test_connections_the_server_dropped_are_replaced(seeded: tuple[str, str, str
         finally:
             await reader.dispose()
 
-    after, again, ended = _run(read_twice_with_a_restart_between())
+    after, again, ended = run_async(read_twice_with_a_restart_between())
     assert ended == 3
     assert after is not None and after.key_kind == "publishable"  # type: ignore[attr-defined]
     assert again is not None and again.key_kind == "publishable"  # type: ignore[attr-defined]
@@ -142,7 +131,7 @@ def test_reads_past_the_bound_wait_for_a_connection(fresh_postgres_url: str) -> 
         finally:
             await reader.dispose()
 
-    pids = _run(twelve_at_once())
+    pids = run_async(twelve_at_once())
     assert len(pids) == 12 and len(set(pids)) == 2
 
 
@@ -158,4 +147,4 @@ def test_a_database_that_is_not_there_is_an_operational_error(tmp_path: Path) ->
 
     # OperationalError is what api.problems answers with 503 service_unavailable.
     with pytest.raises(OperationalError):
-        _run(read())
+        run_async(read())

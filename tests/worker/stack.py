@@ -116,9 +116,9 @@ class WorkerProcess:
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
 
     def kill9(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        """kill -9 of the worker's process group, mid-task if the test timed it so."""
+        assert self.process is not None and self.process.poll() is None, "the worker is not running"
+        self.stop()
 
     def signal(self, sig: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:
