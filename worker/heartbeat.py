@@ -26,13 +26,16 @@ MODEL_QUEUES = ("train", "preview")
 
 
 @dataclass
-class CacheStats:
+class AdapterCounts:
+    """The adapter numbers a heartbeat reports, read from this process's Prometheus counters (the
+    one count /metrics shows too; this thread has no painter of its own to ask)."""
+
     hits: int
     misses: int
     swap_seconds_mean: float | None
 
 
-def adapter_cache_stats() -> CacheStats:
+def adapter_cache_stats() -> AdapterCounts:
     """This process's adapter cache hits and misses, and mean swap time per batch, so far."""
     values: dict[str, float] = {}
     for collector in (metrics.ADAPTER_CACHE, metrics.ADAPTER_SWAP):
@@ -41,7 +44,7 @@ def adapter_cache_stats() -> CacheStats:
                 key = sample.name + "/" + sample.labels.get("result", "")
                 values[key] = sample.value
     swaps = values.get("roomfit_adapter_swap_seconds_count/", 0.0)
-    return CacheStats(
+    return AdapterCounts(
         hits=int(values.get("roomfit_adapter_cache_total/hit", 0)),
         misses=int(values.get("roomfit_adapter_cache_total/miss", 0)),
         swap_seconds_mean=values.get("roomfit_adapter_swap_seconds_sum/", 0.0) / swaps if swaps else None,

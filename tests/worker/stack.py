@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from sqlalchemy.orm import Session
@@ -29,13 +30,15 @@ from core.db import engine_for, session_factory
 from core.ids import new_id
 from core.queue import make_celery
 from core.settings import Settings
-from core.tables import Subject
+from core.tables import Base, Subject
 from models import get_base_model, inject_lora, write_adapter
 from models.lora import lora_parameters, lora_spec_of
 from tests.services import S3Settings
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 120.0
+FINAL = ("ready", "succeeded", "failed", "cancelled")  # statuses a subject, preview or job ends in
+R = TypeVar("R", bound=Base)
 
 
 @dataclass
@@ -55,6 +58,18 @@ class Stack:
     def session(self) -> Iterator[Session]:
         with session_factory(engine_for(self.settings.resolved_database_url))() as session:
             yield session
+
+    def row(self, model: type[R], id_: str) -> R:
+        """The row as the database has it now (detached); it must exist."""
+        with self.session() as session:
+            found = session.get(model, id_)
+        assert found is not None, f"no {model.__name__} {id_}"
+        return found
+
+    def finished(self, model: type[R], id_: str) -> R | None:
+        """The row once its status is final, else None (for `wait_for`)."""
+        found = self.row(model, id_)
+        return found if found.status in FINAL else None  # type: ignore[attr-defined]
 
     @property
     def blobs(self) -> BlobStore:

@@ -32,11 +32,6 @@ from worker.runtime import Runtime, reset_runtime
 pytestmark = pytest.mark.integration
 
 
-def _status(stack: Stack, preview_id: str) -> str:
-    with stack.session() as session:
-        return session.get(Preview, preview_id).status  # type: ignore[union-attr]
-
-
 def _started(stack: Stack, job_ids: list[str]) -> dict[str, object]:
     with stack.session() as session:
         rows = session.execute(select(Job.id, Job.started_at).where(Job.id.in_(job_ids))).all()
@@ -57,12 +52,16 @@ def test_a_burst_of_one_tenant_does_not_delay_another_tenants_next_preview(
     worker.wait_ready()
 
     burst = [submit_preview(stack, burst_tenant, burst_subject, seed=s)[:2] for s in range(12)]
-    wait_for(lambda: _status(stack, burst[0][0]) in ("running", "succeeded"), 120, "the burst to start")
+    wait_for(
+        lambda: stack.row(Preview, burst[0][0]).status in ("running", "succeeded"), 120, "the burst to start"
+    )
     late_preview, late_job, _, _ = submit_preview(stack, other_tenant, other_subject, seed=99)
     with stack.session() as session:
         late_created = session.get(Job, late_job).created_at  # type: ignore[union-attr]
 
-    wait_for(lambda: _status(stack, late_preview) == "succeeded", 240, "the other tenant's preview")
+    wait_for(
+        lambda: stack.row(Preview, late_preview).status == "succeeded", 240, "the other tenant's preview"
+    )
     started = _started(stack, [job for _, job in burst] + [late_job])
     late_started = started.pop(late_job)
     # Burst jobs the worker took after the latecomer was queued and before it ran. One may slip in
@@ -122,12 +121,16 @@ def test_a_slow_webhook_receiver_holds_up_only_its_own_tenant(
     wait_for(lambda: receiver.received, 120, "the slow tenant's first webhook to arrive")
     started = time.monotonic()
     other, _, _, _ = submit_preview(stack, other_tenant, other_subject, seed=42)
-    wait_for(lambda: _status(stack, other) == "succeeded", 120, "the other tenant's preview")
+    wait_for(lambda: stack.row(Preview, other).status == "succeeded", 120, "the other tenant's preview")
     print(f"other tenant's preview took {time.monotonic() - started:.2f} s while the receiver held on")
     assert not receiver.release.is_set()  # still holding: the preview did not wait for it
     # Its own previews are painted too (fairly interleaved with the other tenant's, so some may
     # still be queued when the other one is done), while the receiver still holds on.
-    wait_for(lambda: all(_status(stack, p) == "succeeded" for p in slow), 120, "the slow tenant's previews")
+    wait_for(
+        lambda: all(stack.row(Preview, p).status == "succeeded" for p in slow),
+        120,
+        "the slow tenant's previews",
+    )
     assert not receiver.release.is_set()
     with stack.session() as session:
         pending = session.scalars(

@@ -23,18 +23,12 @@ from tests.worker.stack import Stack, ready_subject_with_random_adapter, wait_fo
 pytestmark = pytest.mark.integration
 
 
-def _finished(stack: Stack, model: type, id_: str):  # type: ignore[no-untyped-def]
-    with stack.session() as session:
-        row = session.get(model, id_)
-        return row if row is not None and row.status in ("ready", "succeeded", "failed") else None
-
-
 def _preview(
     stack: Stack, tenant_id: str, subject_id: str, worker_log: Callable[[], str]
 ) -> tuple[np.ndarray, bytes, bytes]:
     """(result pixels, room bytes, mask bytes) of a preview of the subject (seed 7)."""
     preview_id, _, _, _ = submit_preview(stack, tenant_id, subject_id, seed=7)
-    row = wait_for(lambda: _finished(stack, Preview, preview_id), 180, "the preview")
+    row = wait_for(lambda: stack.finished(Preview, preview_id), 180, "the preview")
     assert row.status == "succeeded", (row.error_code, row.error_message, worker_log()[-3000:])
     result = np.asarray(Image.open(io.BytesIO(stack.blobs.get(row.result_key))).convert("RGB"))
     return result, stack.blobs.get(row.room_key), stack.blobs.get(row.mask_key)
@@ -50,7 +44,7 @@ def test_a_full_fine_tuned_subject_paints_previews(distributed_stack: Stack, sha
     second, _ = submit_subject(stack, tenant_id, photos=photos)  # the same run again, on the same worker
     lora_subject = ready_subject_with_random_adapter(stack, tenant_id, shared_models_dir)
 
-    subject = wait_for(lambda: _finished(stack, Subject, first), 300, "the full fine-tuning")
+    subject = wait_for(lambda: stack.finished(Subject, first), 300, "the full fine-tuning")
     assert subject.status == "ready", (subject.error_code, subject.error_message, train.log()[-3000:])
     data = stack.blobs.get(subject.adapter_key)
     assert file_format(data) == "roomfit-unet"
@@ -79,7 +73,7 @@ def test_a_full_fine_tuned_subject_paints_previews(distributed_stack: Stack, sha
     assert (full[mask] != np.asarray(base_out)[mask]).mean() > 0.5
 
     # the train worker put its base back: the same run on it gives the same weights
-    again = wait_for(lambda: _finished(stack, Subject, second), 300, "the second full fine-tuning")
+    again = wait_for(lambda: stack.finished(Subject, second), 300, "the second full fine-tuning")
     assert again.status == "ready", (again.error_code, again.error_message, train.log()[-3000:])
     one, two = read_unet_weights(data), read_unet_weights(stack.blobs.get(again.adapter_key))
     assert one.tensors.keys() == two.tensors.keys()

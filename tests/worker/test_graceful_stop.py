@@ -23,13 +23,6 @@ pytestmark = pytest.mark.integration
 SLOW_PREVIEW_STEPS = 150  # ~9 s on the tiny model: long enough to be caught busy
 
 
-def _job(stack: Stack, job_id: str) -> Job:
-    with stack.session() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job
-
-
 def _sigterm_and_time_exit(worker: WorkerProcess, grace: float) -> float:
     """SIGTERM, then the seconds until the process exited; fails past the grace (Kubernetes would
     SIGKILL it there) plus a little for the interpreter's own exit."""
@@ -51,27 +44,22 @@ def _submit_slow_preview(stack: Stack, shared_models_dir: Path) -> tuple[str, st
 
 
 def _painting(stack: Stack, job_id: str) -> bool:
-    job = _job(stack, job_id)
+    job = stack.row(Job, job_id)
     return job.stage == "painting" and (job.progress or 0) > 0.06
 
 
 def _succeeded_once(stack: Stack, preview_id: str, job_id: str, room: Image.Image, mask: np.ndarray) -> Job:
     preview = wait_for(
-        lambda: (p := _row(stack, preview_id)) is not None and p.status in ("succeeded", "failed") and p,
+        lambda: stack.finished(Preview, preview_id),
         180,
         "the preview to finish",
     )
     assert preview.status == "succeeded", (preview.error_code, preview.error_message)
     result = np.asarray(Image.open(io.BytesIO(stack.blobs.get(preview.result_key))).convert("RGB"))
     assert np.array_equal(result[~mask], np.asarray(room)[~mask])
-    job = _job(stack, job_id)
+    job = stack.row(Job, job_id)
     assert (job.status, job.attempts) == ("succeeded", 1)  # a hand-back is not an attempt
     return job
-
-
-def _row(stack: Stack, preview_id: str) -> Preview | None:
-    with stack.session() as session:
-        return session.get(Preview, preview_id)
 
 
 @pytest.mark.slow
@@ -105,7 +93,7 @@ def test_a_preview_that_would_outlast_the_grace_is_handed_back(
 
     took = _sigterm_and_time_exit(first, grace)
     assert f"job {job_id}: handed back" in first.log(), first.log()[-3000:]
-    assert _row(stack, preview_id).status != "succeeded"  # type: ignore[union-attr]
+    assert stack.row(Preview, preview_id).status != "succeeded"
 
     second = stack.start_worker("preview")
     job = _succeeded_once(stack, preview_id, job_id, room, mask)
@@ -120,11 +108,11 @@ def test_a_training_checkpoints_hands_back_and_resumes_on_another_machine(distri
     first = stack.start_worker("train", ROOMFIT_SHUTDOWN_GRACE_SECONDS=str(grace))
     tenant_id = make_tenant(stack)
     subject_id, job_id = submit_subject(stack, tenant_id, steps=steps)
-    wait_for(lambda: len(_job(stack, job_id).loss_points) >= 5, 180, "training to be under way")
+    wait_for(lambda: len(stack.row(Job, job_id).loss_points) >= 5, 180, "training to be under way")
 
     took = _sigterm_and_time_exit(first, grace)
     assert f"job {job_id}: handed back" in first.log(), first.log()[-3000:]
-    stopped = _job(stack, job_id)
+    stopped = stack.row(Job, job_id)
     assert (stopped.status, stopped.attempts) == ("running", 0)
     stopped_at = max(step for step, _ in stopped.loss_points)
     assert 5 <= stopped_at < steps
@@ -132,22 +120,15 @@ def test_a_training_checkpoints_hands_back_and_resumes_on_another_machine(distri
     # Another machine: its own var folder, so only the blob store can carry the checkpoint.
     second = stack.start_worker("train", ROOMFIT_VAR_DIR=str(stack.folder / "other-machine"))
     subject = wait_for(
-        lambda: (s := _subject(stack, subject_id)).status in ("ready", "failed") and s,
+        lambda: stack.finished(Subject, subject_id),
         240,
         "the training to finish on the second worker",
     )
     assert subject.status == "ready", (subject.error_code, subject.error_message, second.log()[-3000:])
     assert "resuming from the checkpoint a stopped worker left" in second.log()
     assert f"resumed from step {stopped_at}" in second.log(), second.log()[-3000:]
-    job = _job(stack, job_id)
+    job = stack.row(Job, job_id)
     assert (job.status, job.attempts) == ("succeeded", 1)
     assert [step for step, _ in job.loss_points] == list(range(1, steps + 1))  # each step once
     assert stack.blobs.list(f"tenants/{tenant_id}/subjects/{subject_id}/checkpoint/") == []
     print(f"training stopped at step {stopped_at}, worker exited {took:.1f}s after SIGTERM (grace {grace}s)")
-
-
-def _subject(stack: Stack, subject_id: str) -> Subject:
-    with stack.session() as session:
-        subject = session.get(Subject, subject_id)
-        assert subject is not None
-        return subject

@@ -21,19 +21,12 @@ from tests.worker.stack import Stack, wait_for
 pytestmark = pytest.mark.integration
 
 
-def _job(stack: Stack, job_id: str) -> Job:
-    with stack.session() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job
-
-
 def test_deleting_a_subject_in_training_stops_it_and_removes_its_blobs(distributed_stack: Stack) -> None:
     stack = distributed_stack
     worker = stack.start_worker("train")
     tenant_id = make_tenant(stack)
     subject_id, job_id = submit_subject(stack, tenant_id, steps=400)
-    wait_for(lambda: len(_job(stack, job_id).loss_points) >= 2, 180, "training to be under way")
+    wait_for(lambda: len(stack.row(Job, job_id).loss_points) >= 2, 180, "training to be under way")
 
     # What DELETE /v1/subjects/{id} does: cancel the job, drop the rows and the blobs.
     with stack.session() as session:
@@ -43,7 +36,7 @@ def test_deleting_a_subject_in_training_stops_it_and_removes_its_blobs(distribut
     stack.blobs.delete_prefix(subject_prefix(tenant_id, subject_id))
 
     wait_for(lambda: f"job {job_id} cancelled" in worker.log(), 30, "the worker to stop the training")
-    job = _job(stack, job_id)
+    job = stack.row(Job, job_id)
     assert job.status == "cancelled"
     assert len(job.loss_points) < 400  # it stopped, it did not train to the end
     assert stack.blobs.list(subject_prefix(tenant_id, subject_id)) == []
@@ -54,9 +47,7 @@ def test_a_job_past_its_deadline_fails_with_timeout(distributed_stack: Stack) ->
     worker = stack.start_worker("train", ROOMFIT_TRAIN_TIMEOUT_SECONDS="10")
     tenant_id = make_tenant(stack)
     subject_id, job_id = submit_subject(stack, tenant_id, steps=5000)
-    job = wait_for(
-        lambda: (j := _job(stack, job_id)).status in ("failed", "succeeded") and j, 120, "the deadline"
-    )
+    job = wait_for(lambda: stack.finished(Job, job_id), 120, "the deadline")
     assert (job.status, job.error_code) == ("failed", "timeout"), worker.log()[-2000:]
     with stack.session() as session:
         subject = session.get(Subject, subject_id)

@@ -21,16 +21,6 @@ from tests.worker.stack import Stack, wait_for
 pytestmark = pytest.mark.integration
 
 
-def _row(stack: Stack, model: type, id_: str):  # type: ignore[no-untyped-def]
-    with stack.session() as session:
-        return session.get(model, id_)
-
-
-def _finished(stack: Stack, model: type, id_: str):  # type: ignore[no-untyped-def]
-    row = _row(stack, model, id_)
-    return row if row is not None and row.status in ("ready", "succeeded", "failed", "cancelled") else None
-
-
 def _adapter_versions(stack: Stack, tenant_id: str, subject_id: str) -> list[str]:
     return stack.blobs.list(f"tenants/{tenant_id}/subjects/{subject_id}/adapter/")
 
@@ -43,19 +33,19 @@ def test_photos_to_ready_subject_to_preview(distributed_stack: Stack) -> None:
     tenant_id = make_tenant(stack)
     subject_id, job_id = submit_subject(stack, tenant_id)
 
-    subject = wait_for(lambda: _finished(stack, Subject, subject_id), 180, "the subject to be trained")
+    subject = wait_for(lambda: stack.finished(Subject, subject_id), 180, "the subject to be trained")
     assert subject.status == "ready", (subject.error_code, subject.error_message, train.log()[-3000:])
     adapter = stack.blobs.get(subject.adapter_key)
     assert hashlib.sha256(adapter).hexdigest() == subject.adapter_sha256
     assert len(adapter) == subject.adapter_bytes
     assert _adapter_versions(stack, tenant_id, subject_id) == [subject.adapter_key]
-    job = _row(stack, Job, job_id)
+    job = stack.row(Job, job_id)
     assert (job.status, job.attempts, job.progress) == ("succeeded", 1, 1.0)
     assert [step for step, _ in job.loss_points] == list(range(1, 7))  # every step's loss recorded
     assert {"annotate", "train"} <= set(job.timings)
 
     preview_id, _, room, mask = submit_preview(stack, tenant_id, subject_id)
-    done = wait_for(lambda: _finished(stack, Preview, preview_id), 120, "the preview")
+    done = wait_for(lambda: stack.finished(Preview, preview_id), 120, "the preview")
     assert done.status == "succeeded", (done.error_code, done.error_message, preview.log()[-3000:])
     result = np.asarray(Image.open(io.BytesIO(stack.blobs.get(done.result_key))).convert("RGB"))
     assert np.array_equal(result[~mask], np.asarray(room)[~mask])
@@ -68,19 +58,19 @@ def test_killed_train_worker_loses_no_job(distributed_stack: Stack) -> None:
     subject_id, job_id = submit_subject(stack, tenant_id, steps=40)
 
     def training_midway() -> bool:
-        job = _row(stack, Job, job_id)
+        job = stack.row(Job, job_id)
         return job.stage == "training" and len(job.loss_points) >= 3
 
     wait_for(training_midway, 180, "training to be under way")
     first.kill9()
-    assert _row(stack, Job, job_id).status == "running"  # the database still believes in it
+    assert stack.row(Job, job_id).status == "running"  # the database still believes in it
 
     second = stack.start_worker("train")
     subject = wait_for(
-        lambda: _finished(stack, Subject, subject_id), 240, "the job to finish on the new worker"
+        lambda: stack.finished(Subject, subject_id), 240, "the job to finish on the new worker"
     )
     assert subject.status == "ready", (subject.error_code, subject.error_message, second.log()[-3000:])
-    job = _row(stack, Job, job_id)
+    job = stack.row(Job, job_id)
     assert (job.status, job.attempts) == ("succeeded", 2)
     assert _adapter_versions(stack, tenant_id, subject_id) == [subject.adapter_key]  # exactly one version
     assert hashlib.sha256(stack.blobs.get(subject.adapter_key)).hexdigest() == subject.adapter_sha256
@@ -102,10 +92,10 @@ def test_redis_wiped_while_jobs_wait(distributed_stack: Stack, redis_server) -> 
 
     worker = stack.start_worker("train")
     for subject_id, _ in submitted:
-        subject = wait_for(lambda s=subject_id: _finished(stack, Subject, s), 240, f"subject {subject_id}")
+        subject = wait_for(lambda s=subject_id: stack.finished(Subject, s), 240, f"subject {subject_id}")
         assert subject.status == "ready", (subject.error_code, worker.log()[-3000:])
     for subject_id, job_id in submitted:
-        job = _row(stack, Job, job_id)
+        job = stack.row(Job, job_id)
         assert (job.status, job.attempts) == ("succeeded", 1)  # each ran once
         assert len(_adapter_versions(stack, tenant_id, subject_id)) == 1
 
@@ -126,16 +116,16 @@ def test_preview_does_not_wait_for_training(distributed_stack: Stack) -> None:
     train = stack.start_worker("train")
     preview_worker = stack.start_worker("preview,default")
     ready_id, _ = submit_subject(stack, tenant_id)
-    wait_for(lambda: _finished(stack, Subject, ready_id) or None, 180, "the first subject")
+    wait_for(lambda: stack.finished(Subject, ready_id) or None, 180, "the first subject")
     preview_worker.wait_ready()
 
     long_id, long_job = submit_subject(stack, tenant_id, steps=60)
-    wait_for(lambda: _row(stack, Job, long_job).stage == "training", 120, "the long training to start")
+    wait_for(lambda: stack.row(Job, long_job).stage == "training", 120, "the long training to start")
     preview_id, preview_job, _, _ = submit_preview(stack, tenant_id, ready_id)
-    wait_for(lambda: _finished(stack, Preview, preview_id), 120, "the preview")
-    subject = wait_for(lambda: _finished(stack, Subject, long_id), 300, "the long training")
+    wait_for(lambda: stack.finished(Preview, preview_id), 120, "the preview")
+    subject = wait_for(lambda: stack.finished(Subject, long_id), 300, "the long training")
     assert subject.status == "ready", train.log()[-2000:]
-    p_job, t_job = _row(stack, Job, preview_job), _row(stack, Job, long_job)
+    p_job, t_job = stack.row(Job, preview_job), stack.row(Job, long_job)
     assert p_job.status == "succeeded"
     # The preview started and finished while the training was running.
     assert t_job.started_at < p_job.started_at < p_job.finished_at < t_job.finished_at
@@ -147,18 +137,18 @@ def test_a_task_run_twice_leaves_one_result(distributed_stack: Stack) -> None:
     subject_id, job_id = submit_subject(stack, tenant_id)
     enqueue(stack.celery, "train", job_id)  # the same job id, twice on the queue
     worker = stack.start_worker("train")
-    subject = wait_for(lambda: _finished(stack, Subject, subject_id), 180, "the subject")
+    subject = wait_for(lambda: stack.finished(Subject, subject_id), 180, "the subject")
     assert subject.status == "ready", worker.log()[-3000:]
     preview_id, preview_job, _, _ = submit_preview(stack, tenant_id, subject_id)
     enqueue(stack.celery, "preview", preview_job)
     stack.start_worker("preview,default")
-    wait_for(lambda: _finished(stack, Preview, preview_id), 120, "the preview")
+    wait_for(lambda: stack.finished(Preview, preview_id), 120, "the preview")
     time.sleep(3)  # let the duplicate messages be consumed too
     wait_for(lambda: "not claimable" in worker.log(), 30, "the duplicate train message to be dropped")
 
     assert _adapter_versions(stack, tenant_id, subject_id) == [subject.adapter_key]
-    assert _row(stack, Job, job_id).attempts == 1
-    assert _row(stack, Job, preview_job).attempts == 1
+    assert stack.row(Job, job_id).attempts == 1
+    assert stack.row(Job, preview_job).attempts == 1
     assert stack.blobs.list(f"tenants/{tenant_id}/previews/{preview_id}/") == [
         f"tenants/{tenant_id}/previews/{preview_id}/{name}" for name in ("mask.png", "result.png", "room.png")
     ]

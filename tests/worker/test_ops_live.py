@@ -41,13 +41,6 @@ def _get(client: TestClient, headers: dict[str, str], path: str) -> Any:
     return response.json()
 
 
-def _job(stack: Stack, job_id: str) -> Job:
-    with stack.session() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job
-
-
 def test_reported_queue_depths_are_the_brokers(distributed_stack: Stack) -> None:
     stack = distributed_stack  # no worker: what is sent stays in Redis
     tenant_id = make_tenant(stack)
@@ -76,12 +69,12 @@ def test_retry_cancel_and_a_killed_worker_on_a_real_train_worker(distributed_sta
     stack.blobs.put(key, b"not an image", content_type="image/png")
     worker = stack.start_worker("train", ROOMFIT_WORKER_HEARTBEAT_SECONDS="0.5")
     with ops_api(stack, worker_forget_seconds=3.0) as (client, headers):
-        failed = wait_for(lambda: _ended(stack, job_id), 180, "the training to fail")
+        failed = wait_for(lambda: stack.finished(Job, job_id), 180, "the training to fail")
         assert (failed.status, failed.error_code, failed.attempts) == ("failed", "image_unreadable", 1)
 
         stack.blobs.put(key, good, content_type="image/png")  # mended: the retry can succeed
         assert client.post(f"/v1/ops/jobs/{job_id}/retry", headers=headers).status_code == 202
-        done = wait_for(lambda: _ended(stack, job_id), 180, "the retry to end")
+        done = wait_for(lambda: stack.finished(Job, job_id), 180, "the retry to end")
         assert done.status == "succeeded", worker.log()[-2000:]
         with stack.session() as session:
             assert session.get(Subject, subject_id).status == "ready"  # type: ignore[union-attr]
@@ -91,7 +84,7 @@ def test_retry_cancel_and_a_killed_worker_on_a_real_train_worker(distributed_sta
 
         # A long training, cancelled through the ops API once it is under way.
         _, long_id = submit_subject(stack, tenant_id, steps=400)
-        wait_for(lambda: len(_job(stack, long_id).loss_points) >= 2, 180, "training to be under way")
+        wait_for(lambda: len(stack.row(Job, long_id).loss_points) >= 2, 180, "training to be under way")
         assert worker.process is not None
         pid = worker.process.pid
 
@@ -104,7 +97,7 @@ def test_retry_cancel_and_a_killed_worker_on_a_real_train_worker(distributed_sta
         cancelled = client.post(f"/v1/ops/jobs/{long_id}/cancel", headers=headers)
         assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"], cancelled.text
         wait_for(lambda: f"job {long_id} cancelled" in worker.log(), 60, "the worker to stop the training")
-        job = _job(stack, long_id)
+        job = stack.row(Job, long_id)
         assert job.status == "cancelled" and len(job.loss_points) < 400
 
         worker.kill9()
@@ -112,8 +105,3 @@ def test_retry_cancel_and_a_killed_worker_on_a_real_train_worker(distributed_sta
         wait_for(lambda: pid not in listed(), 30, "the worker to leave the list")
         queues = {q["kind"]: q for q in _get(client, headers, "/v1/ops/queues")["queues"]}
         assert queues["train"]["workers"] == 0
-
-
-def _ended(stack: Stack, job_id: str) -> Job | None:
-    job = _job(stack, job_id)
-    return job if job.status in ("failed", "succeeded", "cancelled") else None

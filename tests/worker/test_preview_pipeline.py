@@ -16,12 +16,6 @@ from tests.worker.stack import Stack, ready_subject_with_random_adapter, wait_fo
 pytestmark = pytest.mark.integration
 
 
-def _preview_done(stack: Stack, preview_id: str) -> Preview | None:
-    with stack.session() as session:
-        row = session.get(Preview, preview_id)
-        return row if row is not None and row.status in ("succeeded", "failed") else None
-
-
 def test_preview_worker_paints_inside_the_mask_only(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
@@ -32,7 +26,7 @@ def test_preview_worker_paints_inside_the_mask_only(
     preview_id, job_id, room, mask = submit_preview(stack, tenant_id, subject_id)
     worker.wait_ready()
 
-    row = wait_for(lambda: _preview_done(stack, preview_id), 120, "the preview to finish")
+    row = wait_for(lambda: stack.finished(Preview, preview_id), 120, "the preview to finish")
     assert row.status == "succeeded", (row.error_code, row.error_message, worker.log()[-3000:])
     result = np.asarray(Image.open(io.BytesIO(stack.blobs.get(row.result_key))).convert("RGB"))
     room_pixels = np.asarray(room)
