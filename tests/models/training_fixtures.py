@@ -22,9 +22,16 @@ from models.training_pairs import SubjectPhoto
 OBJECT_SIDE = 48
 
 
-def textured_object(kind: str, side: int = OBJECT_SIDE) -> Image.Image:
-    """RGBA: the object's texture where alpha = 255, transparent around its shape."""
+def textured_object(
+    kind: str, side: int = OBJECT_SIDE, rng: np.random.Generator | None = None
+) -> Image.Image:
+    """RGBA: the object's texture where alpha = 255, transparent around its shape. `random` (drawn
+    from `rng`): two random colours in checks, diagonal stripes or speckles, as a diamond, a disc or
+    an upright bar; a domain of objects that are neither of the other two."""
     y, x = np.mgrid[0:side, 0:side]
+    if kind == "random":
+        assert rng is not None
+        return _random_object(rng, side, x, y)
     if kind == "checker":
         cells = ((x // 6) + (y // 6)) % 2
         texture = np.where(cells[..., None], [255, 255, 255], [215, 215, 200])  # white / light grey
@@ -45,6 +52,24 @@ def textured_object(kind: str, side: int = OBJECT_SIDE) -> Image.Image:
     return image
 
 
+def _random_object(rng: np.random.Generator, side: int, x: np.ndarray, y: np.ndarray) -> Image.Image:
+    colours = rng.integers(0, 256, (2, 3))
+    period = int(rng.integers(3, 9))
+    pattern = [((x // period) + (y // period)) % 2, ((x + y) // period) % 2, rng.random((side, side)) < 0.5]
+    texture = colours[pattern[int(rng.integers(0, 3))].astype(int)]
+    shape = Image.new("L", (side, side), 0)
+    draw, which = ImageDraw.Draw(shape), int(rng.integers(0, 3))
+    if which == 0:
+        draw.polygon([(side / 2, 0), (side - 1, side / 2), (side / 2, side - 1), (0, side / 2)], 255)
+    elif which == 1:
+        draw.ellipse((0, 0, side - 1, side - 1), 255)
+    else:
+        draw.rectangle((side // 6, 0, side - 1 - side // 6, side - 1), 255)
+    image = Image.fromarray(texture.astype(np.uint8)).convert("RGBA")
+    image.putalpha(shape)
+    return image
+
+
 def random_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     """A smooth two-colour gradient plus noise: a different 'room' every time."""
     width, height = size
@@ -59,7 +84,7 @@ def random_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.
 def scene(kind: str, seed: int, size: tuple[int, int] = (96, 96)) -> SubjectPhoto:
     """The object in a random pose on a random background; its box is exact (from the alpha)."""
     rng = np.random.default_rng(seed)
-    obj = textured_object(kind)
+    obj = textured_object(kind, rng=rng)
     scale = rng.uniform(0.7, 1.2)
     side = max(8, round(OBJECT_SIDE * scale))
     obj = obj.resize((side, side), Image.Resampling.BILINEAR)
