@@ -41,6 +41,7 @@ SETTINGS = {f"ROOMFIT_{name.upper()}" for name in Settings.model_fields}
 COMMANDS = set(get_command(roomfit_app).commands)  # type: ignore[attr-defined]
 # A stopping worker gets this long past its own grace to hand its job back before SIGKILL.
 HAND_BACK_SECONDS = 15
+METRICS_ENV, METRICS_PORT = "ROOMFIT_WORKER_METRICS_PORT", 9808  # deploy/prometheus/scrape.yaml's
 GRACE = "ROOMFIT_SHUTDOWN_GRACE_SECONDS"
 EXPECTED_GRACE = {"train": 60, "preview": 30, "webhooks,default": 30}
 
@@ -500,7 +501,8 @@ def _egress(policies: list[dict[str, Any]], apps: set[str]) -> dict[str, dict[st
 
 
 def test_network_policies() -> None:
-    """Default deny; only the API takes connections; every roomfit pod reaches DNS, and those that
+    """Default deny; only the API takes connections, and the workers Prometheus's on their metrics
+    port; every roomfit pod reaches DNS, and those that
     use them the data services on their ports; only the webhooks pool (and the one-off model
     download) reaches the internet, public addresses only."""
     apps = _pod_apps()
@@ -519,8 +521,17 @@ def test_network_policies() -> None:
         and not {"ingress", "egress"} & set(p["spec"])
         for p in policies
     ), "a default deny of both directions"
-    ingress = {app for p in policies if "ingress" in p["spec"] for app in _selected(p, apps)}
-    assert ingress == {"roomfit-api"}
+    workers = {"roomfit-worker-train", "roomfit-worker-preview", "roomfit-worker-webhooks"}
+    ingress: dict[str, list[dict[str, Any]]] = {}
+    for policy in policies:
+        for app in _selected(policy, apps):
+            ingress.setdefault(app, []).extend(policy["spec"].get("ingress", []))
+    assert {app for app, rules in ingress.items() if rules} == {"roomfit-api", *workers}
+    assert ingress["roomfit-api"] == [{"ports": [{"protocol": "TCP", "port": 8000}]}]
+    for app in workers:  # Prometheus's namespace, the metrics port, nothing else
+        [rule] = ingress[app]
+        assert rule["ports"] == [{"protocol": "TCP", "port": METRICS_PORT}], app
+        assert [set(peer) for peer in rule["from"]] == [{"namespaceSelector"}], app
     egress = _egress(policies, apps)
     assert set(egress["internet"]) == {"roomfit-worker-webhooks", "roomfit-fetch-models"}
     assert set(egress["dns"]) == apps
@@ -531,6 +542,37 @@ def test_network_policies() -> None:
                 for peer in rule["to"]:
                     closed = set(peer["ipBlock"]["except"])
                     assert {"10.0.0.0/8", "169.254.0.0/16"} <= closed or "fc00::/7" in closed, peer
+
+
+def _scraped_worker_ports() -> set[int]:
+    """The ports deploy/prometheus/scrape.yaml scrapes the workers on, compose and Kubernetes."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "scrape.yaml").read_text(encoding="utf-8"))
+    ports = set()
+    for job in config["scrape_configs"]:
+        if "worker" in job["job_name"]:
+            for static in job.get("static_configs", []):
+                ports |= {int(target.rpartition(":")[2]) for target in static["targets"]}
+            for relabel in job.get("relabel_configs", []):
+                if relabel.get("target_label") == "__address__":
+                    ports.add(int(relabel["replacement"].rpartition(":")[2]))
+    return ports
+
+
+def test_prometheus_reaches_every_worker_s_metrics() -> None:
+    """Every worker, in compose and in Kubernetes, serves /metrics on the port the example scrape
+    configuration names (a worker without ROOMFIT_WORKER_METRICS_PORT serves none), and declares it."""
+    assert _scraped_worker_ports() == {METRICS_PORT}
+    for variant, model in compose_models().items():
+        for name, service in model["services"].items():
+            if service.get("command", [])[:2] == ["roomfit", "worker"]:
+                assert service["environment"].get(METRICS_ENV) == str(METRICS_PORT), f"{variant} {name}"
+    deployments = _worker_deployments()
+    assert len(deployments) == 3
+    for queues, deployment in deployments:
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env.get(METRICS_ENV) == str(METRICS_PORT), queues
+        assert {"name": "metrics", "containerPort": METRICS_PORT} in container.get("ports", []), queues
 
 
 # --- the model download --------------------------------------------------------------------------
