@@ -74,14 +74,15 @@ class AsyncReader(Protocol):
 class _Connections:
     """One loop's connections: at most `size` in use at once, idle ones reused newest first."""
 
-    def __init__(self, dsn: str, size: int) -> None:
+    def __init__(self, dsn: str, size: int, connect_timeout: float) -> None:
         self.dsn = dsn
+        self.connect_timeout = connect_timeout
         self.idle: list[asyncpg.Connection] = []
         self.slots = asyncio.Semaphore(size)
 
     async def _connect(self) -> asyncpg.Connection:
         connection = await asyncpg.connect(
-            self.dsn, timeout=CONNECT_TIMEOUT, server_settings={"TimeZone": "UTC"}
+            self.dsn, timeout=self.connect_timeout, server_settings={"TimeZone": "UTC"}
         )
         # JSON columns come back decoded, as SQLAlchemy hands them to the rest of roomfit.
         for name in ("json", "jsonb"):
@@ -135,8 +136,8 @@ def _sqlalchemy_error(sql: str, values: Params, exc: Exception) -> DBAPIError:
 
 
 class PostgresReader:
-    def __init__(self, dsn: str, size: int) -> None:
-        self._loops = PerLoop(lambda: _Connections(dsn, size))
+    def __init__(self, dsn: str, size: int, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self._loops = PerLoop(lambda: _Connections(dsn, size, connect_timeout))
         self._dialect = pg_asyncpg.dialect()
         self._sql: dict[int, _Compiled] = {}
 
@@ -195,9 +196,56 @@ class ThreadReader:
 
 
 def conninfo(engine: Engine) -> str:
-    """What psycopg (LISTEN) and asyncpg (reads) connect to for the database of a PostgreSQL `engine`:
-    a postgresql:// URL, which both take."""
+    """What psycopg (LISTEN) connects to for the database of a PostgreSQL `engine`: a postgresql://
+    URL (asyncpg's is `read_target`'s)."""
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# libpq's connection keywords that asyncpg does not read: it would pass them to the server as
+# settings, which refuses them at connect, so a URL the sync engine and LISTEN take (libpq reads
+# them all) would fail every hot read. Those that only tune the client are applied or left to the
+# OS; those that decide where or how safely to connect are refused at startup, never dropped.
+_CLIENT_TUNING = frozenset({"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"})
+_NOT_HONOURED = frozenset(
+    {
+        "hostaddr", "require_auth", "channel_binding", "requirepeer", "requiressl", "sslcompression",
+        "sslcertmode", "sslcrldir", "sslsni", "sslkeylogfile", "gssencmode", "gssdelegation",
+        "load_balance_hosts", "replication", "min_protocol_version", "max_protocol_version",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReadTarget:
+    dsn: str  # for asyncpg: the URL without the keywords it does not read
+    connect_timeout: float  # seconds: the URL's connect_timeout when above 0, else CONNECT_TIMEOUT
+
+
+def read_target(engine: Engine) -> ReadTarget:
+    """What asyncpg connects to for the database of a PostgreSQL `engine`, from the same URL.
+    Raises ValueError naming the libpq keywords it cannot honour (not the URL: it holds a password)."""
+    url = engine.url.set(drivername="postgresql")
+    query = dict(url.query)
+    refused = sorted(set(query) & _NOT_HONOURED)
+    if refused:
+        raise ValueError(
+            f"ROOMFIT_DATABASE_URL sets {', '.join(refused)}, which the API's reads (asyncpg) cannot "
+            "honour; remove it from the URL or enforce it at the database"
+        )
+    timeout = CONNECT_TIMEOUT
+    if "connect_timeout" in query:
+        given = query.pop("connect_timeout")
+        try:
+            seconds = float(given if isinstance(given, str) else given[-1])
+        except ValueError:
+            raise ValueError(f"ROOMFIT_DATABASE_URL: connect_timeout={given!r} is not a number") from None
+        timeout = seconds if seconds > 0 else CONNECT_TIMEOUT  # libpq's 0 waits forever: a read may not
+    fallback = query.pop("fallback_application_name", None)
+    if fallback is not None:
+        query.setdefault("application_name", fallback)
+    for key in _CLIENT_TUNING:
+        query.pop(key, None)
+    return ReadTarget(url.set(query=query).render_as_string(hide_password=False), timeout)
 
 
 def listen_conninfo(engine: Engine) -> str | None:
@@ -209,7 +257,8 @@ def async_reader(engine: Engine, connections: int) -> AsyncReader:
     """The reader for the database `engine` is connected to; PostgreSQL: at most `connections` per
     event loop."""
     if engine.dialect.name == "postgresql":
-        return PostgresReader(conninfo(engine), connections)
+        target = read_target(engine)
+        return PostgresReader(target.dsn, connections, target.connect_timeout)
     return ThreadReader(engine)
 
 

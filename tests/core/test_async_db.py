@@ -13,7 +13,7 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.exc import OperationalError
 
 from core.accounts import ACTIVE_KEY, create_key, create_tenant, hash_key
-from core.async_db import PostgresReader, conninfo, first
+from core.async_db import PostgresReader, async_reader, conninfo, first, read_target
 from core.db import make_engine, session_factory
 from core.ids import new_id
 from core.migrate import upgrade
@@ -148,3 +148,45 @@ def test_a_database_that_is_not_there_is_an_operational_error(tmp_path: Path) ->
     # OperationalError is what api.problems answers with 503 service_unavailable.
     with pytest.raises(OperationalError):
         run_async(read())
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "connect_timeout=3",
+        "keepalives=1&keepalives_idle=30&keepalives_count=3",
+        "fallback_application_name=shop-api",
+    ],
+)
+def test_libpq_keywords_of_the_url_that_asyncpg_does_not_read(fresh_postgres_url: str, query: str) -> None:
+    """A URL the sync engine and LISTEN (libpq) take works for the hot reads too: before, asyncpg
+    sent these keywords to the server as settings and every read failed (unrecognized parameter)."""
+    engine = make_engine(f"{fresh_postgres_url}?{query}")
+    with engine.connect() as connection:  # libpq's side takes it
+        connection.exec_driver_sql("SELECT 1")
+    named = select(func.current_setting("application_name").label("name"))
+
+    async def read() -> object:
+        reader = async_reader(engine, 1)
+        try:
+            return await first(reader, named, {})
+        finally:
+            await reader.dispose()
+
+    row = run_async(read())
+    engine.dispose()
+    assert row is not None
+    if "fallback_application_name" in query:
+        assert row.name == "shop-api"  # type: ignore[attr-defined]
+    expected = 3.0 if "connect_timeout" in query else 10.0
+    assert read_target(make_engine(f"{fresh_postgres_url}?{query}")).connect_timeout == expected
+
+
+@pytest.mark.parametrize("query", ["channel_binding=require", "hostaddr=10.0.0.9", "connect_timeout=soon"])
+def test_keywords_it_cannot_honour_are_refused_by_name(query: str) -> None:
+    """Dropping `channel_binding=require` or `hostaddr` would connect less safely or elsewhere: the
+    API refuses to start instead, naming the keyword and never the URL (it holds the password)."""
+    engine = make_engine(f"postgresql+psycopg://roomfit:s3cret@db.example/roomfit?{query}")
+    with pytest.raises(ValueError, match=query.partition("=")[0]) as refused:
+        async_reader(engine, 4)
+    assert "s3cret" not in str(refused.value)
