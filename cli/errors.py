@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 from typer.core import TyperGroup
 
-from core.settings import get_settings
+from core.settings import InvalidSetting, get_settings
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -190,6 +190,8 @@ def explain(exc: Exception) -> CliError | None:
     the one raised, and importing `models` (torch) just to say so would cost seconds."""
     if isinstance(exc, CliError):
         return exc
+    if isinstance(exc, InvalidSetting):
+        return CliError("invalid_settings", one_line(str(exc)))
     loaded = sys.modules
     pydantic_errors = loaded.get("pydantic_core")
     if pydantic_errors is not None and isinstance(exc, pydantic_errors.ValidationError):

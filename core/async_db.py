@@ -40,6 +40,8 @@ from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.sql import Select
 
+from core.settings import InvalidSetting
+
 T = TypeVar("T")
 Params = Mapping[str, Any]
 CONNECT_TIMEOUT = 10.0  # seconds; a database that does not answer is a 503, not a hung request
@@ -223,12 +225,12 @@ class ReadTarget:
 
 def read_target(engine: Engine) -> ReadTarget:
     """What asyncpg connects to for the database of a PostgreSQL `engine`, from the same URL.
-    Raises ValueError naming the libpq keywords it cannot honour (not the URL: it holds a password)."""
+    Raises InvalidSetting naming the libpq keywords it cannot honour (not the URL: it holds a password)."""
     url = engine.url.set(drivername="postgresql")
     query = dict(url.query)
     refused = sorted(set(query) & _NOT_HONOURED)
     if refused:
-        raise ValueError(
+        raise InvalidSetting(
             f"ROOMFIT_DATABASE_URL sets {', '.join(refused)}, which the API's reads (asyncpg) cannot "
             "honour; remove it from the URL or enforce it at the database"
         )
@@ -238,7 +240,7 @@ def read_target(engine: Engine) -> ReadTarget:
         try:
             seconds = float(given if isinstance(given, str) else given[-1])
         except ValueError:
-            raise ValueError(f"ROOMFIT_DATABASE_URL: connect_timeout={given!r} is not a number") from None
+            raise InvalidSetting(f"ROOMFIT_DATABASE_URL: connect_timeout={given!r} is not a number") from None
         timeout = seconds if seconds > 0 else CONNECT_TIMEOUT  # libpq's 0 waits forever: a read may not
     fallback = query.pop("fallback_application_name", None)
     if fallback is not None:

@@ -15,6 +15,11 @@ from pydantic import Field, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class InvalidSetting(ValueError):
+    """A setting whose value passed its field's check but cannot be used where it is read (its
+    message names the variable, never a secret in its value); the CLI answers `invalid_settings`."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMFIT_", env_file=".env", extra="ignore")
 

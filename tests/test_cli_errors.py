@@ -243,11 +243,18 @@ def _blob_error() -> Exception:
     return BlobStoreUnavailable("could not connect to http://127.0.0.1:1")
 
 
+def _setting_error() -> Exception:
+    from core.settings import InvalidSetting
+
+    return InvalidSetting("ROOMFIT_DATABASE_URL sets channel_binding, which the API's reads cannot honour")
+
+
 @pytest.mark.parametrize(
     ("make", "code", "exit_code"),
     [
         (_kombu_error, "broker_unavailable", 1),
         (_blob_error, "blob_store_unavailable", 1),
+        (_setting_error, "invalid_settings", 2),
     ],
 )
 def test_known_failures_become_one_line(make, code: str, exit_code: int, fresh: Settings) -> None:

@@ -18,6 +18,7 @@ from core.db import make_engine, session_factory
 from core.ids import new_id
 from core.migrate import upgrade
 from core.repository import key_with_row
+from core.settings import InvalidSetting
 from core.tables import Preview, Subject
 from tests.loops import run_async
 from tests.services import free_port
@@ -187,6 +188,6 @@ def test_keywords_it_cannot_honour_are_refused_by_name(query: str) -> None:
     """Dropping `channel_binding=require` or `hostaddr` would connect less safely or elsewhere: the
     API refuses to start instead, naming the keyword and never the URL (it holds the password)."""
     engine = make_engine(f"postgresql+psycopg://roomfit:s3cret@db.example/roomfit?{query}")
-    with pytest.raises(ValueError, match=query.partition("=")[0]) as refused:
+    with pytest.raises(InvalidSetting, match=query.partition("=")[0]) as refused:
         async_reader(engine, 4)
     assert "s3cret" not in str(refused.value)
