@@ -13,7 +13,8 @@ seeds.
 the paper's additions switched off one by one; `--variants full` trains every UNet weight instead of
 LoRA (the paper's "all parameters" row), the same loop, data and steps at lr 1e-3. To measure
 another commit, run this file against that commit's tree (`PYTHONPATH=/path/to/worktree`):
-`--variants before` runs its defaults under another name.
+`--variants before` runs its defaults under another name; `--variants longer`, LoRA trained past
+the paper's budget (a higher lr, more steps).
 
 `--domain-stage STEPS` first trains every UNet weight of the random base for STEPS steps on 48
 views of other random objects (`views("random", ...)`: neither checker nor stripes), so that what
@@ -51,6 +52,12 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "before": {"before": {}},
     # every UNet weight (the paper's "all parameters" row), at a learning rate a full model takes
     "full": {"full fine-tune, lr 1e-3": {"mode": "full", "learning_rate": 1e-3}},
+    # more LoRA training than the paper's budget (with --domain-stage: does the lead keep growing?)
+    "longer": {
+        "lr 1e-2": {"learning_rate": 1e-2},
+        "300 steps": {"steps": 300},
+        "lr 1e-2, 300 steps": {"learning_rate": 1e-2, "steps": 300},
+    },
     "all": {
         "paper defaults": {},
         "no reference dropout": {"reference_dropout": 0.0},

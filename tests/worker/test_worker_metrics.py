@@ -44,15 +44,9 @@ def _moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-def _finished(stack: Stack, job_id: str) -> str | None:
-    with stack.session() as session:
-        job = session.get(Job, job_id)
-        return job.status if job is not None and job.status in ("succeeded", "failed") else None
-
-
 def _run(stack: Stack, job_id: str, timeout: float = 180) -> str:
     """Wait for one job at a time: each preview is then a batch of its own, its counts known."""
-    return str(wait_for(lambda: _finished(stack, job_id), timeout, f"job {job_id} to finish"))
+    return str(wait_for(lambda: stack.finished(Job, job_id), timeout, f"job {job_id} to finish").status)
 
 
 @pytest.mark.integration
