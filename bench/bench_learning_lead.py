@@ -16,6 +16,12 @@ another commit, run this file against that commit's tree (`PYTHONPATH=/path/to/w
 `--variants before` runs its defaults under another name; `--variants longer`, LoRA trained past
 the paper's budget (a higher lr, more steps).
 
+`--variants reach` asks where LoRA's product gain is capped: LoRA and every UNet weight trained on
+the 12 held-out views themselves (what these weights can fit at all, not what generalises), and
+LoRA reaching layers the paper's does not (the transformer blocks' feed-forward and proj_in/out;
+every resnet's two 3x3 convolutions; only those of the 32-channel level, the one whose share of a
+real-size adapter would still fit the 2 MB goal). Run it with `--domain-stage`.
+
 `--domain-stage STEPS` first trains every UNet weight of the random base for STEPS steps on 48
 views of other random objects (`views("random", ...)`: neither checker nor stripes), so that what
 is general about denoising such scenes is learnt before the variants start from that base, as they
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -37,7 +44,7 @@ from models.adapter_format import read_adapter
 from models.base_model import BaseModel, load_base_model
 from models.full_weights_format import file_format
 from models.full_weights_slot import start_from_unet_weights
-from models.lora import inject_lora, lora_parameters
+from models.lora import LORA_TARGETS, inject_lora, lora_parameters
 from models.tiny import ensure_tiny_model
 from models.training import train_subject
 from models.training_loss import evaluation_loss
@@ -46,6 +53,7 @@ from tests.models.test_training import HELD_OUT, SETTINGS, TIMESTEPS, TRAIN_VIEW
 from tests.models.training_fixtures import views
 
 DOMAIN_VIEWS = range(10_000, 10_048)  # scenes of their own: no background is an evaluation scene's
+ATTENTION = "|".join(re.escape(t) for t in LORA_TARGETS)
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"paper defaults": {}},
@@ -57,6 +65,23 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "lr 1e-2": {"learning_rate": 1e-2},
         "300 steps": {"steps": 300},
         "lr 1e-2, 300 steps": {"learning_rate": 1e-2, "steps": 300},
+    },
+    # "train_on": which checker views train; "modules": a regex over the UNet's module names that
+    # replaces the base's LoRA targets (a fresh base is injected for it)
+    "reach": {
+        "LoRA, trained on the held-out views": {"train_on": "held-out"},
+        "every weight, lr 1e-4, trained on the held-out views": {
+            "train_on": "held-out",
+            "mode": "full",
+            "learning_rate": 1e-4,
+        },
+        "LoRA + feed-forward, proj_in/out": {
+            "modules": rf".*\.({ATTENTION}|ff\.net\.0\.proj|ff\.net\.2|proj_in|proj_out)"
+        },
+        "LoRA + every resnet conv1/conv2": {"modules": rf".*\.({ATTENTION})|.*resnets\.\d+\.conv[12]"},
+        "LoRA + 32-channel level's resnet convs": {
+            "modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.1)\.resnets\.\d+\.conv[12]"
+        },
     },
     "all": {
         "paper defaults": {},
@@ -88,6 +113,16 @@ def tuned_losses(base: BaseModel, artifact: bytes, sets: tuple[list[TrainingPair
     return [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in sets]
 
 
+def _retargeted(tiny_dir: Path, domain_artifact: bytes | None, modules: str) -> BaseModel:
+    """The same base (after the same domain stage) with LoRA on every module whose name matches."""
+    base = load_base_model("tiny", tiny_dir=tiny_dir, device="cpu")
+    targets = tuple(name for name, _ in base.unet.named_modules() if re.fullmatch(modules, name))
+    base.lora = inject_lora(base.unet, rank=4, targets=targets)
+    if domain_artifact is not None:
+        start_from_unet_weights(base, domain_artifact)
+    return base
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -97,10 +132,10 @@ def main() -> None:
     parser.add_argument("--domain-stage", type=int, default=0, metavar="STEPS")
     args = parser.parse_args()
 
-    base = load_base_model(
-        "tiny", tiny_dir=ensure_tiny_model(Path(tempfile.mkdtemp()) / "tiny"), device="cpu"
-    )
+    tiny_dir = ensure_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
+    base = load_base_model("tiny", tiny_dir=tiny_dir, device="cpu")
     base.lora = inject_lora(base.unet, rank=4)
+    domain_artifact = None
     held = evaluation_pairs(views("checker", HELD_OUT), resolution=base.resolution)
     other = evaluation_pairs(views("stripes", HELD_OUT), resolution=base.resolution)
     before = [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in (held, other)]
@@ -108,7 +143,8 @@ def main() -> None:
         domain = dataclasses.replace(
             SETTINGS, mode="full", learning_rate=1e-3, steps=args.domain_stage, seed=99
         )
-        start_from_unet_weights(base, train_subject(base, views("random", DOMAIN_VIEWS), domain).artifact)
+        domain_artifact = train_subject(base, views("random", DOMAIN_VIEWS), domain).artifact
+        start_from_unet_weights(base, domain_artifact)
         random_base = before
         before = [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in (held, other)]
         print(
@@ -120,12 +156,16 @@ def main() -> None:
         "| settings | seed | product gain | other gain | lead (points) |\n| --- | ---: | ---: | ---: | ---: |"
     )
     summary = []
-    for name, overrides in VARIANTS[args.variants].items():
+    for name, variant in VARIANTS[args.variants].items():
+        overrides = dict(variant)
+        photos = views("checker", HELD_OUT if overrides.pop("train_on", None) == "held-out" else TRAIN_VIEWS)
+        modules = overrides.pop("modules", None)
+        tuned = base if modules is None else _retargeted(tiny_dir, domain_artifact, modules)
         leads = []
         for seed in args.seeds:
             settings = dataclasses.replace(SETTINGS, seed=seed, **overrides)
-            artifact = train_subject(base, views("checker", TRAIN_VIEWS), settings).artifact
-            after = tuned_losses(base, artifact, (held, other))
+            artifact = train_subject(tuned, photos, settings).artifact
+            after = tuned_losses(tuned, artifact, (held, other))
             gain, other_gain = ((b - a) / b for b, a in zip(before, after, strict=True))
             leads.append(100 * (gain - other_gain))
             print(f"| {name} | {seed} | {gain:.2%} | {other_gain:.2%} | {leads[-1]:.2f} |", flush=True)

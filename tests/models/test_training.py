@@ -24,7 +24,9 @@ every UNet weight (lr 1e-3, 150 steps) leads by 6.3: the product's appearance is
 LoRA does not reach (convolutions, norms, embeddings; a higher rank on the attention projections
 does not help), and the tiny UNet's cross-attention over one reference token adds the same vector
 at every position.
-`bench/bench_learning_lead.py --variants full` measures it.
+`bench/bench_learning_lead.py --variants full` measures it; `--variants reach` shows the cap is the
+targets' reach: LoRA trained on the held-out views themselves gains no more (2.3 %), and only LoRA
+on every resnet convolution leads by over 5 (5.9), an adapter of 5.5 MB at real size.
 
 Why lr 3e-3 instead of the paper's 3e-5: the budget is 150 steps on a random tiny model, not 400+
 steps on a trained one.
@@ -52,8 +54,8 @@ from tests.models.training_fixtures import views
 TRAIN_VIEWS, HELD_OUT = range(0, 6), range(100, 112)
 SETTINGS = TrainSettings(steps=150, learning_rate=3e-3, batch_size=4, seed=1)
 TIMESTEPS = (50, 150, 300, 450)  # where the clean latents still matter; above, denoising is generic
-MIN_GAIN = 0.10  # relative drop of the held-out product's loss (measured 0.171)
-MIN_LEAD = 0.005  # gain minus the other object's gain (measured 0.014)
+MIN_GAIN = 0.10  # relative drop of the held-out product's loss (measured 0.204)
+MIN_LEAD = 0.005  # gain minus the other object's gain (measured 0.0069)
 
 
 def test_the_tiny_vaes_latents_have_unit_spread(base: BaseModel) -> None:
