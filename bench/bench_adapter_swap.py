@@ -41,7 +41,7 @@ from safetensors.torch import load_file
 
 from models import AdapterCache, base_weights_hash, write_adapter
 from models.adapter_bank import AdapterBank
-from models.lora import ADAPTER_NAME, inject_lora, lora_parameters, lora_spec_of
+from models.lora import ADAPTER_NAME, LORA_TARGETS, inject_lora, lora_parameters, lora_spec_of
 from models.pbe_config import PBE_UNET_CONFIG
 from models.tiny import build_tiny_components
 
@@ -179,7 +179,7 @@ def main() -> None:
     print()
     print(
         f"UNet: {args.size}, {n_params / 1e6:.0f}M parameters, fp32, CPU ({cpu}, "
-        f"{args.threads} threads); LoRA r={args.rank} on to_q/to_k/to_v/to_out.0: {len(slots)} tensors, "
+        f"{args.threads} threads); LoRA r={args.rank} on {'/'.join(LORA_TARGETS)}: {len(slots)} tensors, "
         f"{lora_params:,} parameters; adapter file {adapter_bytes:,} bytes ({adapter_bytes / 2**20:.2f} MiB)"
     )
     print()

@@ -35,7 +35,7 @@ from safetensors.torch import save as safetensors_save
 from models.adapter_format import FORMAT, AdapterFile, check_compatible, read_adapter, write_adapter
 from models.errors import AdapterCorrupt, AdapterFormatUnsupported
 from models.full_weights_format import FULL_FORMAT, header_metadata
-from models.lora import LoraSpec, lora_parameters, lora_spec_of, lora_targets_of_keys
+from models.lora import LoraSpec, lora_parameters, lora_spec_of, lora_targets_of_keys, without_inert
 
 DIFFUSERS_PREFIX = "transformer"  # load_lora_adapter's default `prefix`
 PIPELINE_PREFIX = "unet"  # StableDiffusionPipeline.load_lora_weights / save_lora_weights
@@ -123,6 +123,7 @@ def import_diffusers(
     except Exception as exc:  # safetensors' own error type varies by version
         raise AdapterCorrupt(f"not a readable safetensors file ({exc})") from exc
     lora, alphas = _peft_keys(tensors)
+    lora = without_inert(lora)  # cross-attention's query and key over one token never change a pixel
     config = _lora_config(metadata)
     rank = _rank(lora)
     if config.get("r", rank) != rank:

@@ -9,6 +9,8 @@ Layout (format version 1):
             roomfit.base_model_id, roomfit.base_weights_hash, roomfit.rank, roomfit.alpha,
             roomfit.targets (JSON list), roomfit.tensors_sha256, roomfit.info (JSON, free-form:
             training steps, subject id ...)
+A file whose targets are all four projections of both attentions (written before
+`models.lora.INERT_MODULES` were left out) is read without those: it paints exactly as it did.
 `roomfit.tensors_sha256` covers every tensor's name, dtype, shape and bytes, so a flipped byte
 anywhere in the data is caught even where safetensors would still parse the file.
 """
@@ -32,7 +34,15 @@ from models.errors import (
     AdapterRankMismatch,
     AdapterTargetsMismatch,
 )
-from models.lora import LoraSpec, lora_spec_of, lora_state_dict, lora_targets_of_keys
+from models.lora import (
+    EVERY_ATTENTION_PROJECTION,
+    LORA_TARGETS,
+    LoraSpec,
+    lora_spec_of,
+    lora_state_dict,
+    lora_targets_of_keys,
+    without_inert,
+)
 
 FORMAT = "roomfit-lora"
 FORMAT_VERSION = 1
@@ -134,19 +144,21 @@ def read_adapter(data: bytes) -> AdapterFile:
         raise AdapterCorrupt("the adapter's tensors do not match their recorded sha256")
     lora = {key.removeprefix(LORA_PREFIX): t for key, t in tensors.items() if key.startswith(LORA_PREFIX)}
     try:
+        targets = tuple(json.loads(metadata["roomfit.targets"]))
+        if set(targets) == set(EVERY_ATTENTION_PROJECTION):
+            # written before cross-attention's query and key were left out: read as today's layout
+            lora, targets = without_inert(lora), LORA_TARGETS
         return AdapterFile(
             lora=lora,
             reference_embedding=tensors[EMBEDDING_KEY],
             base_model_id=metadata["roomfit.base_model_id"],
             base_weights_hash=metadata["roomfit.base_weights_hash"],
             spec=LoraSpec(
-                rank=int(metadata["roomfit.rank"]),
-                alpha=float(metadata["roomfit.alpha"]),
-                targets=tuple(json.loads(metadata["roomfit.targets"])),
+                rank=int(metadata["roomfit.rank"]), alpha=float(metadata["roomfit.alpha"]), targets=targets
             ),
             info=json.loads(metadata.get("roomfit.info", "{}")),
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise AdapterCorrupt(f"adapter metadata incomplete ({exc})") from exc
 
 

@@ -1,4 +1,5 @@
-"""LoRA on the UNet's attention projections: one rank and one target set per base model.
+"""LoRA on the UNet's attention projections (less cross-attention's inert query and key): one rank
+and one target set per base model.
 
 Because every adapter of a base model has the same shapes, activating an adapter is an in-place copy
 into the parameters injected here (see `models.adapter_cache`), never a re-injection.
@@ -11,7 +12,22 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+# The reference reaches the UNet as ONE token (Paint-by-Example's image encoder gives [B, 1, D]), so
+# each cross-attention (attn2) takes a softmax over one key, which is 1 whatever its query and key
+# projections compute: LoRA on attn2.to_q / attn2.to_k would never change a pixel (its B stays 0 in
+# training) yet weigh a quarter of every adapter. tests/models/test_lora_targets.py holds the premise.
+LORA_TARGETS: tuple[str, ...] = (
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_v",
+    "attn2.to_out.0",
+)
+# What adapters written before carried (and what LoRA trainers for diffusion UNets usually write):
+# the four projections of both attentions. Read as LORA_TARGETS by dropping the inert ones.
+EVERY_ATTENTION_PROJECTION: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+INERT_MODULES: tuple[str, ...] = ("attn2.to_q", "attn2.to_k")
 DEFAULT_RANK = 4
 ADAPTER_NAME = "roomfit"  # peft's slot name inside the UNet; never appears in adapter files
 
@@ -79,9 +95,22 @@ def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def lora_targets_of_keys(keys: list[str] | set[str]) -> set[str]:
-    """The target names (`to_q`, `to_out.0`) a set of canonical keys covers."""
+    """The target names (`attn1.to_q`, `attn2.to_out.0`) a set of canonical keys covers: a module's
+    name from its attention on (its last component where it has no attention above it)."""
     targets = set()
     for key in keys:
-        module = key.rsplit(".lora_", 1)[0]
-        targets.add("to_out.0" if module.endswith("to_out.0") else module.rsplit(".", 1)[-1])
+        parts = key.rsplit(".lora_", 1)[0].split(".")
+        name = 2 if parts[-2:] == ["to_out", "0"] else 1  # components of the projection's own name
+        above = parts[-name - 1] if len(parts) > name else ""
+        targets.add(".".join(parts[-name - 1 :] if above.startswith("attn") else parts[-name:]))
     return targets
+
+
+def without_inert(lora: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`lora` less the tensors of INERT_MODULES: an adapter written with every attention projection,
+    in the form a base's LORA_TARGETS slots take, painting exactly as before."""
+    return {
+        key: t
+        for key, t in lora.items()
+        if not any(f".{module}.lora_" in f".{key}" for module in INERT_MODULES)
+    }

@@ -27,6 +27,7 @@ trained), `training_checkpoint` (what is saved), `adapter_format` / `full_weight
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 import time
@@ -55,6 +56,8 @@ from models.training_checkpoint import (
 )
 from models.training_loss import denoising_loss, draw_noise, encode_pairs
 from models.training_pairs import SubjectPhoto, TrainingPair, sample_pairs
+
+log = logging.getLogger(__name__)
 
 # The paper's §5.1 values (docs/method.md): per-product LoRA stage, and the shared batch and dropout.
 PAPER_LEARNING_RATE = 3e-5
@@ -233,6 +236,10 @@ def fine_tune(
         step, losses = 0, []
 
         checkpoint = load_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir is not None else None
+        if checkpoint is not None and checkpoint.trainable.keys() != trainable.keys():
+            # left by a roomfit whose LoRA had other targets: its optimizer state fits nothing here
+            log.warning("checkpoint in %s is of another LoRA layout: starting over", checkpoint_dir)
+            checkpoint = None
         if checkpoint is not None:
             state.restore(checkpoint)
             step, losses = checkpoint.step, list(checkpoint.losses)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 
 from models import (
     AdapterBaseMismatch,
@@ -27,7 +29,8 @@ from models import (
     load_base_model,
     read_adapter,
 )
-from models.lora import inject_lora, lora_parameters
+from models.adapter_format import _metadata
+from models.lora import LORA_TARGETS, inject_lora, lora_parameters
 from tests.models.conftest import STEPS, random_room
 
 
@@ -44,7 +47,7 @@ def test_file_round_trip_keeps_tensors_metadata_and_embedding(base: BaseModel, a
     data = adapter_bytes(1)
     adapter = read_adapter(data)
     assert adapter.base_model_id == "tiny" and adapter.base_weights_hash == base.weights_hash
-    assert adapter.spec == LoraSpec(rank=4, alpha=4.0, targets=("to_q", "to_k", "to_v", "to_out.0"))
+    assert adapter.spec == LoraSpec(rank=4, alpha=4.0, targets=LORA_TARGETS)
     assert adapter.info == {"seed": 1}
     assert adapter.reference_embedding.shape == (1, 32)
     assert all(t.dtype == torch.float16 for t in adapter.lora.values())
@@ -242,7 +245,7 @@ def test_disk_cache_sits_between_memory_and_loader(base: BaseModel, adapter_byte
 
 def test_alpha_is_folded_into_b(base: BaseModel, painter: Painter, adapter_bytes) -> None:
     plain = adapter_bytes(1)
-    double = adapter_bytes(1, spec=LoraSpec(rank=4, alpha=8.0, targets=("to_q", "to_k", "to_v", "to_out.0")))
+    double = adapter_bytes(1, spec=LoraSpec(rank=4, alpha=8.0, targets=LORA_TARGETS))
     painter.adapters.put("plain", plain)
     painter.adapters.put("double", double)
     painter.adapters.activate("plain")
@@ -305,3 +308,11 @@ def test_two_caches_on_one_unet_never_trust_a_stale_active_adapter(base: BaseMod
     second.activate("B")
     first.activate("A")  # must copy again, not answer "already active"
     assert_same({k: p.detach().clone() for k, p in lora_parameters(base.unet).items()}, a_params)
+
+
+@pytest.mark.parametrize("targets", ["5", '[["to_q"]]', "not json"], ids=["number", "nested", "not-json"])
+def test_malformed_targets_metadata_is_corrupt(adapter_bytes, targets: str) -> None:  # type: ignore[no-untyped-def]
+    good = adapter_bytes(1)
+    metadata = {**_metadata(good), "roomfit.targets": targets}
+    with pytest.raises(AdapterCorrupt, match="adapter metadata incomplete"):
+        read_adapter(safetensors_save(safetensors_load(good), metadata=metadata))

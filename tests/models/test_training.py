@@ -6,27 +6,27 @@ the denoising loss (painted cells, fixed noise and timesteps, identical for both
 measured on 12 HELD-OUT views of it and on the same 12 scenes with another object in its place
 ("stripes": a black / dark grey striped disc), untuned base vs tuned.
 
-Measured here (torch 2.13 CPU, one thread, tiny version 2, these seeds; 47 s on a busy machine):
-the held-out checker loss drops 20.4 % (1.1447 -> 0.9116), the stripes loss 19.7 % (1.1304 ->
-0.9081): the product's own gain leads by 0.7 points (bench/bench_learning_lead.py: 0.4 to 0.7
-over four seeds; 1.5 at 600 steps). Most of what any adapter learns on a model with random weights
-is denoising in general (shared by both objects, whose views share backgrounds and poses); the lead
-is what it learnt about this object. The thresholds keep slack: a gain of at least 10 % and a lead
-of at least 0.5 points.
+The base first goes through a domain stage (`training_fixtures.domain_stage`: every UNet weight,
+300 steps at lr 1e-3, on 48 views of random objects that are neither checker nor stripes), so that
+it has learnt what is general about such scenes, as a pretrained model has. From the random base,
+97 % of what LoRA learns is that general denoising, shared by both objects: its lead was 0.3 to 0.7
+points over seeds, and it went negative for one seed when the LoRA targets changed (which only
+reorders the random draws). From the domain stage, four fifths of LoRA's gain is about the product.
+
+Measured (torch 2.13 CPU, `bench/bench_learning_lead.py --domain-stage 300 --variants paper`,
+seeds 1 to 3): the held-out checker loss drops 2.46 to 2.62 % (0.4837 before), the stripes loss 0.46
+to 0.48 % (0.5038): the product leads by 2.00 to 2.15 points. Seed 1 is the test's. The thresholds
+keep slack: a gain of at least 1.5 % and a lead of at least 1 point. The domain stage costs about a
+minute; the test runs about 90 s.
 
 The issue's target, a lead of 5 points, is not reached by LoRA here, and what limits it is LoRA's
-reach on a random model, not the data or the loop (seed 1, lead in points): rank 32 instead of 4
-0.8; 600 steps 1.5; lr 1e-2 0.9; loss on the painted cells only 0.2; after a full-weight domain
-stage on object-free rooms 1.5 (1.8 with LoRA at lr 1e-2 for 300 steps); after one on 48 other
-random objects 2.0 over four seeds, most of what LoRA then learns being about the product (2.5 %
-against 0.5 %; `--domain-stage`, BENCHMARKS.md). The same loop training
-every UNet weight (lr 1e-3, 150 steps) leads by 6.3: the product's appearance is learnt in weights
-LoRA does not reach (convolutions, norms, embeddings; a higher rank on the attention projections
-does not help), and the tiny UNet's cross-attention over one reference token adds the same vector
-at every position.
-`bench/bench_learning_lead.py --variants full` measures it; `--variants reach` shows the cap is the
-targets' reach: LoRA trained on the held-out views themselves gains no more (2.3 %), and only LoRA
-on every resnet convolution leads by over 5 (5.9), an adapter of 5.5 MB at real size.
+reach in this tiny UNet, not the data or the loop: from the random base, rank 32 instead of 4, 600
+steps, lr 1e-2, or the loss on the painted cells only lead by 0.2 to 1.5; from the domain stage,
+more training lifts the lead to 3.4 only by raising the other object's loss. `--variants reach`
+shows where the cap is: LoRA trained on the held-out views themselves gains no more (2.3 %), every
+weight trained on them gains 6 %, and only LoRA on every resnet convolution leads by over 5 (5.9),
+an adapter of 5.5 MB at real size against the 2 MB goal. The same loop training every UNet weight
+from the random base leads by 6.8 (`--variants full`). BENCHMARKS.md has the tables.
 
 Why lr 3e-3 instead of the paper's 3e-5: the budget is 150 steps on a random tiny model, not 400+
 steps on a trained one.
@@ -47,15 +47,16 @@ from models.lora import lora_parameters
 from models.training import TrainSettings, train_subject
 from models.training_loss import encode_pairs, evaluation_loss
 from models.training_pairs import evaluation_pairs
-from tests.models.training_fixtures import views
+from tests.models.training_fixtures import domain_stage, views
 
 # held-out views of both objects share their backgrounds and poses (same scene seeds): only the
 # object differs, so the comparison measures the object, not which rooms were drawn
 TRAIN_VIEWS, HELD_OUT = range(0, 6), range(100, 112)
 SETTINGS = TrainSettings(steps=150, learning_rate=3e-3, batch_size=4, seed=1)
 TIMESTEPS = (50, 150, 300, 450)  # where the clean latents still matter; above, denoising is generic
-MIN_GAIN = 0.10  # relative drop of the held-out product's loss (measured 0.204)
-MIN_LEAD = 0.005  # gain minus the other object's gain (measured 0.0069)
+MIN_GAIN = 0.015  # relative drop of the held-out product's loss (measured 0.0246 at seed 1)
+MIN_LEAD = 0.01  # gain minus the other object's gain (measured 0.0200 at seed 1)
+DOMAIN_STEPS = 300
 
 
 def test_the_tiny_vaes_latents_have_unit_spread(base: BaseModel) -> None:
@@ -69,6 +70,7 @@ def test_the_tiny_vaes_latents_have_unit_spread(base: BaseModel) -> None:
 @pytest.mark.slow
 def test_training_learns_the_product(own_base: BaseModel) -> None:
     base = own_base
+    domain_stage(base, DOMAIN_STEPS)
     held_out = evaluation_pairs(views("checker", HELD_OUT), resolution=base.resolution)
     other = evaluation_pairs(views("stripes", HELD_OUT), resolution=base.resolution)
     before = [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in (held_out, other)]
