@@ -14,8 +14,8 @@ class QueueOut(BaseModel):
     kind: str = Field(examples=["train"])
     counts: dict[str, int] = Field(description="jobs per status", examples=[{"queued": 3, "running": 1}])
     broker_length: int | None = Field(
-        description="messages waiting in the broker's list for this queue (Redis LLEN); null where the "
-        "broker cannot say cheaply (embedded mode)",
+        description="messages waiting in the broker for this queue (Redis LLEN; in embedded mode, the "
+        "filesystem broker's message files); null where the broker cannot be read",
         examples=[3],
     )
     oldest_queued_at: datetime | None = Field(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -112,16 +113,20 @@ def _is_redis(app: Celery) -> bool:
 
 
 def queue_lengths(app: Celery) -> dict[str, int] | None:
-    """Messages waiting per queue, when the broker can say so cheaply (Redis: LLEN); else None."""
-    if not _is_redis(app):
-        return None
+    """Messages waiting per queue, when the broker can say so cheaply (Redis: LLEN; the embedded
+    filesystem transport: its message files, which kombu names `<ms>_<uuid>.<queue>.msg` and
+    removes when a worker takes one); else None."""
     try:
-        with app.connection_for_read() as conn:
-            client = conn.default_channel.client
-            return {name: int(client.llen(name)) for name in QUEUES}
+        if _is_redis(app):
+            with app.connection_for_read() as conn:
+                client = conn.default_channel.client
+                return {name: int(client.llen(name)) for name in QUEUES}
+        if str(app.conf.broker_url or "").startswith("filesystem://"):
+            names = os.listdir(app.conf.broker_transport_options["data_folder_in"])
+            return {queue: sum(name.endswith(f".{queue}.msg") for name in names) for queue in QUEUES}
     except Exception:
         log.warning("could not read queue lengths from the broker", exc_info=True)
-        return None
+    return None
 
 
 def ping_workers(app: Celery, timeout: float) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ problem+json and keys other than ops keys 403."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from typing import Any
 
@@ -205,4 +206,8 @@ def test_queues_show_counts_oldest_wait_and_live_workers(env: ApiEnv) -> None:
     assert preview["oldest_queued_at"].startswith(waited_since.isoformat()[:19])
     assert (preview["workers"], train["workers"]) == (1, 0)
     assert (train["counts"], train["oldest_queued_at"], train["oldest_queued_seconds"]) == ({}, None, None)
-    assert preview["broker_length"] is None  # the filesystem broker cannot say cheaply
+    # embedded mode's filesystem broker: one message file per submitted job (no worker took any;
+    # the failed one's is there too, as the database alone marked it)
+    assert (preview["broker_length"], train["broker_length"]) == (3, 0)
+    shutil.rmtree(env.settings.broker_folder / "queue")  # a broker that cannot be read: null, no 500
+    assert [q["broker_length"] for q in _get(env, "/v1/ops/queues")["queues"]] == [None, None]

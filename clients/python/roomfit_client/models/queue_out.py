@@ -20,8 +20,8 @@ class QueueOut:
     Attributes:
         kind (str):
         counts (QueueOutCounts): jobs per status
-        broker_length (int | None): messages waiting in the broker's list for this queue (Redis LLEN); null where the
-            broker cannot say cheaply (embedded mode)
+        broker_length (int | None): messages waiting in the broker for this queue (Redis LLEN; in embedded mode, the
+            filesystem broker's message files); null where the broker cannot be read
         oldest_queued_at (datetime.datetime | None): since when the longest-waiting queued job has waited; null when
             none waits
         oldest_queued_seconds (float | None): how long that is, in seconds; null when none waits
