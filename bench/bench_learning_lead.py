@@ -4,9 +4,9 @@ The measure of `tests/models/test_training.py`, which runs it after `--domain-st
 default here, 0, is the random base of BENCHMARKS.md's earlier tables): LoRA on the tiny model
 (whose VAE's scaling factor puts latents at unit std since tiny version 2) trained on 6 views of
 the "checker" object; the denoising loss on 12 held-out views of it and on the same 12 scenes with
-another object ("stripes"), untuned vs tuned. The lead is the product's relative gain minus the other object's, in
-points. One seed is noisy (0.2 to 0.8 points at the same settings), so each variant runs several
-seeds.
+another object ("stripes"), untuned vs tuned. The lead is the product's relative gain minus the
+other object's, in points. From the random base one seed is noisy (-0.2 to 0.8 points at the same
+settings), so each variant runs several seeds.
 
     PYTHONPATH=. .venv/bin/python bench/bench_learning_lead.py --seeds 1 2 3 4          # ~1 min a run
 

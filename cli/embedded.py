@@ -1,7 +1,8 @@
 """`roomfit up`: the whole service on one machine, as a small process supervisor.
 
 It migrates, makes a dev tenant on first start, then runs the API and three workers (the `train`,
-`preview` and `webhooks` + `default` pools, as in production) as child processes. Each child leads
+`preview` and `webhooks` + `default` pools, as in production) as child processes. With
+`ROOMFIT_WORKER_METRICS_PORT` set, each worker serves /metrics on its own port from it on. Each child leads
 its own process group, so stopping kills whatever the child started too. A child that dies (say a
 worker killed for memory) is started again; one that keeps dying, Ctrl-C or SIGTERM stops them all,
 and nothing is left behind.
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 from core.accounts import create_key, create_tenant
 from core.db import session_scope
 from core.migrate import upgrade
-from core.settings import Settings, get_settings
+from core.settings import InvalidSetting, Settings, get_settings
 from core.tables import Tenant
 
 STOP_GRACE_SECONDS = 10.0
@@ -36,11 +37,31 @@ MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str]
     process: subprocess.Popen[bytes]
     restarts: list[float] = field(default_factory=list)
 
 
+def worker_metrics_ports(first: int, workers: list[str]) -> dict[str, int]:
+    """Each worker child its own /metrics port, from ROOMFIT_WORKER_METRICS_PORT on in the order
+    started: on one machine a port serves one process, so a shared one left all but the first
+    without metrics. Empty when the setting is 0 (off)."""
+    if not first:
+        return {}
+    if first + len(workers) - 1 > 65535:
+        raise InvalidSetting(
+            f"ROOMFIT_WORKER_METRICS_PORT={first}: roomfit up serves {len(workers)} workers' metrics "
+            f"on it and the {len(workers) - 1} ports after it; give one at most {65536 - len(workers)}"
+        )
+    return {name: first + index for index, name in enumerate(workers)}
+
+
+WORKERS = ("worker-train", "worker-preview", "worker-webhooks")
+
+
 def run_embedded(settings: Settings, host: str, port: int) -> int:
+    # before anything is made: a first start's keys are shown once, so nothing may fail after them
+    ports = worker_metrics_ports(settings.worker_metrics_port, list(WORKERS))
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     var_dir = settings.var_dir.resolve()
     upgrade(settings.resolved_database_url)
@@ -71,8 +92,9 @@ def run_embedded(settings: Settings, host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         for name, argv in specs:
-            children.append(Child(name, argv, _start(argv, env)))
-        _banner(settings, host, port, var_dir, dev_keys, children)
+            own = {**env, "ROOMFIT_WORKER_METRICS_PORT": str(ports[name])} if name in ports else env
+            children.append(Child(name, argv, own, _start(argv, own)))
+        _banner(settings, host, port, var_dir, dev_keys, children, ports)
         while not stopping:
             for child in children:
                 code = child.process.poll()
@@ -90,7 +112,7 @@ def run_embedded(settings: Settings, host: str, port: int) -> int:
                 # Whatever the dead child started goes with it before its successor starts.
                 _signal_group(child.process, signal.SIGKILL)
                 child.restarts.append(now)
-                child.process = _start(child.argv, env)
+                child.process = _start(child.argv, child.env)
                 print(
                     f"roomfit: {child.name} exited with {code}; restarted as pid {child.process.pid}",
                     file=sys.stderr,
@@ -155,6 +177,7 @@ def _banner(
     var_dir: Path,
     dev_keys: dict[str, str] | None,
     children: list[Child],
+    metrics_ports: dict[str, int],
 ) -> None:
     lines = [
         "",
@@ -162,6 +185,12 @@ def _banner(
         f"  state folder : {var_dir}",
         "  processes    : " + ", ".join(f"{c.name}={c.process.pid}" for c in children),
     ]
+    if metrics_ports:
+        lines.append(
+            "  /metrics     : "
+            + ", ".join(f"{name} on :{number}" for name, number in metrics_ports.items())
+            + f" ({settings.worker_metrics_host})"
+        )
     if settings.is_tiny:
         lines += [
             "",
