@@ -50,7 +50,9 @@ class WorkerOut(BaseModel):
     host: str = Field(examples=["gpu-0"])
     pid: int = Field(examples=[4121])
     queues: list[str] = Field(examples=[["preview"]])
-    online: bool = Field(description="false once its last heartbeat is older than its window")
+    online: bool = Field(
+        description="false once its last heartbeat is older than its window, or since it stopped cleanly"
+    )
     current_jobs: list[str] = Field(description="ids of the jobs it runs now")
     running_jobs: int = Field(examples=[1])
     base_model: str | None = Field(examples=["Fantasy-Studio/Paint-by-Example"])

@@ -140,7 +140,7 @@ def worker(
     from worker.startup import prepare_worker
 
     try:
-        prepare_worker(wanted)
+        heartbeat = prepare_worker(wanted)
     except ModelNotFoundError as exc:
         fail(exc.code, f"cannot start the worker: {exc}", 1)
     # GPU queues: the solo pool, so the model lives in this process and is reused by every task (no
@@ -149,9 +149,12 @@ def worker(
         pool = ["--pool", "threads", "--concurrency", str(WEBHOOK_THREADS)]
     else:
         pool = ["--pool", "solo"]
-    celery_app.worker_main(
-        ["worker", "-Q", ",".join(wanted), *pool, "-n", node, "--loglevel", settings.log_level]
-    )
+    try:
+        celery_app.worker_main(
+            ["worker", "-Q", ",".join(wanted), *pool, "-n", node, "--loglevel", settings.log_level]
+        )
+    finally:  # a warm or cold stop (a SIGKILL runs nothing: that row times out instead)
+        heartbeat.sign_off()
 
 
 WEBHOOK_THREADS = 8

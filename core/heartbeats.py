@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core.tables import Job, Worker
@@ -38,6 +38,12 @@ def record(session: Session, name: str, now: datetime, heartbeat_seconds: float,
         setattr(row, key, value)
     row.last_seen = now
     row.online_until = now + window(heartbeat_seconds)
+
+
+def sign_off(session: Session, name: str, now: datetime) -> None:
+    """A worker stopping cleanly: offline from `now` (listed until the forget window passes, as a
+    killed one is); the caller commits."""
+    session.execute(update(Worker).where(Worker.name == name).values(online_until=now))
 
 
 @dataclass

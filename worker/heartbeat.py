@@ -3,7 +3,8 @@
 
 It runs in a daemon thread of the process that runs the tasks (worker.startup), so the adapter cache
 numbers it reports are the ones `worker.metrics` counts in this process. A process killed outright
-writes nothing more; its row goes offline when its window passes.
+writes nothing more; its row goes offline when its window passes. One that stops cleanly (SIGTERM,
+Ctrl-C) signs off (`Heartbeat.sign_off`): its row is offline from that moment.
 """
 
 from __future__ import annotations
@@ -87,8 +88,27 @@ def beat(runtime: Runtime, queues: Sequence[str]) -> None:
         session.commit()
 
 
-def start_heartbeat(runtime: Runtime, queues: Sequence[str]) -> threading.Event:
-    """Beat now, then every `worker_heartbeat_seconds` in a daemon thread; set the event to stop."""
+@dataclass
+class Heartbeat:
+    runtime: Runtime
+    stop: threading.Event
+    thread: threading.Thread
+
+    def sign_off(self) -> None:
+        """No more beats, and the row offline from now rather than after three missed beats. Waits
+        for a beat in flight first, so it cannot land after the sign-off and put the row back."""
+        self.stop.set()
+        self.thread.join(timeout=self.runtime.settings.worker_heartbeat_seconds + 10)
+        try:
+            with self.runtime.session() as session:
+                heartbeats.sign_off(session, self.runtime.name, utcnow())
+                session.commit()
+        except Exception:  # the database is down: the row goes offline when its window passes
+            log.exception("worker sign-off failed")
+
+
+def start_heartbeat(runtime: Runtime, queues: Sequence[str]) -> Heartbeat:
+    """Beat now, then every `worker_heartbeat_seconds` in a daemon thread, until signed off."""
     stop = threading.Event()
     period = runtime.settings.worker_heartbeat_seconds
 
@@ -101,5 +121,6 @@ def start_heartbeat(runtime: Runtime, queues: Sequence[str]) -> threading.Event:
             if stop.wait(period):
                 return
 
-    threading.Thread(target=loop, name="worker-heartbeat", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=loop, name="worker-heartbeat", daemon=True)
+    thread.start()
+    return Heartbeat(runtime, stop, thread)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.tables import Job, Preview, Subject
+from core.clock import utcnow
+from core.tables import Job, Preview, Subject, Worker
 from tests.worker.conftest import make_tenant, submit_preview, submit_subject
 from tests.worker.stack import Stack, WorkerProcess, ready_subject_with_random_adapter, wait_for
 
@@ -77,6 +78,9 @@ def test_a_preview_in_progress_finishes_before_the_worker_exits(
     job = _succeeded_once(stack, preview_id, job_id, room, mask)
     assert job.worker is not None and job.worker.endswith(f":{worker.process.pid}")  # type: ignore[union-attr]
     assert f"job {job_id}: handed back" not in worker.log()
+    # it signed off as it stopped: offline now, not three heartbeats (15 s) after its last one
+    row = stack.row(Worker, job.worker)
+    assert row.online_until <= utcnow()
     print(f"preview finished, worker exited {took:.1f}s after SIGTERM (grace {grace}s)")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.clock import utcnow
 from core.migrate import upgrade
 from core.settings import Settings
 from core.tables import Worker
@@ -58,7 +59,7 @@ def test_a_worker_without_a_model_names_none(runtime: Runtime) -> None:
 
 
 def test_the_heartbeat_thread_keeps_writing_until_stopped(runtime: Runtime) -> None:
-    stop = start_heartbeat(runtime, ["train"])
+    heartbeat = start_heartbeat(runtime, ["train"])
     seen: set[object] = set()
 
     def beats() -> bool:
@@ -71,5 +72,10 @@ def test_the_heartbeat_thread_keeps_writing_until_stopped(runtime: Runtime) -> N
     try:
         wait_for(beats, 10, "three heartbeats", interval=0.02)
     finally:
-        stop.set()
-    assert _row(runtime).queues == ["train"]
+        signing_off = utcnow()
+        heartbeat.sign_off()
+    row = _row(runtime)
+    assert row.queues == ["train"]
+    # offline from its sign-off, not three beats (0.15 s) after its last one
+    assert signing_off <= row.online_until <= utcnow()
+    assert not heartbeat.thread.is_alive()

@@ -23,7 +23,7 @@ class WorkerOut:
         host (str):
         pid (int):
         queues (list[str]):
-        online (bool): false once its last heartbeat is older than its window
+        online (bool): false once its last heartbeat is older than its window, or since it stopped cleanly
         current_jobs (list[str]): ids of the jobs it runs now
         running_jobs (int):
         base_model (None | str):
