@@ -238,6 +238,10 @@ def test_the_queue_view_updates_without_a_reload_and_keeps_the_operators_place(
         counted = ops_get(server, world, "/v1/ops/queues")
         train = next(q for q in counted["queues"] if q["kind"] == "train")
         expect(failed).to_have_text(str(train["counts"].get("failed", 0)))
+        # embedded mode's filesystem broker is counted too: a number, not "–"
+        assert isinstance(train["broker_length"], int)
+        in_broker = page.locator('#queues tr[data-key="train"] td[data-col="broker"]')
+        expect(in_broker).to_have_text(re.compile(r"^\d+$"))
         shoot(page, "ops-desktop", tmp_path)
         # The operator's place: a filter, a row's button in focus, the page scrolled to the jobs.
         page.get_by_role("button", name=f"Retry {world.failed_job}").focus()
