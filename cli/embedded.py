@@ -1,11 +1,11 @@
 """`roomfit up`: the whole service on one machine, as a small process supervisor.
 
 It migrates, makes a dev tenant on first start, then runs the API and three workers (the `train`,
-`preview` and `webhooks` + `default` pools, as in production) as child processes. With
-`ROOMFIT_WORKER_METRICS_PORT` set, each worker serves /metrics on its own port from it on. Each child leads
+`preview` and `webhooks` + `default` pools, as in production) as child processes. Each child leads
 its own process group, so stopping kills whatever the child started too. A child that dies (say a
 worker killed for memory) is started again; one that keeps dying, Ctrl-C or SIGTERM stops them all,
-and nothing is left behind.
+and nothing is left behind. With `ROOMFIT_WORKER_METRICS_PORT` set, each worker serves /metrics on
+its own port, from that one on.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ STOP_GRACE_SECONDS = 10.0
 # A child that dies is started again (an out-of-memory kill of one worker must not end the service),
 # unless it keeps dying: more than this many restarts within the window stops everything.
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0
+WORKERS = ("worker-train", "worker-preview", "worker-webhooks")
 
 
 @dataclass
@@ -54,9 +55,6 @@ def worker_metrics_ports(first: int, workers: list[str]) -> dict[str, int]:
             f"on it and the {len(workers) - 1} ports after it; give one at most {65536 - len(workers)}"
         )
     return {name: first + index for index, name in enumerate(workers)}
-
-
-WORKERS = ("worker-train", "worker-preview", "worker-webhooks")
 
 
 def run_embedded(settings: Settings, host: str, port: int) -> int:
