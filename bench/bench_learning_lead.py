@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import statistics
 import tempfile
@@ -40,12 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import UNet2DConditionModel
 
 from models.adapter_format import read_adapter
 from models.base_model import BaseModel, load_base_model
 from models.full_weights_format import file_format
 from models.full_weights_slot import start_from_unet_weights
 from models.lora import LORA_TARGETS, inject_lora, lora_parameters
+from models.pbe_config import PBE_UNET_CONFIG
 from models.tiny import ensure_tiny_model
 from models.training import train_subject
 from models.training_loss import evaluation_loss
@@ -67,8 +70,10 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "lr 1e-2, 300 steps": {"learning_rate": 1e-2, "steps": 300},
     },
     # "train_on": which checker views train; "modules": a regex over the UNet's module names that
-    # replaces the base's LoRA targets (a fresh base is injected for it)
+    # replaces the base's LoRA targets (a fresh base is injected for it); "real_modules": the same
+    # layers named in the real-size UNet, where they differ (its size is printed, not trained)
     "reach": {
+        "paper defaults": {},
         "LoRA, trained on the held-out views": {"train_on": "held-out"},
         "every weight, lr 1e-4, trained on the held-out views": {
             "train_on": "held-out",
@@ -80,7 +85,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "LoRA + every resnet conv1/conv2": {"modules": rf".*\.({ATTENTION})|.*resnets\.\d+\.conv[12]"},
         "LoRA + 32-channel level's resnet convs": {
-            "modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.1)\.resnets\.\d+\.conv[12]"
+            "modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.1)\.resnets\.\d+\.conv[12]",
+            # the real UNet's highest-resolution level: 320 channels, its first down and last up block
+            "real_modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.3)\.resnets\.\d+\.conv[12]",
         },
     },
     "all": {
@@ -111,6 +118,22 @@ def tuned_losses(base: BaseModel, artifact: bytes, sets: tuple[list[TrainingPair
         for key, param in lora_parameters(base.unet).items():
             param.copy_(adapter.lora[key].float())
     return [evaluation_loss(base, pairs, timesteps=TIMESTEPS) for pairs in sets]
+
+
+def real_size_mb(modules: str, rank: int = 4) -> float:
+    """MB (fp16) of LoRA at `rank` on the real-size UNet's modules that `modules` matches, counted on
+    `models.pbe_config`'s UNet built on the meta device (no memory, no weights)."""
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(PBE_UNET_CONFIG)
+    count = 0
+    for name, module in unet.named_modules():
+        if not re.fullmatch(modules, name):
+            continue
+        if isinstance(module, torch.nn.Linear):
+            count += rank * (module.in_features + module.out_features)
+        elif isinstance(module, torch.nn.Conv2d):  # peft: A is the conv at rank width, B a 1x1
+            count += rank * module.in_channels * math.prod(module.kernel_size) + module.out_channels * rank
+    return 2 * count / 1e6
 
 
 def _retargeted(tiny_dir: Path, domain_artifact: bytes | None, modules: str) -> BaseModel:
@@ -155,6 +178,7 @@ def main() -> None:
         overrides = dict(variant)
         photos = views("checker", HELD_OUT if overrides.pop("train_on", None) == "held-out" else TRAIN_VIEWS)
         modules = overrides.pop("modules", None)
+        real_modules = overrides.pop("real_modules", modules or rf".*\.({ATTENTION})")
         tuned = base if modules is None else _retargeted(tiny_dir, domain_artifact, modules)
         leads = []
         for seed in args.seeds:
@@ -164,10 +188,14 @@ def main() -> None:
             gain, other_gain = ((b - a) / b for b, a in zip(before, after, strict=True))
             leads.append(100 * (gain - other_gain))
             print(f"| {name} | {seed} | {gain:.2%} | {other_gain:.2%} | {leads[-1]:.2f} |", flush=True)
-        summary.append((name, statistics.mean(leads), min(leads), max(leads)))
-    print("\n| settings | mean lead | min | max |\n| --- | ---: | ---: | ---: |")
-    for name, mean, low, high in summary:
-        print(f"| {name} | {mean:.2f} | {low:.2f} | {high:.2f} |")
+        size = "–" if overrides.get("mode") == "full" else f"{real_size_mb(real_modules):.2f} MB"
+        summary.append((name, statistics.mean(leads), min(leads), max(leads), size))
+    print(
+        "\n| settings | mean lead | min | max | real-size LoRA, rank 4, fp16 |"
+        "\n| --- | ---: | ---: | ---: | ---: |"
+    )
+    for name, mean, low, high, size in summary:
+        print(f"| {name} | {mean:.2f} | {low:.2f} | {high:.2f} | {size} |")
 
 
 if __name__ == "__main__":

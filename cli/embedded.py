@@ -69,15 +69,13 @@ def run_embedded(settings: Settings, host: str, port: int) -> int:
     # from another working folder still finds it.
     env = {**os.environ, "ROOMFIT_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"}
     me = [sys.executable, "-m", "cli.main"]
+    train, preview, webhooks = WORKERS
     specs = [
         ("api", [*me, "serve", "--host", host, "--port", str(port)]),
-        ("worker-train", [*me, "worker", "--queues", "train", "--name", f"train-{os.getpid()}@%h"]),
-        ("worker-preview", [*me, "worker", "--queues", "preview", "--name", f"preview-{os.getpid()}@%h"]),
+        (train, [*me, "worker", "--queues", "train", "--name", f"train-{os.getpid()}@%h"]),
+        (preview, [*me, "worker", "--queues", "preview", "--name", f"preview-{os.getpid()}@%h"]),
         # Webhook deliveries and small tasks: their own pool, so a slow receiver never holds a GPU.
-        (
-            "worker-webhooks",
-            [*me, "worker", "--queues", "webhooks,default", "--name", f"webhooks-{os.getpid()}@%h"],
-        ),
+        (webhooks, [*me, "worker", "--queues", "webhooks,default", "--name", f"webhooks-{os.getpid()}@%h"]),
     ]
     children: list[Child] = []
     stopping = False

@@ -101,7 +101,7 @@ def job_ids_in_broker(app: Celery) -> set[str] | None:
     try:
         if _is_redis(app):
             return _ids_in_redis(app)
-        if str(app.conf.broker_url or "").startswith("filesystem://"):
+        if _is_filesystem(app):
             return _ids_in_folder(app)
     except Exception:
         return None
@@ -110,6 +110,10 @@ def job_ids_in_broker(app: Celery) -> set[str] | None:
 
 def _is_redis(app: Celery) -> bool:
     return str(app.conf.broker_url or "").startswith(("redis://", "rediss://"))
+
+
+def _is_filesystem(app: Celery) -> bool:
+    return str(app.conf.broker_url or "").startswith("filesystem://")
 
 
 def queue_lengths(app: Celery) -> dict[str, int] | None:
@@ -121,7 +125,7 @@ def queue_lengths(app: Celery) -> dict[str, int] | None:
             with app.connection_for_read() as conn:
                 client = conn.default_channel.client
                 return {name: int(client.llen(name)) for name in QUEUES}
-        if str(app.conf.broker_url or "").startswith("filesystem://"):
+        if _is_filesystem(app):
             names = os.listdir(app.conf.broker_transport_options["data_folder_in"])
             return {queue: sum(name.endswith(f".{queue}.msg") for name in names) for queue in QUEUES}
     except Exception:

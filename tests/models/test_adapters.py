@@ -29,7 +29,7 @@ from models import (
     load_base_model,
     read_adapter,
 )
-from models.adapter_format import _metadata
+from models.full_weights_format import header_metadata
 from models.lora import LORA_TARGETS, inject_lora, lora_parameters
 from tests.models.conftest import STEPS, random_room
 
@@ -313,6 +313,6 @@ def test_two_caches_on_one_unet_never_trust_a_stale_active_adapter(base: BaseMod
 @pytest.mark.parametrize("targets", ["5", '[["to_q"]]', "not json"], ids=["number", "nested", "not-json"])
 def test_malformed_targets_metadata_is_corrupt(adapter_bytes, targets: str) -> None:  # type: ignore[no-untyped-def]
     good = adapter_bytes(1)
-    metadata = {**_metadata(good), "roomfit.targets": targets}
+    metadata = {**header_metadata(good), "roomfit.targets": targets}
     with pytest.raises(AdapterCorrupt, match="adapter metadata incomplete"):
         read_adapter(safetensors_save(safetensors_load(good), metadata=metadata))

@@ -13,8 +13,8 @@ from diffusers import UNet2DConditionModel
 from PIL import Image
 
 from models import AdapterCache, BaseModel, export_adapter, load_base_model, read_adapter
-from models.adapter_format import _metadata
 from models.conditioning import reference_embeddings
+from models.full_weights_format import header_metadata
 from models.lora import EVERY_ATTENTION_PROJECTION, INERT_MODULES, LORA_TARGETS, inject_lora, lora_parameters
 from models.training import train_subject
 from tests.models.training_fixtures import RESUME_PHOTOS, resume_settings, views
@@ -73,7 +73,7 @@ def test_an_adapter_written_with_every_projection_paints_as_it_did(
         base_model_id=old.model_id,
         base_weights_hash=old.weights_hash,
     )
-    assert json.loads(_metadata(data)["roomfit.targets"]) == list(EVERY_ATTENTION_PROJECTION)
+    assert json.loads(header_metadata(data)["roomfit.targets"]) == list(EVERY_ATTENTION_PROJECTION)
 
     adapter = read_adapter(data)
     assert adapter.spec.targets == LORA_TARGETS
