@@ -27,6 +27,11 @@ real-size adapter would still fit the 2 MB goal). Run it with `--domain-stage`.
 views of other random objects (`views("random", ...)`: neither checker nor stripes), so that what
 is general about denoising such scenes is learnt before the variants start from that base, as they
 would from a pretrained model.
+
+`--unet-channels C1 C2` and `--unet-heads N` build the tiny model with another UNet width or number
+of attention heads (`models.tiny.build_tiny_components`; the preset is 32 64 and 8 heads of 4
+channels), saved and loaded as a model folder: does LoRA's lead grow in a wider UNet, or with fewer,
+larger heads?
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from models.full_weights_format import file_format
 from models.full_weights_slot import start_from_unet_weights
 from models.lora import LORA_TARGETS, inject_lora, lora_parameters
 from models.pbe_config import PBE_UNET_CONFIG
-from models.tiny import ensure_tiny_model
+from models.tiny import build_tiny_components, ensure_tiny_model
 from models.training import train_subject
 from models.training_loss import evaluation_loss
 from models.training_pairs import TrainingPair, evaluation_pairs
@@ -136,9 +141,20 @@ def real_size_mb(modules: str, rank: int = 4) -> float:
     return 2 * count / 1e6
 
 
-def _retargeted(tiny_dir: Path, domain_artifact: bytes | None, modules: str) -> BaseModel:
+def model_folder(folder: Path, unet_channels: tuple[int, int] | None, unet_heads: int | None) -> Path:
+    """The tiny preset, or a tiny model of another UNet width or head count, as a model folder."""
+    if unet_channels is None and unet_heads is None:
+        return ensure_tiny_model(folder)
+    sizes = {"unet_channels": unet_channels, "unet_heads": unet_heads}
+    components = build_tiny_components(**{k: v for k, v in sizes.items() if v is not None})
+    for name, component in components.items():
+        component.save_pretrained(folder / name)  # type: ignore[attr-defined]
+    return folder
+
+
+def _retargeted(folder: Path, domain_artifact: bytes | None, modules: str) -> BaseModel:
     """The same base (after the same domain stage) with LoRA on every module whose name matches."""
-    base = load_base_model("tiny", tiny_dir=tiny_dir, device="cpu")
+    base = load_base_model(str(folder), device="cpu")
     targets = tuple(name for name, _ in base.unet.named_modules() if re.fullmatch(modules, name))
     base.lora = inject_lora(base.unet, rank=4, targets=targets)
     if domain_artifact is not None:
@@ -153,10 +169,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--variants", choices=sorted(VARIANTS), default="all")
     parser.add_argument("--domain-stage", type=int, default=0, metavar="STEPS")
+    parser.add_argument("--unet-channels", type=int, nargs=2, metavar=("C1", "C2"))
+    parser.add_argument("--unet-heads", type=int)
     args = parser.parse_args()
 
-    tiny_dir = ensure_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
-    base = load_base_model("tiny", tiny_dir=tiny_dir, device="cpu")
+    channels = tuple(args.unet_channels) if args.unet_channels else None
+    folder = model_folder(Path(tempfile.mkdtemp()) / "tiny", channels, args.unet_heads)
+    base = load_base_model(str(folder), device="cpu")
     base.lora = inject_lora(base.unet, rank=4)
     held = evaluation_pairs(views("checker", HELD_OUT), resolution=base.resolution)
     other = evaluation_pairs(views("stripes", HELD_OUT), resolution=base.resolution)
@@ -179,7 +198,7 @@ def main() -> None:
         photos = views("checker", HELD_OUT if overrides.pop("train_on", None) == "held-out" else TRAIN_VIEWS)
         modules = overrides.pop("modules", None)
         real_modules = overrides.pop("real_modules", modules or rf".*\.({ATTENTION})")
-        tuned = base if modules is None else _retargeted(tiny_dir, domain_artifact, modules)
+        tuned = base if modules is None else _retargeted(folder, domain_artifact, modules)
         leads = []
         for seed in args.seeds:
             settings = dataclasses.replace(SETTINGS, seed=seed, **overrides)

@@ -51,20 +51,25 @@ def default_tiny_detector_dir() -> Path:
     return _cache_folder(f"tiny-detr-v{DETECTOR_VERSION}")
 
 
-def build_tiny_components(embed_dim: int = 32) -> dict[str, object]:
-    """The five components of a tiny Paint-by-Example model, deterministic for a given torch build."""
+def build_tiny_components(
+    embed_dim: int = 32, unet_channels: tuple[int, int] = (32, 64), unet_heads: int = 8
+) -> dict[str, object]:
+    """The five components of a tiny Paint-by-Example model, deterministic for a given torch build.
+
+    Other UNet widths and head counts are for `bench/bench_learning_lead.py` (does LoRA's reach grow
+    with them?); the preset, and its version, is the defaults."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         unet = UNet2DConditionModel(
             sample_size=TINY_RESOLUTION // 4,
             in_channels=9,  # 4 noisy latents + 4 masked-image latents + 1 keep-mask
             out_channels=4,
-            block_out_channels=(32, 64),
+            block_out_channels=unet_channels,
             layers_per_block=1,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
             cross_attention_dim=embed_dim,
-            attention_head_dim=8,
+            attention_head_dim=unet_heads,  # diffusers' misnomer: the number of heads
             norm_num_groups=8,
         )
         torch.manual_seed(TINY_SEED + 1)
