@@ -18,6 +18,7 @@ from core.clock import utcnow
 from core.tables import Job, Preview, Subject
 
 PREVIEW_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")  # nothing more will happen to it (core.retention)
 # What a client may ask for, and what a preview is painted with.
 RequestedMode = Literal["auto", "adapter", "zero_shot"]
 PaintMode = Literal["adapter", "zero_shot"]

@@ -191,6 +191,16 @@ class Settings(BaseSettings):
         50, ge=1, le=100, description="Most sampling steps a publishable key may ask for (secret keys: 100)."
     )
 
+    # --- retention: a preview holds a shopper's photo of their own room ---------------------------
+    preview_retention_days: float = Field(
+        30.0,
+        ge=0,
+        le=36500,
+        description="Days a finished preview (succeeded, failed or cancelled) is kept: then its room photo, "
+        "mask, result and renditions are deleted, and its row (a later read is 404). 0 keeps previews "
+        "until they are deleted (`DELETE /v1/previews/{id}`, or with their subject).",
+    )
+
     # --- webhooks ------------------------------------------------------------------------------
     webhook_timeout_seconds: float = Field(
         5.0, gt=0, le=30, description="Connect and read timeout of one webhook delivery."

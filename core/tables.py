@@ -196,6 +196,8 @@ class Job(TenantOwned, Timestamps, Base):
 
 class Preview(TenantOwned, Timestamps, Base):
     __tablename__ = "previews"
+    # what core.retention asks every reconciler pass: the oldest finished previews
+    __table_args__ = (Index("ix_previews_status_updated_at", "status", "updated_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     subject_id: Mapped[str] = mapped_column(

@@ -2,8 +2,9 @@
 
 Running it in several processes at once is safe: `core.dispatch.reconcile` only re-sends ids, and
 a duplicate message is dropped by `claim`. Losing a worker (lease expiry) or the broker's data
-(queued jobs missing from it) therefore loses no job. Each pass also deletes old events and the
-heartbeat rows of workers gone longer than `ROOMFIT_WORKER_FORGET_SECONDS`.
+(queued jobs missing from it) therefore loses no job. Each pass also deletes old events, the
+heartbeat rows of workers gone longer than `ROOMFIT_WORKER_FORGET_SECONDS`, and previews past
+`ROOMFIT_PREVIEW_RETENTION_DAYS` (core.retention).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from core import dispatch, events, heartbeats
+from core import dispatch, events, heartbeats, retention
 from core.clock import utcnow
 from core.queue import enqueue, enqueue_delivery, job_ids_in_broker
 from core.repository import OpsRepository
@@ -32,13 +33,17 @@ def reconcile_once(runtime: Runtime) -> list[str]:
         heartbeats.prune(session, utcnow(), settings.worker_forget_seconds)  # workers gone for good
         session.commit()
         _resend_stalled_deliveries(session, app, timedelta(seconds=2 * settings.lease_seconds))
-        return dispatch.reconcile(
+        resent = dispatch.reconcile(
             session,
             enqueue=lambda kind, job_id: enqueue(app, kind, job_id),
             in_broker=job_ids_in_broker(app),
             max_attempts=settings.max_attempts,
             requeue_after=timedelta(seconds=2 * settings.lease_seconds),
         )
+    # after the jobs: a blob store that is down must not keep a lost job from being re-sent
+    with runtime.session() as session:
+        retention.forget_old_previews(session, runtime.blobs, utcnow(), settings.preview_retention_days)
+    return resent
 
 
 def start_reconciler(runtime: Runtime, interval: float | None = None) -> threading.Event:

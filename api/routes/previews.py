@@ -1,5 +1,5 @@
 """`/v1/previews`: paint a subject into a room photo (with its adapter once ready, zero-shot while it
-trains); read the preview; fetch its result.
+trains); read the preview; fetch its result; delete it.
 
 HTTP only; the rules are in `api.services.previews`.
 """
@@ -11,7 +11,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.deps import BlobsDep, CeleryDep, Keyed, RepoDep, SettingsDep, TenantCaller, read_with_key
+from api.deps import (
+    BlobsDep,
+    CeleryDep,
+    Keyed,
+    RepoDep,
+    SecretCaller,
+    SettingsDep,
+    TenantCaller,
+    read_with_key,
+)
 from api.idempotency import Outcome
 from api.multipart import FormLimits, ParsedForm
 from api.openapi import AUTH, LOCATION, PREVIEW_FORM, problems
@@ -20,6 +29,7 @@ from api.problems import VALIDATION_ERROR
 from api.renditions import MAX_SIDE, MIN_SIDE, ImageFormat
 from api.schemas import PreviewOut
 from api.services import previews as service
+from api.transaction import after_commit
 from core.blobstore import Stream
 from core.tables import Preview
 
@@ -117,3 +127,17 @@ def get_result(
     if isinstance(download, Stream):
         return StreamingResponse(download.chunks, media_type=media_type, headers=headers)
     return RedirectResponse(download.url, status_code=307, headers=headers)
+
+
+# alike: DELETE /v1/subjects/{id}'s declaration; what deleting means is each service's own
+@router.delete(
+    "/{preview_id}",
+    status_code=204,
+    operation_id="delete_preview",
+    summary="Delete a preview with its room photo, mask and result (cancels its painting)",
+    responses={204: {"description": "Deleted."}, **problems(*AUTH, 404)},
+)
+def delete_preview(preview_id: str, _: SecretCaller, repo: RepoDep, blobs: BlobsDep) -> Response:
+    done = service.delete_preview(repo, blobs, preview_id)
+    after_commit(repo.session, done.after_commit)
+    return Response(status_code=204)

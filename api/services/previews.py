@@ -31,10 +31,10 @@ from core.blob_keys import preview_mask_key, preview_prefix, preview_room_key
 from core.blobstore import BlobNotFound, BlobStore, Download
 from core.dispatch import send
 from core.ids import new_id
-from core.job_state import new_job
+from core.job_state import ACTIVE, new_job, request_cancel
 from core.repository import TenantRepository
 from core.settings import Settings
-from core.tables import Preview, Subject
+from core.tables import Job, Preview, Subject
 
 log = logging.getLogger("roomfit.api.previews")
 
@@ -109,6 +109,21 @@ def create_preview(
         drop_blobs(blobs, preview_prefix(tenant_id, preview.id))
         raise
     return Done(preview, [lambda: send(repo.session, celery, job)])
+
+
+def delete_preview(repo: TenantRepository, blobs: BlobStore, preview_id: str) -> Done[None]:
+    """The row now (cancelling its job if it is queued or painting: a worker that finishes it anyway
+    drops the result); the room photo, mask, result and renditions once the row is gone for good."""
+    preview = repo.get(Preview, preview_id) if is_id(preview_id) else None
+    if preview is None:
+        raise NOT_FOUND(f"no preview {preview_id!r}")
+    job = repo.get(Job, preview.job_id) if preview.job_id else None
+    if job is not None and job.status in ACTIVE:
+        request_cancel(repo.session, job)
+    repo.delete(preview)
+    repo.session.flush()
+    prefix = preview_prefix(repo.tenant_id, preview.id)
+    return Done(None, [lambda: drop_blobs(blobs, prefix)])
 
 
 def _not_ready(subject: Subject, requested: str) -> str:

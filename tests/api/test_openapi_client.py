@@ -40,6 +40,7 @@ OPERATION_IDS = {
     ("post", "/v1/previews"): "create_preview",
     ("get", "/v1/previews/{preview_id}"): "get_preview",
     ("get", "/v1/previews/{preview_id}/result"): "get_preview_result",
+    ("delete", "/v1/previews/{preview_id}"): "delete_preview",
     ("get", "/v1/previews/{preview_id}/events"): "preview_events",
     ("get", "/v1/subjects/{subject_id}/events"): "subject_events",
     ("get", "/v1/jobs/{job_id}"): "get_job",

@@ -1,0 +1,48 @@
+"""How long a shopper's room photo is kept: finished previews are deleted after
+`ROOMFIT_PREVIEW_RETENTION_DAYS` (0: kept until deleted through the API or with their subject).
+
+A preview holds a photo of someone's home, its mask and the painted result (and any display
+renditions of it), all under the preview's own blob prefix (core.blob_keys). Every worker's
+reconciler pass (worker.reconciler) deletes a batch of the oldest expired ones: the blobs first,
+then the row, so a pass that dies half-way leaves a row the next pass finds again, never a photo
+that no row leads to. Several passes at once are safe: deleting a prefix or a row twice is a no-op.
+A preview whose blobs cannot be deleted now (the store is down) keeps its row and is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from core.blob_keys import preview_prefix
+from core.blobstore import BlobStore
+from core.repository import OpsRepository
+
+log = logging.getLogger("roomfit.retention")
+BATCH = 200  # previews per pass: a pass stays short however many expire at once
+
+
+def forget_old_previews(
+    session: Session, blobs: BlobStore, now: datetime, retention_days: float, batch: int = BATCH
+) -> int:
+    """Delete up to `batch` previews that finished more than `retention_days` ago, their blobs
+    first; commits, and returns how many rows went."""
+    if retention_days <= 0:
+        return 0
+    cutoff = now - timedelta(days=retention_days)
+    ops = OpsRepository(session)
+    gone = []
+    for tenant, preview_id in ops.previews_finished_before(cutoff, batch):
+        try:
+            blobs.delete_prefix(preview_prefix(tenant, preview_id))
+        except Exception:  # the store is down or refuses: keep the row, so the next pass tries again
+            log.exception("preview %s: could not delete its blobs; kept for the next pass", preview_id)
+            continue
+        gone.append(preview_id)
+    removed = ops.delete_finished_previews(gone, cutoff) if gone else 0
+    session.commit()
+    if removed:
+        log.info("deleted %d previews finished before %s (kept %g days)", removed, cutoff, retention_days)
+    return removed

@@ -1,0 +1,185 @@
+"""A preview holds a shopper's photo of their own room: the shop deletes it (`DELETE /v1/previews/{id}`),
+and finished previews are deleted after `ROOMFIT_PREVIEW_RETENTION_DAYS` by the reconciler pass
+every worker runs (core.retention). Both on SQLite and PostgreSQL, with the local blob store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import update
+
+from core.blob_keys import preview_prefix
+from core.clock import utcnow
+from core.retention import forget_old_previews
+from core.settings import Settings
+from core.tables import Job, Preview, Subject
+from tests.api.conftest import ApiEnv, create_preview, ready_subject, succeed_preview
+from worker.reconciler import reconcile_once
+from worker.runtime import Runtime
+
+
+def _problem(response: Any, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == code
+
+
+def _blobs_of(env: ApiEnv, preview_id: str) -> list[str]:
+    return sorted(env.blobs.list(preview_prefix(env.a.tenant_id, preview_id)))
+
+
+def _finished(env: ApiEnv, subject_id: str, status: str, days_ago: float) -> str:
+    """A preview that ended `days_ago` (succeeded with its result, or failed), with its blobs."""
+    preview = create_preview(env, env.a, subject_id)["id"]
+    if status == "succeeded":
+        succeed_preview(env, preview)
+    with env.session() as session:
+        values: dict[str, Any] = {"updated_at": utcnow() - timedelta(days=days_ago)}
+        if status != "succeeded":
+            values["status"] = status
+        session.execute(update(Preview).where(Preview.id == preview).values(**values))
+        session.execute(update(Job).where(Job.preview_id == preview).values(status=status))
+        session.commit()
+    return preview
+
+
+def test_deleting_a_preview_removes_its_room_photo_mask_result_and_renditions(env: ApiEnv) -> None:
+    sid = ready_subject(env, env.a)
+    preview = create_preview(env, env.a, sid)["id"]
+    kept = create_preview(env, env.a, sid)["id"]
+    succeed_preview(env, preview)
+    rendition = env.client.get(f"/v1/previews/{preview}/result?format=jpeg", headers=env.a.auth())
+    assert rendition.status_code == 200
+    stored = _blobs_of(env, preview)
+    assert len(stored) == 4, stored  # room, mask, result, the JPEG rendition
+
+    response = env.client.delete(f"/v1/previews/{preview}", headers=env.a.auth())
+    assert response.status_code == 204 and response.content == b""
+    assert _blobs_of(env, preview) == []
+    with env.session() as session:
+        assert session.get(Preview, preview) is None
+        assert session.get(Subject, sid) is not None
+    _problem(env.client.get(f"/v1/previews/{preview}", headers=env.a.auth()), 404, "not_found")
+    _problem(env.client.get(f"/v1/previews/{preview}/result", headers=env.a.auth()), 404, "not_found")
+    _problem(env.client.delete(f"/v1/previews/{preview}", headers=env.a.auth()), 404, "not_found")
+    # the subject's other preview is untouched
+    assert len(_blobs_of(env, kept)) == 2
+    assert env.client.get(f"/v1/previews/{kept}", headers=env.a.auth()).status_code == 200
+
+
+@pytest.mark.parametrize("job_status", ["queued", "running"])
+def test_deleting_a_queued_or_painting_preview_cancels_its_job(env: ApiEnv, job_status: str) -> None:
+    sid = ready_subject(env, env.a)
+    preview = create_preview(env, env.a, sid)["id"]
+    with env.session() as session:
+        session.execute(update(Job).where(Job.preview_id == preview).values(status=job_status, worker="w1"))
+        session.commit()
+
+    assert env.client.delete(f"/v1/previews/{preview}", headers=env.a.auth()).status_code == 204
+    with env.session() as session:
+        job = session.query(Job).filter(Job.preview_id == preview).one()
+        # a painting worker sees the request at its next heartbeat and stops; one that finishes
+        # anyway finds no row and drops its result (worker.preview_job)
+        assert job.status == "cancelled" and job.cancel_requested
+        assert session.get(Preview, preview) is None
+    assert _blobs_of(env, preview) == []
+
+
+def test_only_the_shops_secret_key_deletes_a_preview(sqlite_env: ApiEnv) -> None:
+    env = sqlite_env
+    sid = ready_subject(env, env.a)
+    preview = create_preview(env, env.a, sid, kind="publishable")["id"]
+    url = f"/v1/previews/{preview}"
+    _problem(env.client.delete(url, headers=env.a.auth("publishable")), 403, "forbidden")
+    _problem(env.client.delete(url, headers=env.b.auth()), 404, "not_found")  # another shop's
+    _problem(env.client.delete(url, headers=env.ops()), 403, "forbidden")
+    _problem(env.client.delete(url), 401, "unauthorized")
+    for hostile in ("prv_nope", "..%2F..", "x" * 300):
+        _problem(env.client.delete(f"/v1/previews/{hostile}", headers=env.a.auth()), 404, "not_found")
+    assert env.client.get(url, headers=env.a.auth()).status_code == 200
+    assert len(_blobs_of(env, preview)) == 2
+
+
+def test_the_reconciler_deletes_finished_previews_past_retention(env: ApiEnv) -> None:
+    sid = ready_subject(env, env.a)
+    old_success = _finished(env, sid, "succeeded", days_ago=45)
+    old_failure = _finished(env, sid, "failed", days_ago=31)
+    recent = _finished(env, sid, "succeeded", days_ago=29)
+    waiting = create_preview(env, env.a, sid)["id"]  # queued for 40 days: not finished, kept
+    with env.session() as session:
+        session.execute(
+            update(Preview).where(Preview.id == waiting).values(updated_at=utcnow() - timedelta(days=40))
+        )
+        session.commit()
+    assert env.settings.preview_retention_days == 30  # the default
+
+    reconcile_once(Runtime(env.settings))
+
+    for gone in (old_success, old_failure):
+        assert _blobs_of(env, gone) == []
+        _problem(env.client.get(f"/v1/previews/{gone}", headers=env.a.auth()), 404, "not_found")
+    assert len(_blobs_of(env, recent)) == 3
+    assert len(_blobs_of(env, waiting)) == 2
+    for kept in (recent, waiting):
+        assert env.client.get(f"/v1/previews/{kept}", headers=env.a.auth()).status_code == 200
+
+
+def test_a_pass_deletes_at_most_a_batch_oldest_first(sqlite_env: ApiEnv) -> None:
+    env = sqlite_env
+    sid = ready_subject(env, env.a)
+    older = _finished(env, sid, "succeeded", days_ago=50)
+    newer = _finished(env, sid, "cancelled", days_ago=40)
+    with env.session() as session:
+        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == 1
+    assert _blobs_of(env, older) == [] and len(_blobs_of(env, newer)) == 2
+    with env.session() as session:
+        assert session.get(Preview, newer) is not None
+        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == 1
+        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == 0
+    assert _blobs_of(env, newer) == []
+
+
+def test_retention_zero_keeps_finished_previews(sqlite_env: ApiEnv) -> None:
+    env = sqlite_env
+    preview = _finished(env, ready_subject(env, env.a), "succeeded", days_ago=3650)
+    with env.session() as session:
+        assert forget_old_previews(session, env.blobs, utcnow(), 0) == 0
+    assert len(_blobs_of(env, preview)) == 3
+
+
+def test_a_preview_whose_blobs_cannot_be_deleted_keeps_its_row_for_the_next_pass(
+    sqlite_env: ApiEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = sqlite_env
+    sid = ready_subject(env, env.a)
+    stuck = _finished(env, sid, "succeeded", days_ago=60)
+    other = _finished(env, sid, "succeeded", days_ago=50)
+    delete_prefix, failing = env.blobs.delete_prefix, preview_prefix(env.a.tenant_id, stuck)
+
+    def store_down_for_one(prefix: str) -> int:  # an outage of the store, for one preview's prefix
+        if prefix == failing:
+            raise OSError("blob store unavailable")
+        return delete_prefix(prefix)
+
+    monkeypatch.setattr(env.blobs, "delete_prefix", store_down_for_one)
+    with env.session() as session:
+        assert forget_old_previews(session, env.blobs, utcnow(), 30) == 1
+        assert session.get(Preview, stuck) is not None  # its photo is still stored: so is its row
+    assert _blobs_of(env, other) == [] and len(_blobs_of(env, stuck)) == 3
+    monkeypatch.undo()  # the store is back
+    with env.session() as session:
+        assert forget_old_previews(session, env.blobs, utcnow(), 30) == 1
+    assert _blobs_of(env, stuck) == []
+
+
+@pytest.mark.parametrize("days", ["-1", "36501", "nan", "a month"])
+def test_a_retention_that_is_not_a_number_of_days_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, days: str
+) -> None:
+    monkeypatch.setenv("ROOMFIT_PREVIEW_RETENTION_DAYS", days)
+    with pytest.raises(ValidationError, match="preview_retention_days"):
+        Settings(var_dir=tmp_path)
