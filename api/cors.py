@@ -27,7 +27,7 @@ from api.deps import normalize_origin
 from api.problems import ORIGIN_NOT_ALLOWED, PROBLEM_JSON
 from core.repository import OpsRepository
 
-ALLOW_METHODS = "GET, POST, OPTIONS"
+ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"  # DELETE: the widget's "Delete my photos"
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
 EXPOSE_HEADERS = "Location, Retry-After, Idempotency-Replayed, X-Request-ID"
 MAX_AGE_SECONDS = "600"

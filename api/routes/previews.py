@@ -16,7 +16,6 @@ from api.deps import (
     CeleryDep,
     Keyed,
     RepoDep,
-    SecretCaller,
     SettingsDep,
     TenantCaller,
     read_with_key,
@@ -135,9 +134,11 @@ def get_result(
     status_code=204,
     operation_id="delete_preview",
     summary="Delete a preview with its room photo, mask and result (cancels its painting)",
+    description="A secret key deletes any preview of its shop; a publishable key only those it made "
+    '(the widget\'s "Delete my photos").',
     responses={204: {"description": "Deleted."}, **problems(*AUTH, 404)},
 )
-def delete_preview(preview_id: str, _: SecretCaller, repo: RepoDep, blobs: BlobsDep) -> Response:
-    done = service.delete_preview(repo, blobs, preview_id)
+def delete_preview(preview_id: str, caller: TenantCaller, repo: RepoDep, blobs: BlobsDep) -> Response:
+    done = service.delete_preview(repo, caller, blobs, preview_id)
     after_commit(repo.session, done.after_commit)
     return Response(status_code=204)

@@ -111,12 +111,12 @@ def create_preview(
     return Done(preview, [lambda: send(repo.session, celery, job)])
 
 
-def delete_preview(repo: TenantRepository, blobs: BlobStore, preview_id: str) -> Done[None]:
+def delete_preview(repo: TenantRepository, caller: Caller, blobs: BlobStore, preview_id: str) -> Done[None]:
     """The row now (cancelling its job if it is queued or painting: a worker that finishes it anyway
-    drops the result); the room photo, mask, result and renditions once the row is gone for good."""
-    preview = repo.get(Preview, preview_id) if is_id(preview_id) else None
-    if preview is None:
-        raise NOT_FOUND(f"no preview {preview_id!r}")
+    drops the result); the room photo, mask, result and renditions once the row is gone for good.
+    Who may: whoever may read it (`visible_preview`). A publishable key is public, but a preview's
+    id is known only to the page that made it (80 random bits), which could read its photo anyway."""
+    preview = visible_preview(repo, caller, preview_id)
     job = repo.get(Job, preview.job_id) if preview.job_id else None
     if job is not None and job.status in ACTIVE:
         request_cancel(repo.session, job)

@@ -9,8 +9,9 @@
  * `key` (a publishable key that lists this page's origin) and `api` (the service's origin; by
  * default the origin this script was loaded from). Events on the element: `roomfit:submit` (detail:
  * the room and the mask it sends), `roomfit:result` (the preview and the picture shown: a WebP or
- * JPEG rendition sized for the screen; Download saves the exact PNG), `roomfit:error` (the problem
- * code and the message shown).
+ * JPEG rendition sized for the screen; Download saves the exact PNG), `roomfit:deleted` (detail:
+ * how many previews "Delete my photos" deleted: each held a copy of the room photo),
+ * `roomfit:error` (the problem code and the message shown).
  *
  * Progress is pushed: GET /v1/previews/{id}/events (Server-Sent Events, read with fetch because
  * EventSource cannot send the key), resumed with Last-Event-ID; a service without it is polled.
@@ -396,6 +397,7 @@
       this.run = 0; // bumped to abandon whatever is waiting (cancel, new photo, removed element)
       this.closeStream = null; // closes the event stream being read, if one is open
       this.shown = null; // {id, png}: the preview on screen, and its exact PNG once downloaded
+      this.made = []; // ids of the previews this element made: what "Delete my photos" deletes
       this.busy = false;
       this.urls = [];
       this.drag = null;
@@ -561,6 +563,7 @@
       ui.again = h("button", { type: "button", onclick: () => this.submit() }, "Try another");
       ui.back = h("button", { type: "button", onclick: () => this.show("edit") }, "Edit mask");
       ui.restart = h("button", { type: "button", onclick: () => this.startOver() }, "New photo");
+      ui.forget = h("button", { type: "button", onclick: () => this.forget() }, "Delete my photos");
       ui.result = h(
         "div",
         { class: "wait" },
@@ -572,6 +575,7 @@
           h("span", { "aria-hidden": "true" }, "After"),
         ),
         row(ui.download, ui.again, ui.back, ui.restart),
+        row(ui.forget),
       );
 
       ui.status = h("p", { class: "status", role: "status", "aria-live": "polite" });
@@ -607,7 +611,8 @@
     sync() {
       const ui = this.ui;
       const busy = this.busy;
-      const controls = [...ui.tools, ui.size, ui.clear, ui.change, ui.again, ui.back, ui.restart, ui.slider];
+      const controls = [...ui.tools, ui.size, ui.clear, ui.change, ui.again, ui.back, ui.restart, ui.forget];
+      controls.push(ui.slider);
       for (const node of [...controls, ui.choose, ui.camera]) node.disabled = busy;
       ui.tools.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.tool === this.tool)));
       ui.undo.disabled = busy || this.ops.length === 0;
@@ -947,7 +952,36 @@
         const detail = answer.code === "validation_error" ? answer.detail : "";
         return this.fail(answer.code, { detail, retry: FINAL.has(answer.code) ? null : retry });
       }
+      this.made.push(answer.data.id);
       this.watch(run, answer.data.id);
+    }
+
+    /** Delete every preview this element made (each holds a copy of the room photo, its mask and
+     * result) and start over. One already gone (404) counts as deleted; on any other problem the
+     * rest stay listed and "Try again" carries on. */
+    async forget() {
+      if (this.busy || this.made.length === 0) return;
+      const run = this.nextRun();
+      this.clearError();
+      this.busy = true;
+      this.sync();
+      this.say("Deleting your photos from the service…");
+      const count = this.made.length;
+      while (this.made.length) {
+        let answer;
+        try {
+          answer = await this.call("DELETE", `/v1/previews/${encodeURIComponent(this.made[0])}`);
+        } catch {
+          answer = { ok: false, status: 0, code: "network" };
+        }
+        if (run !== this.run) return;
+        if (!answer.ok && answer.status !== 404) return this.fail(answer.code, { retry: () => this.forget() });
+        this.made.shift();
+      }
+      this.shown = null;
+      this.startOver();
+      this.say("Your photos were deleted from the service.");
+      this.dispatchEvent(new CustomEvent("roomfit:deleted", { detail: { previews: count } }));
     }
 
     /** One API call; a problem's `code`, `detail` and Retry-After are read from its answer. */

@@ -89,19 +89,41 @@ def test_deleting_a_queued_or_painting_preview_cancels_its_job(env: ApiEnv, job_
     assert _blobs_of(env, preview) == []
 
 
-def test_only_the_shops_secret_key_deletes_a_preview(sqlite_env: ApiEnv) -> None:
+def test_who_may_delete_a_preview_is_who_may_read_it(sqlite_env: ApiEnv) -> None:
     env = sqlite_env
     sid = ready_subject(env, env.a)
-    preview = create_preview(env, env.a, sid, kind="publishable")["id"]
-    url = f"/v1/previews/{preview}"
-    _problem(env.client.delete(url, headers=env.a.auth("publishable")), 403, "forbidden")
-    _problem(env.client.delete(url, headers=env.b.auth()), 404, "not_found")  # another shop's
-    _problem(env.client.delete(url, headers=env.ops()), 403, "forbidden")
-    _problem(env.client.delete(url), 401, "unauthorized")
+    by_widget = create_preview(env, env.a, sid, kind="publishable")["id"]
+    by_backend = create_preview(env, env.a, sid)["id"]
+    pk = env.a.auth("publishable")
+    # the widget's key: not what the shop's backend made, nor from an origin not on the key
+    _problem(env.client.delete(f"/v1/previews/{by_backend}", headers=pk), 404, "not_found")
+    elsewhere = {**pk, "Origin": "https://evil.example"}
+    _problem(env.client.delete(f"/v1/previews/{by_widget}", headers=elsewhere), 403, "origin_not_allowed")
+    for url in (f"/v1/previews/{by_widget}", f"/v1/previews/{by_backend}"):
+        _problem(env.client.delete(url, headers=env.b.auth()), 404, "not_found")  # another shop's
+        _problem(env.client.delete(url, headers=env.ops()), 403, "forbidden")
+        _problem(env.client.delete(url), 401, "unauthorized")
     for hostile in ("prv_nope", "..%2F..", "x" * 300):
         _problem(env.client.delete(f"/v1/previews/{hostile}", headers=env.a.auth()), 404, "not_found")
-    assert env.client.get(url, headers=env.a.auth()).status_code == 200
-    assert len(_blobs_of(env, preview)) == 2
+    assert len(_blobs_of(env, by_widget)) == 2 and len(_blobs_of(env, by_backend)) == 2
+
+    deleted = env.client.delete(f"/v1/previews/{by_widget}", headers=pk)  # the widget's own
+    assert deleted.status_code == 204
+    assert deleted.headers["access-control-allow-origin"] == env.a.origin
+    assert _blobs_of(env, by_widget) == []
+    assert env.client.delete(f"/v1/previews/{by_backend}", headers=env.a.auth()).status_code == 204
+    assert _blobs_of(env, by_backend) == []
+
+
+def test_the_widgets_origin_may_send_a_delete(sqlite_env: ApiEnv) -> None:
+    """The CORS preflight of a DELETE from a listed origin allows it (the widget's "Delete my photos")."""
+    env = sqlite_env
+    preflight = env.client.options(
+        "/v1/previews/prv_x",
+        headers={"Origin": env.a.origin, "Access-Control-Request-Method": "DELETE"},
+    )
+    assert preflight.status_code == 204
+    assert "DELETE" in preflight.headers["access-control-allow-methods"]
 
 
 def test_the_reconciler_deletes_finished_previews_past_retention(env: ApiEnv) -> None:

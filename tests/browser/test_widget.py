@@ -14,6 +14,8 @@ import math
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -152,6 +154,29 @@ def preview_and_wait(page: Any, widget: Any, shots: Path | None = None, prefix: 
     return Path(info.value.path()).read_bytes()
 
 
+def made_previews(seen: list[Any]) -> list[str]:
+    """The ids of the previews the widget made, from the answers to its POSTs."""
+    return [r.json()["id"] for r in seen if r.request.method == "POST" and r.url.endswith("/v1/previews")]
+
+
+def stored_blobs(server: Server, preview: str) -> list[Path]:
+    """The files the service holds for a preview (room photo, mask, result, renditions)."""
+    return sorted((server.folder / "var" / "blobs").glob(f"tenants/*/previews/{preview}/*"))
+
+
+def read_as_widget(server: Server, preview: str) -> int:
+    """The status of GET /v1/previews/{id} with the widget's key, from the demo shop's origin."""
+    request = urllib.request.Request(
+        f"{server.api}/v1/previews/{preview}",
+        headers={"Authorization": f"Bearer {server.publishable_key}", "Origin": server.base},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
 def named_controls(page: Any) -> list[tuple[str, str]]:
     """(role, name) of every control in the page's accessibility tree, as Chromium computes them."""
     cdp = page.context.new_cdp_session(page)
@@ -279,6 +304,16 @@ def test_desktop_preview_paints_only_inside_the_drawn_mask(
         expect(widget.get_by_role("link", name="Download")).to_be_visible(timeout=RESULT_TIMEOUT)
         first, second = sent_requests(page, 2)
         assert second["mask"] == first["mask"] and second["seed"] != first["seed"]
+
+        # "Delete my photos": both previews, each with its copy of the room photo, are gone.
+        made = made_previews(seen)
+        assert len(made) == 2 and all(stored_blobs(server, i) for i in made)
+        widget.get_by_role("button", name="Delete my photos").click()
+        expect(widget.get_by_text("Your photos were deleted from the service.")).to_be_visible()
+        expect(widget.get_by_role("link", name="Download")).to_be_hidden()  # back at the start
+        for preview in made:
+            assert read_as_widget(server, preview) == 404
+            assert stored_blobs(server, preview) == []
 
 
 # --- (2) a photo over the API's limits --------------------------------------------------------------
@@ -455,6 +490,25 @@ def test_phone_size_touch_flow(server: Server, browser: Any, subject: str, room:
         (sent,) = sent_requests(page, 1)
         mask = check_painted_only_inside(result, sent["room"], sent["mask"])
         assert mask[round(480 * 0.65), round(640 * 0.475)] == 255 and mask[470, 630] == 0
+
+        # "Delete my photos" with the connection lost at the first try: said, and "Try again" finishes.
+        (preview,) = made_previews(seen)
+        lost = {"once": False}
+
+        def lost_once(route: Any, request: Any) -> None:
+            if request.method == "DELETE" and not lost["once"]:
+                lost["once"] = True
+                route.abort("connectionrefused")
+            else:
+                route.fallback()
+
+        page.route(f"{server.api}/v1/previews/{preview}", lost_once)
+        widget.get_by_role("button", name="Delete my photos").tap()
+        expect(widget.get_by_role("alert")).to_contain_text("Cannot reach the preview service")
+        assert read_as_widget(server, preview) == 200 and stored_blobs(server, preview)
+        widget.get_by_role("button", name="Try again").tap()
+        expect(widget.get_by_text("Your photos were deleted from the service.")).to_be_visible()
+        assert lost["once"] and read_as_widget(server, preview) == 404 and stored_blobs(server, preview) == []
 
 
 # --- (5) keyboard and names -----------------------------------------------------------------------

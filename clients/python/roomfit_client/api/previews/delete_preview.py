@@ -85,6 +85,9 @@ def sync_detailed(
 ) -> Response[Any | Problem]:
     """Delete a preview with its room photo, mask and result (cancels its painting)
 
+     A secret key deletes any preview of its shop; a publishable key only those it made (the widget's
+    "Delete my photos").
+
     Args:
         preview_id (str):
 
@@ -114,6 +117,9 @@ def sync(
 ) -> Any | Problem | None:
     """Delete a preview with its room photo, mask and result (cancels its painting)
 
+     A secret key deletes any preview of its shop; a publishable key only those it made (the widget's
+    "Delete my photos").
+
     Args:
         preview_id (str):
 
@@ -137,6 +143,9 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
 ) -> Response[Any | Problem]:
     """Delete a preview with its room photo, mask and result (cancels its painting)
+
+     A secret key deletes any preview of its shop; a publishable key only those it made (the widget's
+    "Delete my photos").
 
     Args:
         preview_id (str):
@@ -164,6 +173,9 @@ async def asyncio(
     client: AuthenticatedClient,
 ) -> Any | Problem | None:
     """Delete a preview with its room photo, mask and result (cancels its painting)
+
+     A secret key deletes any preview of its shop; a publishable key only those it made (the widget's
+    "Delete my photos").
 
     Args:
         preview_id (str):
