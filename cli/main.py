@@ -199,6 +199,38 @@ def tenants_create(name: Annotated[str, typer.Argument(help="The shop's name, un
     _account_change(lambda session: _fields(create_tenant(session, name), "id", "name"))
 
 
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """Every tenant, with how many keys, subjects and previews it has."""
+    from core.accounts import tenant_summaries
+
+    _account_change(lambda session: {"tenants": tenant_summaries(session)})
+
+
+@tenants_app.command("delete")
+def tenants_delete(
+    tenant: Annotated[str, typer.Argument(help="Tenant name or id.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Yes: delete it and everything it owns.")] = False,
+) -> None:
+    """Delete a tenant and everything it owns: keys (revoked first), products, photos, adapters,
+    previews, jobs (cancelled first), webhook; in the database and the blob store. Cannot be undone."""
+    from dataclasses import asdict
+
+    from core.accounts import tenant_by_name_or_id
+    from core.blobstore import blob_store_from_settings
+    from core.tenant_deletion import delete_tenant
+
+    def remove(session: Session) -> dict[str, Any]:
+        owner = tenant_by_name_or_id(session, tenant)
+        if owner is None:
+            _fail(f"no tenant {tenant!r}")
+        if not yes:
+            _fail(f"this deletes tenant {owner.name!r} ({owner.id}) and everything it owns; add --yes")
+        return {"deleted": asdict(delete_tenant(session, blob_store_from_settings(get_settings()), owner))}
+
+    _account_change(remove)
+
+
 @keys_app.command("create")
 def keys_create(
     kind: Annotated[str, typer.Option(help="secret | publishable | ops")],
@@ -229,6 +261,29 @@ def keys_create(
         }
 
     _account_change(create)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys (name or id).")] = None,
+    ops: Annotated[bool, typer.Option("--ops", help="Only the ops keys.")] = False,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Revoked keys too.")] = False,
+) -> None:
+    """Keys as stored: id, kind, tenant, the first characters shown at creation, origins, dates.
+    Never a key itself: only its hash is kept."""
+    from core.accounts import list_keys, tenant_by_name_or_id
+
+    def listing(session: Session) -> dict[str, Any]:
+        owner = None
+        if tenant is not None:
+            owner = tenant_by_name_or_id(session, tenant)
+            if owner is None:
+                _fail(f"no tenant {tenant!r}")
+        rows = list_keys(session, tenant=owner, ops_only=ops, revoked=revoked)
+        names = ("id", "kind", "tenant_id", "display", "origins", "created_at", "revoked_at")
+        return {"keys": [_fields(row, *names) for row in rows]}
+
+    _account_change(listing)
 
 
 @keys_app.command("revoke")

@@ -1,14 +1,14 @@
-"""Tenants and API keys: create, revoke, and resolve a presented key to its row."""
+"""Tenants and API keys: create, list, revoke, and resolve a presented key to its row."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from core.api_keys import KeyKind, generate_key, hash_key
 from core.clock import utcnow
 from core.ids import new_id
-from core.tables import ApiKey, Tenant
+from core.tables import ApiKey, Preview, Subject, Tenant
 
 
 class AccountError(ValueError):
@@ -29,6 +29,43 @@ def create_tenant(session: Session, name: str) -> Tenant:
 
 def tenant_by_name_or_id(session: Session, ref: str) -> Tenant | None:
     return session.scalars(select(Tenant).where((Tenant.name == ref) | (Tenant.id == ref))).first()
+
+
+def tenant_summaries(session: Session) -> list[dict[str, object]]:
+    """Every tenant, oldest first, with its number of keys (active), subjects and previews."""
+
+    def counts(table: type[ApiKey] | type[Subject] | type[Preview], *where: object) -> dict[str, int]:
+        rows = session.execute(select(table.tenant_id, func.count()).where(*where).group_by(table.tenant_id))
+        return {tenant: count for tenant, count in rows}
+
+    keys = counts(ApiKey, ApiKey.revoked_at.is_(None))
+    subjects, previews = counts(Subject), counts(Preview)
+    tenants = session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)).all()
+    return [
+        {
+            "id": t.id,
+            "name": t.name,
+            "created_at": t.created_at,
+            "active_keys": keys.get(t.id, 0),
+            "subjects": subjects.get(t.id, 0),
+            "previews": previews.get(t.id, 0),
+        }
+        for t in tenants
+    ]
+
+
+def list_keys(session: Session, *, tenant: Tenant | None, ops_only: bool, revoked: bool) -> list[ApiKey]:
+    """Keys, oldest first: one tenant's, or only ops keys, or all; revoked ones only if asked."""
+    if tenant is not None and ops_only:
+        raise AccountError("ops keys belong to no tenant: --tenant or --ops, not both")
+    stmt = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if tenant is not None:
+        stmt = stmt.where(ApiKey.tenant_id == tenant.id)
+    if ops_only:
+        stmt = stmt.where(ApiKey.kind == "ops")
+    if not revoked:
+        stmt = stmt.where(ApiKey.revoked_at.is_(None))
+    return list(session.scalars(stmt).all())
 
 
 def create_key(

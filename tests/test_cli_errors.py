@@ -34,8 +34,11 @@ runner = CliRunner()
 # Every command of cli/main.py that reads or writes the database, run as a user would first try it.
 DB_COMMANDS = [
     ["tenants", "create", "acme"],
+    ["tenants", "list"],
+    ["tenants", "delete", "acme", "--yes"],
     ["keys", "create", "--kind", "ops"],
     ["keys", "create", "--kind", "secret", "--tenant", "acme"],
+    ["keys", "list", "--revoked"],
     ["keys", "revoke", "key_nope"],
 ]
 # ... and those that do not (or migrate themselves). A new command must be put in one list or the other.
