@@ -11,15 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.deps import (
-    BlobsDep,
-    CeleryDep,
-    Keyed,
-    RepoDep,
-    SettingsDep,
-    TenantCaller,
-    read_with_key,
-)
+from api.deps import BlobsDep, CeleryDep, Keyed, RepoDep, SettingsDep, TenantCaller, read_with_key
 from api.idempotency import Outcome
 from api.multipart import FormLimits, ParsedForm
 from api.openapi import AUTH, LOCATION, PREVIEW_FORM, problems

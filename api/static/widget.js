@@ -612,8 +612,7 @@
       const ui = this.ui;
       const busy = this.busy;
       const controls = [...ui.tools, ui.size, ui.clear, ui.change, ui.again, ui.back, ui.restart, ui.forget];
-      controls.push(ui.slider);
-      for (const node of [...controls, ui.choose, ui.camera]) node.disabled = busy;
+      for (const node of [...controls, ui.slider, ui.choose, ui.camera]) node.disabled = busy;
       ui.tools.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.tool === this.tool)));
       ui.undo.disabled = busy || this.ops.length === 0;
       ui.redo.disabled = busy || this.undone.length === 0;
