@@ -191,6 +191,16 @@ def _fields(row: Any, *names: str) -> dict[str, Any]:
     return {name: getattr(row, name) for name in names}
 
 
+def _find_tenant(session: Session, ref: str) -> Any:
+    """The tenant named (or with the id) `ref`; without one, the one-line failure."""
+    from core.accounts import tenant_by_name_or_id
+
+    owner = tenant_by_name_or_id(session, ref)
+    if owner is None:
+        _fail(f"no tenant {ref!r}")
+    return owner
+
+
 @tenants_app.command("create")
 def tenants_create(name: Annotated[str, typer.Argument(help="The shop's name, unique.")]) -> None:
     """Create a tenant."""
@@ -216,14 +226,11 @@ def tenants_delete(
     previews, jobs (cancelled first), webhook; in the database and the blob store. Cannot be undone."""
     from dataclasses import asdict
 
-    from core.accounts import tenant_by_name_or_id
     from core.blobstore import blob_store_from_settings
     from core.tenant_deletion import delete_tenant
 
     def remove(session: Session) -> dict[str, Any]:
-        owner = tenant_by_name_or_id(session, tenant)
-        if owner is None:
-            _fail(f"no tenant {tenant!r}")
+        owner = _find_tenant(session, tenant)
         if not yes:
             _fail(f"this deletes tenant {owner.name!r} ({owner.id}) and everything it owns; add --yes")
         return {"deleted": asdict(delete_tenant(session, blob_store_from_settings(get_settings()), owner))}
@@ -240,17 +247,13 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create a key. It is printed once and stored only as a hash."""
-    from core.accounts import create_key, tenant_by_name_or_id
+    from core.accounts import create_key
 
     if kind not in ("secret", "publishable", "ops"):
         _fail("--kind is one of secret, publishable, ops")
 
     def create(session: Session) -> dict[str, Any]:
-        owner = None
-        if tenant is not None:
-            owner = tenant_by_name_or_id(session, tenant)
-            if owner is None:
-                _fail(f"no tenant {tenant!r}")
+        owner = _find_tenant(session, tenant) if tenant is not None else None
         row, plaintext = create_key(session, kind=kind, tenant=owner, origins=origin)  # type: ignore[arg-type]
         return {
             "id": row.id,
@@ -271,14 +274,10 @@ def keys_list(
 ) -> None:
     """Keys as stored: id, kind, tenant, the first characters shown at creation, origins, dates.
     Never a key itself: only its hash is kept."""
-    from core.accounts import list_keys, tenant_by_name_or_id
+    from core.accounts import list_keys
 
     def listing(session: Session) -> dict[str, Any]:
-        owner = None
-        if tenant is not None:
-            owner = tenant_by_name_or_id(session, tenant)
-            if owner is None:
-                _fail(f"no tenant {tenant!r}")
+        owner = _find_tenant(session, tenant) if tenant is not None else None
         rows = list_keys(session, tenant=owner, ops_only=ops, revoked=revoked)
         names = ("id", "kind", "tenant_id", "display", "origins", "created_at", "revoked_at")
         return {"keys": [_fields(row, *names) for row in rows]}
