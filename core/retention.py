@@ -12,6 +12,7 @@ A preview whose blobs cannot be deleted now (the store is down) keeps its row an
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -24,25 +25,34 @@ log = logging.getLogger("roomfit.retention")
 BATCH = 200  # previews per pass: a pass stays short however many expire at once
 
 
+@dataclass(frozen=True)
+class Swept:
+    """One pass: previews deleted, and expired ones kept because their blobs could not be deleted."""
+
+    deleted: int = 0
+    kept: int = 0
+
+
 def forget_old_previews(
     session: Session, blobs: BlobStore, now: datetime, retention_days: float, batch: int = BATCH
-) -> int:
+) -> Swept:
     """Delete up to `batch` previews that finished more than `retention_days` ago, their blobs
-    first; commits, and returns how many rows went."""
+    first; commits."""
     if retention_days <= 0:
-        return 0
+        return Swept()
     cutoff = now - timedelta(days=retention_days)
     ops = OpsRepository(session)
-    gone = []
+    gone, kept = [], 0
     for tenant, preview_id in ops.previews_finished_before(cutoff, batch):
         try:
             blobs.delete_prefix(preview_prefix(tenant, preview_id))
         except Exception:  # the store is down or refuses: keep the row, so the next pass tries again
             log.exception("preview %s: could not delete its blobs; kept for the next pass", preview_id)
+            kept += 1
             continue
         gone.append(preview_id)
     removed = ops.delete_finished_previews(gone, cutoff) if gone else 0
     session.commit()
     if removed:
         log.info("deleted %d previews finished before %s (kept %g days)", removed, cutoff, retention_days)
-    return removed
+    return Swept(removed, kept)

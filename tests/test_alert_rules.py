@@ -40,6 +40,8 @@ FAMILIES = HISTOGRAMS | {
     "roomfit_workers",
     "roomfit_webhook_deliveries_pending",
     "roomfit_ops_metrics_up",
+    "roomfit_previews_expired_total",
+    "roomfit_preview_expiry_errors_total",
 }
 KNOWN = FAMILIES | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_count", "_sum")}
 SEVERITIES = {"critical", "warning", "info"}

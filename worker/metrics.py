@@ -67,6 +67,15 @@ PREVIEW_BATCH = Histogram(
     "roomfit_preview_batch_size", "Previews painted in one UNet batch", buckets=(1, 2, 4, 8, 16)
 )
 
+PREVIEWS_EXPIRED = Counter(
+    "roomfit_previews_expired_total",
+    "Previews this worker's reconciler deleted, room photo and all, past ROOMFIT_PREVIEW_RETENTION_DAYS",
+)
+PREVIEW_EXPIRY_ERRORS = Counter(
+    "roomfit_preview_expiry_errors_total",
+    "Expired previews whose blobs the blob store would not delete (kept for the next pass)",
+)
+
 
 def serve(port: int, host: str) -> int | None:
     """Start this process's /metrics server when `ROOMFIT_WORKER_METRICS_PORT` says so; the port, or
@@ -112,6 +121,14 @@ def batch_painted(size: int, adapters: int, loads: int, swap_seconds: float) -> 
     if adapters - misses:
         ADAPTER_CACHE.labels("hit").inc(adapters - misses)
     ADAPTER_SWAP.observe(max(0.0, swap_seconds))
+
+
+def previews_swept(deleted: int, kept: int) -> None:
+    """One retention pass (core.retention): what it deleted, and what it had to keep."""
+    if deleted:
+        PREVIEWS_EXPIRED.inc(deleted)
+    if kept:
+        PREVIEW_EXPIRY_ERRORS.inc(kept)
 
 
 class StepClock:

@@ -20,6 +20,7 @@ from core import dispatch, events, heartbeats, retention
 from core.clock import utcnow
 from core.queue import enqueue, enqueue_delivery, job_ids_in_broker
 from core.repository import OpsRepository
+from worker import metrics
 from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.reconciler")
@@ -41,8 +42,10 @@ def reconcile_once(runtime: Runtime) -> list[str]:
             requeue_after=timedelta(seconds=2 * settings.lease_seconds),
         )
     # after the jobs: a blob store that is down must not keep a lost job from being re-sent
+    days = settings.preview_retention_days
     with runtime.session() as session:
-        retention.forget_old_previews(session, runtime.blobs, utcnow(), settings.preview_retention_days)
+        swept = retention.forget_old_previews(session, runtime.blobs, utcnow(), days)
+    metrics.previews_swept(swept.deleted, swept.kept)
     return resent
 
 

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import update
 
 from core.blob_keys import preview_prefix
 from core.clock import utcnow
-from core.retention import forget_old_previews
+from core.retention import Swept, forget_old_previews
 from core.settings import Settings
 from core.tables import Job, Preview, Subject
 from tests.api.conftest import ApiEnv, create_preview, ready_subject, succeed_preview
@@ -26,6 +27,11 @@ def _problem(response: Any, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == code
+
+
+def _counted(name: str) -> float:
+    """A counter of this process's metrics registry (what a worker's /metrics serves)."""
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 def _blobs_of(env: ApiEnv, preview_id: str) -> list[str]:
@@ -138,8 +144,11 @@ def test_the_reconciler_deletes_finished_previews_past_retention(env: ApiEnv) ->
         )
         session.commit()
     assert env.settings.preview_retention_days == 30  # the default
+    expired = _counted("roomfit_previews_expired_total")
 
     reconcile_once(Runtime(env.settings))
+
+    assert _counted("roomfit_previews_expired_total") == expired + 2  # the worker's /metrics
 
     for gone in (old_success, old_failure):
         assert _blobs_of(env, gone) == []
@@ -156,12 +165,12 @@ def test_a_pass_deletes_at_most_a_batch_oldest_first(sqlite_env: ApiEnv) -> None
     older = _finished(env, sid, "succeeded", days_ago=50)
     newer = _finished(env, sid, "cancelled", days_ago=40)
     with env.session() as session:
-        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == 1
+        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == Swept(deleted=1)
     assert _blobs_of(env, older) == [] and len(_blobs_of(env, newer)) == 2
     with env.session() as session:
         assert session.get(Preview, newer) is not None
-        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == 1
-        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == 0
+        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == Swept(deleted=1)
+        assert forget_old_previews(session, env.blobs, utcnow(), 30, batch=1) == Swept()
     assert _blobs_of(env, newer) == []
 
 
@@ -169,7 +178,7 @@ def test_retention_zero_keeps_finished_previews(sqlite_env: ApiEnv) -> None:
     env = sqlite_env
     preview = _finished(env, ready_subject(env, env.a), "succeeded", days_ago=3650)
     with env.session() as session:
-        assert forget_old_previews(session, env.blobs, utcnow(), 0) == 0
+        assert forget_old_previews(session, env.blobs, utcnow(), 0) == Swept()
     assert len(_blobs_of(env, preview)) == 3
 
 
@@ -188,13 +197,18 @@ def test_a_preview_whose_blobs_cannot_be_deleted_keeps_its_row_for_the_next_pass
         return delete_prefix(prefix)
 
     monkeypatch.setattr(env.blobs, "delete_prefix", store_down_for_one)
+    runtime = Runtime(env.settings)
+    runtime.blobs = env.blobs  # the worker's store is the one that fails
+    errors = _counted("roomfit_preview_expiry_errors_total")
+    reconcile_once(runtime)
     with env.session() as session:
-        assert forget_old_previews(session, env.blobs, utcnow(), 30) == 1
         assert session.get(Preview, stuck) is not None  # its photo is still stored: so is its row
+        assert session.get(Preview, other) is None
     assert _blobs_of(env, other) == [] and len(_blobs_of(env, stuck)) == 3
+    assert _counted("roomfit_preview_expiry_errors_total") == errors + 1  # what the alert watches
     monkeypatch.undo()  # the store is back
     with env.session() as session:
-        assert forget_old_previews(session, env.blobs, utcnow(), 30) == 1
+        assert forget_old_previews(session, env.blobs, utcnow(), 30) == Swept(deleted=1)
     assert _blobs_of(env, stuck) == []
 
 
