@@ -56,4 +56,5 @@ class FastPreviewRead:
             # that is down would be a 500 here; the route meets the same error and answers 503.
             return None
         scope["route"] = ROUTE  # what api.app.count_request labels requests by
-        return PreviewOut.of(row).model_dump_json().encode()
+        retention = scope["app"].state.settings.preview_retention_days
+        return PreviewOut.of(row, retention).model_dump_json().encode()

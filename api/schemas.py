@@ -7,7 +7,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.previews import PaintMode, RequestedMode
+from core.previews import PaintMode, RequestedMode, expires_at
 from core.tables import Job, Preview, Subject, SubjectPhoto, Webhook
 
 SubjectStatus = Literal["queued", "annotating", "training", "ready", "failed", "cancelled"]
@@ -214,9 +214,15 @@ class PreviewOut(BaseModel):
     timings: dict[str, Any] = Field(examples=[{"load_adapter": 0.03, "sample": 2.4}])
     created_at: datetime
     updated_at: datetime
+    expires_at: datetime | None = Field(
+        description="when this preview, its room photo, mask and result, will be deleted: "
+        "`ROOMFIT_PREVIEW_RETENTION_DAYS` after it finished; null while it is queued or running, or when "
+        "the service keeps previews until they are deleted",
+        examples=["2026-12-30T09:00:00Z"],
+    )
 
     @classmethod
-    def of(cls, row: Preview) -> PreviewOut:
+    def of(cls, row: Preview, retention_days: float) -> PreviewOut:
         return cls(
             id=row.id,
             subject_id=row.subject_id,
@@ -236,6 +242,7 @@ class PreviewOut(BaseModel):
             timings=dict(row.timings or {}),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            expires_at=expires_at(row, retention_days),
         )
 
 

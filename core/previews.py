@@ -12,6 +12,7 @@ subject that became ready while an `auto` preview waited is painted with its ada
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from core.clock import utcnow
@@ -24,6 +25,14 @@ RequestedMode = Literal["auto", "adapter", "zero_shot"]
 PaintMode = Literal["adapter", "zero_shot"]
 REQUESTED_MODES: tuple[str, ...] = RequestedMode.__args__  # type: ignore[attr-defined]
 PAINT_MODES: tuple[str, ...] = PaintMode.__args__  # type: ignore[attr-defined]
+
+
+def expires_at(preview: Preview, retention_days: float) -> datetime | None:
+    """When core.retention deletes this preview: `retention_days` after it finished. None while it is
+    queued or running, and when previews are kept until deleted (0)."""
+    if retention_days <= 0 or preview.status not in FINISHED:
+        return None
+    return preview.updated_at + timedelta(days=retention_days)
 
 
 def has_adapter(subject: Subject) -> bool:

@@ -7,6 +7,7 @@ reconciler pass (worker.reconciler) deletes a batch of the oldest expired ones: 
 then the row, so a pass that dies half-way leaves a row the next pass finds again, never a photo
 that no row leads to. Several passes at once are safe: deleting a prefix or a row twice is a no-op.
 A preview whose blobs cannot be deleted now (the store is down) keeps its row and is tried again.
+A client reads the moment in the preview's `expires_at` (core.previews.expires_at: the same rule).
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ async def preview_events(
     row = preview_service.visible(read.caller, read.row, preview_id)
 
     def body(repo: TenantRepository) -> BaseModel:
-        return PreviewOut.of(preview_service.visible_preview(repo, read.caller, preview_id))
+        current = preview_service.visible_preview(repo, read.caller, preview_id)
+        return PreviewOut.of(current, settings.preview_retention_days)
 
     return _respond(request, settings, read.caller, preview_id, row, last_event_id, body)
 

@@ -56,7 +56,8 @@ async def create_preview(
 
     def produce(form: ParsedForm) -> Outcome:
         done = service.create_preview(repo, blobs, celery, settings, form, caller)
-        return answer(done, PreviewOut.of(done.row), status=202, location=f"/v1/previews/{done.row.id}")
+        out = PreviewOut.of(done.row, settings.preview_retention_days)
+        return answer(done, out, status=202, location=f"/v1/previews/{done.row.id}")
 
     return await post.run(produce, form=limits)
 
@@ -68,8 +69,8 @@ async def create_preview(
     summary="A preview: status, progress and, once succeeded, where its result is",
     responses=problems(*AUTH, 404),
 )
-async def get_preview(preview_id: str, read: PreviewRead) -> PreviewOut:
-    return PreviewOut.of(service.visible(read.caller, read.row, preview_id))
+async def get_preview(preview_id: str, read: PreviewRead, settings: SettingsDep) -> PreviewOut:
+    return PreviewOut.of(service.visible(read.caller, read.row, preview_id), settings.preview_retention_days)
 
 
 _FORMAT_DOC = (

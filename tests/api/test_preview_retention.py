@@ -4,7 +4,9 @@ every worker runs (core.retention). Both on SQLite and PostgreSQL, with the loca
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,14 @@ from core.clock import utcnow
 from core.retention import Swept, forget_old_previews
 from core.settings import Settings
 from core.tables import Job, Preview, Subject
-from tests.api.conftest import ApiEnv, create_preview, ready_subject, succeed_preview
+from tests.api.conftest import (
+    ApiEnv,
+    build_env,
+    create_preview,
+    make_settings,
+    ready_subject,
+    succeed_preview,
+)
 from worker.reconciler import reconcile_once
 from worker.runtime import Runtime
 
@@ -210,6 +219,37 @@ def test_a_preview_whose_blobs_cannot_be_deleted_keeps_its_row_for_the_next_pass
     with env.session() as session:
         assert forget_old_previews(session, env.blobs, utcnow(), 30) == Swept(deleted=1)
     assert _blobs_of(env, stuck) == []
+
+
+def test_a_preview_says_when_it_will_be_deleted(env: ApiEnv) -> None:
+    """`expires_at`: the retention after it finished, as the read, the POST answer and the stream say."""
+    sid = ready_subject(env, env.a)
+    made = create_preview(env, env.a, sid)
+    assert made["status"] == "queued" and made["expires_at"] is None
+    succeed_preview(env, made["id"])
+    read = env.client.get(f"/v1/previews/{made['id']}", headers=env.a.auth()).json()
+    finished = datetime.fromisoformat(read["updated_at"])
+    assert datetime.fromisoformat(read["expires_at"]) == finished + timedelta(days=30)
+    with env.client.stream(
+        "GET", f"/v1/previews/{made['id']}/events", headers=env.a.auth()
+    ) as stream:  # a finished preview's stream: its final state, then it ends
+        final = [line for line in stream.iter_lines() if line.startswith("data:")][-1]
+    assert json.loads(final.removeprefix("data:"))["expires_at"] == read["expires_at"]
+
+
+@pytest.fixture
+def keeping_env(tmp_path: Path) -> Iterator[ApiEnv]:
+    """The app with `ROOMFIT_PREVIEW_RETENTION_DAYS=0`: previews kept until deleted."""
+    yield from build_env(
+        make_settings(tmp_path, f"sqlite:///{tmp_path / 'roomfit.db'}", preview_retention_days=0)
+    )
+
+
+def test_a_service_that_keeps_previews_says_no_expiry(keeping_env: ApiEnv) -> None:
+    env = keeping_env
+    made = create_preview(env, env.a, ready_subject(env, env.a))
+    succeed_preview(env, made["id"])
+    assert env.client.get(f"/v1/previews/{made['id']}", headers=env.a.auth()).json()["expires_at"] is None
 
 
 @pytest.mark.parametrize("days", ["-1", "36501", "nan", "a month"])

@@ -272,7 +272,7 @@ def test_previews_from_before_migration_0003_read_as_adapter(database_url: str) 
             row = session.get(Preview, "prv_old")
             assert row is not None
             assert (row.requested_mode, row.mode, row.adapter_version) == ("adapter", "adapter", None)
-            out = PreviewOut.of(row)
+            out = PreviewOut.of(row, retention_days=30)
             assert (out.mode, out.adapter_version) == ("adapter", None)
         downgrade(database_url, "0002")
         with engine.connect() as conn:

@@ -41,6 +41,9 @@ class PreviewOut:
         timings (PreviewOutTimings):
         created_at (datetime.datetime):
         updated_at (datetime.datetime):
+        expires_at (datetime.datetime | None): when this preview, its room photo, mask and result, will be deleted:
+            `ROOMFIT_PREVIEW_RETENTION_DAYS` after it finished; null while it is queued or running, or when the service
+            keeps previews until they are deleted
     """
 
     id: str
@@ -59,6 +62,7 @@ class PreviewOut:
     timings: PreviewOutTimings
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    expires_at: datetime.datetime | None
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +108,12 @@ class PreviewOut:
 
         updated_at = self.updated_at.isoformat()
 
+        expires_at: None | str
+        if isinstance(self.expires_at, datetime.datetime):
+            expires_at = self.expires_at.isoformat()
+        else:
+            expires_at = self.expires_at
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -124,6 +134,7 @@ class PreviewOut:
                 "timings": timings,
                 "created_at": created_at,
                 "updated_at": updated_at,
+                "expires_at": expires_at,
             }
         )
 
@@ -200,6 +211,21 @@ class PreviewOut:
 
         updated_at = datetime.datetime.fromisoformat(d.pop("updated_at"))
 
+        def _parse_expires_at(data: object) -> datetime.datetime | None:
+            if data is None:
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                expires_at_type_0 = datetime.datetime.fromisoformat(data)
+
+                return expires_at_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(datetime.datetime | None, data)
+
+        expires_at = _parse_expires_at(d.pop("expires_at"))
+
         preview_out = cls(
             id=id,
             subject_id=subject_id,
@@ -217,6 +243,7 @@ class PreviewOut:
             timings=timings,
             created_at=created_at,
             updated_at=updated_at,
+            expires_at=expires_at,
         )
 
         preview_out.additional_properties = d
