@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
@@ -31,15 +33,18 @@ def tenant_by_name_or_id(session: Session, ref: str) -> Tenant | None:
     return session.scalars(select(Tenant).where((Tenant.name == ref) | (Tenant.id == ref))).first()
 
 
+def rows_per_tenant(
+    session: Session, table: type[ApiKey] | type[Subject] | type[Preview], *where: Any
+) -> dict[str, int]:
+    """How many rows of `table` (matching `where`) each tenant has; tenants with none are absent."""
+    rows = session.execute(select(table.tenant_id, func.count()).where(*where).group_by(table.tenant_id))
+    return {tenant: count for tenant, count in rows}
+
+
 def tenant_summaries(session: Session) -> list[dict[str, object]]:
     """Every tenant, oldest first, with its number of keys (active), subjects and previews."""
-
-    def counts(table: type[ApiKey] | type[Subject] | type[Preview], *where: object) -> dict[str, int]:
-        rows = session.execute(select(table.tenant_id, func.count()).where(*where).group_by(table.tenant_id))
-        return {tenant: count for tenant, count in rows}
-
-    keys = counts(ApiKey, ApiKey.revoked_at.is_(None))
-    subjects, previews = counts(Subject), counts(Preview)
+    keys = rows_per_tenant(session, ApiKey, ApiKey.revoked_at.is_(None))
+    subjects, previews = rows_per_tenant(session, Subject), rows_per_tenant(session, Preview)
     tenants = session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)).all()
     return [
         {

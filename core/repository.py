@@ -148,6 +148,11 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _finished_before(cutoff: datetime) -> tuple[Any, ...]:
+    """A preview that ended (core.previews.FINISHED) before `cutoff`: what retention deletes."""
+    return (Preview.status.in_(FINISHED), Preview.updated_at < cutoff)
+
+
 class OpsRepository:
     """Reads across tenants, for ops keys, the reconciler and the CORS preflight only."""
 
@@ -217,7 +222,7 @@ class OpsRepository:
         """(tenant, id) of at most `limit` previews that finished before `cutoff`, oldest first."""
         rows = self.session.execute(
             select(Preview.tenant_id, Preview.id)
-            .where(Preview.status.in_(FINISHED), Preview.updated_at < cutoff)
+            .where(*_finished_before(cutoff))
             .order_by(Preview.updated_at)
             .limit(limit)
         ).all()
@@ -228,7 +233,7 @@ class OpsRepository:
         have retried it since it was found); the caller commits."""
         result = self.session.execute(
             delete(Preview)
-            .where(Preview.id.in_(ids), Preview.status.in_(FINISHED), Preview.updated_at < cutoff)
+            .where(Preview.id.in_(ids), *_finished_before(cutoff))
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]

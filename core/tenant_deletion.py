@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from core.accounts import rows_per_tenant
 from core.blob_keys import tenant_prefix
 from core.blobstore import BlobStore
 from core.clock import utcnow
@@ -44,7 +45,10 @@ def delete_tenant(session: Session, blobs: BlobStore, tenant: Tenant) -> Deleted
     """Delete `tenant` and everything it owns (steps above); commits as it goes."""
 
     tenant_id, name = tenant.id, tenant.name
-    keys, subjects, previews = (_count(session, table, tenant_id) for table in (ApiKey, Subject, Preview))
+    keys, subjects, previews = (
+        rows_per_tenant(session, table, table.tenant_id == tenant_id).get(tenant_id, 0)
+        for table in (ApiKey, Subject, Preview)
+    )
     session.execute(
         update(ApiKey)
         .where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
@@ -62,8 +66,3 @@ def delete_tenant(session: Session, blobs: BlobStore, tenant: Tenant) -> Deleted
     session.commit()
     removed += blobs.delete_prefix(prefix)
     return Deleted(tenant_id, name, keys, subjects, previews, len(active), removed)
-
-
-def _count(session: Session, table: type[ApiKey] | type[Subject] | type[Preview], tenant_id: str) -> int:
-    stmt = select(func.count()).select_from(table).where(table.tenant_id == tenant_id)
-    return int(session.scalar(stmt) or 0)
