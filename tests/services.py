@@ -50,6 +50,9 @@ ENV_SERVICES_DIR = "ROOMFIT_TEST_SERVICES_DIR"
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+# SeaweedFS volumes: one per bucket, so this caps the buckets one test run can create.
+MAX_VOLUMES = 2000
+VOLUME_SIZE_MB = 64
 
 
 class ServiceError(RuntimeError):
@@ -613,6 +616,13 @@ class SeaweedServer(_Server):
             "-admin.ui=false",
             "-master.telemetry=false",
             "-volume.preStopSeconds=0",  # stop in ~1 s instead of ~3 s
+            # Every bucket is a SeaweedFS collection with a volume of its own, and by default the
+            # volume count is capped at free disk / volume size (1 GB): with 78 GB free, the 78th
+            # bucket's PutObject fails with InternalError ("no free volumes left"), and a CI disk
+            # with less free space failed a test run that way. Volumes are sparse files and tests
+            # store little, so a fixed cap of small volumes frees a run from the disk's size.
+            f"-volume.max={MAX_VOLUMES}",
+            f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
         ]
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 
-from tests.services import RedisServer, ServiceError, _Server, free_port, wait_for_port
+from tests.services import (
+    MAX_VOLUMES,
+    RedisServer,
+    SeaweedServer,
+    ServiceError,
+    _Server,
+    free_port,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +88,38 @@ def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _volumes(server: SeaweedServer) -> dict[str, int]:
+    url = f"http://127.0.0.1:{server.ports['master.port']}/dir/status"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        topology = json.load(response)["Topology"]
+    return {"max": topology["Max"], "free": topology["Free"]}
+
+
+def test_seaweedfs_has_room_for_a_whole_runs_buckets_whatever_the_disk(tmp_path: Path) -> None:
+    """Each bucket takes a volume of its own; weed's default cap (free disk / 1 GB) ran out mid-run."""
+    import boto3
+
+    server = SeaweedServer(tmp_path).start()
+    try:
+        settings = server.settings
+        client = boto3.client(
+            "s3",
+            endpoint_url=settings.endpoint,
+            aws_access_key_id=settings.access_key,
+            aws_secret_access_key=settings.secret_key,
+            region_name=settings.region,
+        )
+        before = _volumes(server)
+        for name in ("one", "two", "three"):
+            client.create_bucket(Bucket=name)
+            client.put_object(Bucket=name, Key="k", Body=b"x")
+        after = _volumes(server)
+    finally:
+        server.stop()
+    assert before == {"max": MAX_VOLUMES, "free": MAX_VOLUMES}
+    assert after == {"max": MAX_VOLUMES, "free": MAX_VOLUMES - 3}
 
 
 class _BrokenRedis(RedisServer):
