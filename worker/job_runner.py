@@ -31,7 +31,10 @@ log = logging.getLogger("roomfit.worker")
 # Errors that say "try again later", not "this job is wrong": Celery retries them with backoff.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (BlobStoreUnavailable, OperationalError, PoolTimeout)
 INTERNAL_ERROR_MESSAGE = "an internal error stopped this job; it is logged under {job_id}"
-REPORT_INTERVAL_SECONDS = 1.0  # progress rows are written at most this often
+REPORT_INTERVAL_SECONDS = 1.0  # progress rows are written at most this often...
+# ...unless progress moved this far since the last write: a job of a few seconds (a small training
+# on a fast GPU) still moves its bar a few times instead of jumping from its start to its end.
+REPORT_PROGRESS_STEP = 0.25
 
 
 class JobFailed(Exception):
@@ -62,6 +65,7 @@ class JobContext:
     claimed: float = field(default_factory=time.monotonic)  # for roomfit_job_duration_seconds
     log_ids: dict[str, str] = field(default_factory=dict)  # job, tenant, subject, preview (core.logs)
     _last_report: float = 0.0
+    _last_progress: float = 0.0
     _stage: str | None = None
     _pending: dict[str, object] = field(default_factory=dict)
 
@@ -90,18 +94,22 @@ class JobContext:
         timings: dict[str, float] | None = None,
         force: bool = False,
     ) -> None:
-        """Write progress, at most once a second unless `force` or the stage changes."""
+        """Write progress, at most once a second unless `force`, the stage changes or progress moved
+        by REPORT_PROGRESS_STEP."""
         self.check()
         now = time.monotonic()
         if loss_point is not None:
             self.keep_loss_point(loss_point)
         stage_changed = stage is not None and stage != self._stage
-        if not (force or stage_changed or now - self._last_report >= REPORT_INTERVAL_SECONDS):
+        moved = progress is not None and progress - self._last_progress >= REPORT_PROGRESS_STEP
+        if not (force or stage_changed or moved or now - self._last_report >= REPORT_INTERVAL_SECONDS):
             if progress is not None:
                 self._pending["progress"] = progress
             return
         self._write(stage=stage, progress=progress, timings=timings)
         self._last_report = now
+        if progress is not None:
+            self._last_progress = progress
         if stage is not None:
             self._stage = stage
 

@@ -99,7 +99,8 @@ def test_a_training_and_a_preview_stream_every_stage_then_one_terminal_event(
     api_and_stack: tuple[ServedApi, Stack], shared_models_dir: Path
 ) -> None:
     api, stack = api_and_stack
-    # 16 steps: long enough for progress reports, which a worker writes at most once a second.
+    # 16 steps: a worker writes progress once a second and each time it moves a quarter of the bar,
+    # so even a training that ends within a second streams progress events.
     subject_id, _ = submit_subject(stack, api.tenant_id, steps=16)
     with stream(api, f"/v1/subjects/{subject_id}/events") as response:
         assert response.status_code == 200

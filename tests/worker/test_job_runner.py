@@ -122,6 +122,23 @@ def test_progress_writes_are_batched_but_stage_changes_are_not(runtime: Runtime)
     assert (stage1, progress1, points1) == ("saving", 0.9, 50)  # a stage change flushes everything
 
 
+def test_a_job_faster_than_the_write_interval_still_moves_its_bar(runtime: Runtime) -> None:
+    """Reports well inside one second still write each time progress moved a quarter of the bar."""
+    job_id = _train_job(runtime)
+    written: list[float] = []
+
+    def work(ctx: JobContext, job: Job) -> None:
+        for step in range(1, 101):
+            ctx.report(progress=step / 100)
+            current, _ = _load(runtime, job_id)
+            if not written or current.progress != written[-1]:
+                written.append(current.progress)
+        raise JobFailed("test_stop", "stop here")
+
+    run_job(runtime, job_id, work)
+    assert written == [0.01, 0.26, 0.51, 0.76], written  # the first report, then every quarter
+
+
 @pytest.fixture
 def stopping(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Make this process a worker that got SIGTERM `seconds_ago` (what Celery's warm shutdown does)."""
