@@ -21,7 +21,10 @@ from tests.worker.stack import Stack, WorkerProcess, ready_subject_with_random_a
 
 pytestmark = pytest.mark.integration
 
-SLOW_PREVIEW_STEPS = 150  # ~9 s on the tiny model: long enough to be caught busy
+SLOW_PREVIEW_STEPS = 150  # 1.5 to 9 s on the tiny model, by the machine: long enough to be caught busy
+# Outlasts a grace of 2 s (handed back 1.3 s after SIGTERM) on any machine we run: 7 s on one where
+# 150 steps took 1.5 s, and a preview of 150 steps once fitted inside a grace of 3 s there.
+HAND_BACK_PREVIEW_STEPS = 600
 
 
 def _sigterm_and_time_exit(worker: WorkerProcess, grace: float) -> float:
@@ -37,11 +40,13 @@ def _sigterm_and_time_exit(worker: WorkerProcess, grace: float) -> float:
     return time.monotonic() - sent
 
 
-def _submit_slow_preview(stack: Stack, shared_models_dir: Path) -> tuple[str, str, Image.Image, np.ndarray]:
+def _submit_slow_preview(
+    stack: Stack, shared_models_dir: Path, steps: int = SLOW_PREVIEW_STEPS
+) -> tuple[str, str, Image.Image, np.ndarray]:
     """A preview of many steps; the row is written before the message, so the worker reads them."""
     tenant_id = make_tenant(stack)
     subject_id = ready_subject_with_random_adapter(stack, tenant_id, shared_models_dir)
-    return submit_preview(stack, tenant_id, subject_id, steps=SLOW_PREVIEW_STEPS)
+    return submit_preview(stack, tenant_id, subject_id, steps=steps)
 
 
 def _painting(stack: Stack, job_id: str) -> bool:
@@ -89,10 +94,10 @@ def test_a_preview_that_would_outlast_the_grace_is_handed_back(
     distributed_stack: Stack, shared_models_dir: Path
 ) -> None:
     stack = distributed_stack
-    grace = 3  # a preview of 1000 steps takes longer: it must be handed back, not cut off
+    grace = 2  # a preview of 600 steps takes longer: it must be handed back, not cut off
     first = stack.start_worker("preview", ROOMFIT_SHUTDOWN_GRACE_SECONDS=str(grace))
     first.wait_ready()
-    preview_id, job_id, room, mask = _submit_slow_preview(stack, shared_models_dir)
+    preview_id, job_id, room, mask = _submit_slow_preview(stack, shared_models_dir, HAND_BACK_PREVIEW_STEPS)
     wait_for(lambda: _painting(stack, job_id), 120, "the preview to be painting")
 
     took = _sigterm_and_time_exit(first, grace)
