@@ -31,7 +31,9 @@ would from a pretrained model.
 `--unet-channels C1 C2` and `--unet-heads N` build the tiny model with another UNet width or number
 of attention heads (`models.tiny.build_tiny_components`; the preset is 32 64 and 8 heads of 4
 channels), saved and loaded as a model folder: does LoRA's lead grow in a wider UNet, or with fewer,
-larger heads?
+larger heads? `--attention-levels 0 1` gives the 64-channel level transformer blocks too (the
+preset has them at the 32-channel level and in the middle block only; the real UNet at three of its
+four levels and the middle).
 
 `--timesteps T ...` measures the losses at other timesteps than the test's (50 150 300 450): the
 whole schedule evenly, or only its noisy half.
@@ -146,11 +148,17 @@ def real_size_mb(modules: str, rank: int = 4) -> float:
     return 2 * count / 1e6
 
 
-def model_folder(folder: Path, unet_channels: tuple[int, int] | None, unet_heads: int | None) -> Path:
-    """The tiny preset, or a tiny model of another UNet width or head count, as a model folder."""
-    if unet_channels is None and unet_heads is None:
+def model_folder(
+    folder: Path,
+    unet_channels: tuple[int, int] | None,
+    unet_heads: int | None,
+    attention_levels: tuple[int, ...] | None = None,
+) -> Path:
+    """The tiny preset, or a tiny model of another UNet width, head count or levels with attention,
+    as a model folder."""
+    sizes = {"unet_channels": unet_channels, "unet_heads": unet_heads, "attention_levels": attention_levels}
+    if all(value is None for value in sizes.values()):
         return ensure_tiny_model(folder)
-    sizes = {"unet_channels": unet_channels, "unet_heads": unet_heads}
     components = build_tiny_components(**{k: v for k, v in sizes.items() if v is not None})
     for name, component in components.items():
         component.save_pretrained(folder / name)  # type: ignore[attr-defined]
@@ -176,12 +184,14 @@ def main() -> None:
     parser.add_argument("--domain-stage", type=int, default=0, metavar="STEPS")
     parser.add_argument("--unet-channels", type=int, nargs=2, metavar=("C1", "C2"))
     parser.add_argument("--unet-heads", type=int)
+    parser.add_argument("--attention-levels", type=int, nargs="+", choices=(0, 1), metavar="LEVEL")
     parser.add_argument("--timesteps", type=int, nargs="+", default=list(TIMESTEPS), metavar="T")
     args = parser.parse_args()
     timesteps = tuple(args.timesteps)
 
     channels = tuple(args.unet_channels) if args.unet_channels else None
-    folder = model_folder(Path(tempfile.mkdtemp()) / "tiny", channels, args.unet_heads)
+    levels = tuple(args.attention_levels) if args.attention_levels else None
+    folder = model_folder(Path(tempfile.mkdtemp()) / "tiny", channels, args.unet_heads, levels)
     base = load_base_model(str(folder), device="cpu")
     base.lora = inject_lora(base.unet, rank=4)
     held = evaluation_pairs(views("checker", HELD_OUT), resolution=base.resolution)

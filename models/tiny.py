@@ -52,12 +52,18 @@ def default_tiny_detector_dir() -> Path:
 
 
 def build_tiny_components(
-    embed_dim: int = 32, unet_channels: tuple[int, int] = (32, 64), unet_heads: int = 8
+    embed_dim: int = 32,
+    unet_channels: tuple[int, int] = (32, 64),
+    unet_heads: int = 8,
+    attention_levels: tuple[int, ...] = (0,),
 ) -> dict[str, object]:
     """The five components of a tiny Paint-by-Example model, deterministic for a given torch build.
 
-    Other UNet widths and head counts are for `bench/bench_learning_lead.py` (does LoRA's reach grow
+    Other UNet widths, head counts and levels with attention (0: the 32-channel one, 1: the other;
+    the middle block always has it) are for `bench/bench_learning_lead.py` (does LoRA's reach grow
     with them?); the preset, and its version, is the defaults."""
+    down = tuple("CrossAttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(2))
+    up = tuple("CrossAttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in (1, 0))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         unet = UNet2DConditionModel(
@@ -66,8 +72,8 @@ def build_tiny_components(
             out_channels=4,
             block_out_channels=unet_channels,
             layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=down,
+            up_block_types=up,
             cross_attention_dim=embed_dim,
             attention_head_dim=unet_heads,  # diffusers' misnomer: the number of heads
             norm_num_groups=8,
