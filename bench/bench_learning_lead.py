@@ -21,7 +21,8 @@ the paper's budget (a higher lr, more steps).
 the 12 held-out views themselves (what these weights can fit at all, not what generalises), and
 LoRA reaching layers the paper's does not (the transformer blocks' feed-forward and proj_in/out;
 every resnet's two 3x3 convolutions; only those of the 32-channel level, the one whose share of a
-real-size adapter would still fit the 2 MB goal). Run it with `--domain-stage`.
+real-size adapter would still fit the 2 MB goal). Run it with `--domain-stage`. `--variants rank`
+trains the same targets at ranks 16 and 64 (64: every tiny projection's full rank).
 
 `--domain-stage STEPS` first trains every UNet weight of the random base for STEPS steps on 48
 views of other random objects (`views("random", ...)`: neither checker nor stripes), so that what
@@ -100,6 +101,13 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             "real_modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.3)\.resnets\.\d+\.conv[12]",
         },
     },
+    # "lora_rank": LoRA on the same targets at another rank; 64 is the full rank of every tiny
+    # projection, as if those weights were trained whole
+    "rank": {
+        "paper defaults": {},
+        "LoRA at rank 16": {"modules": rf".*\.({ATTENTION})", "lora_rank": 16},
+        "LoRA at rank 64 (full rank)": {"modules": rf".*\.({ATTENTION})", "lora_rank": 64},
+    },
     "all": {
         "paper defaults": {},
         "no reference dropout": {"reference_dropout": 0.0},
@@ -165,11 +173,11 @@ def model_folder(
     return folder
 
 
-def _retargeted(folder: Path, domain_artifact: bytes | None, modules: str) -> BaseModel:
+def _retargeted(folder: Path, domain_artifact: bytes | None, modules: str, rank: int = 4) -> BaseModel:
     """The same base (after the same domain stage) with LoRA on every module whose name matches."""
     base = load_base_model(str(folder), device="cpu")
     targets = tuple(name for name, _ in base.unet.named_modules() if re.fullmatch(modules, name))
-    base.lora = inject_lora(base.unet, rank=4, targets=targets)
+    base.lora = inject_lora(base.unet, rank=rank, targets=targets)
     if domain_artifact is not None:
         start_from_unet_weights(base, domain_artifact)
     return base
@@ -215,7 +223,8 @@ def main() -> None:
         photos = views("checker", HELD_OUT if overrides.pop("train_on", None) == "held-out" else TRAIN_VIEWS)
         modules = overrides.pop("modules", None)
         real_modules = overrides.pop("real_modules", modules or rf".*\.({ATTENTION})")
-        tuned = base if modules is None else _retargeted(folder, domain_artifact, modules)
+        rank = overrides.pop("lora_rank", 4)
+        tuned = base if modules is None else _retargeted(folder, domain_artifact, modules, rank)
         leads = []
         for seed in args.seeds:
             settings = dataclasses.replace(SETTINGS, seed=seed, **overrides)
@@ -224,10 +233,10 @@ def main() -> None:
             gain, other_gain = ((b - a) / b for b, a in zip(before, after, strict=True))
             leads.append(100 * (gain - other_gain))
             print(f"| {name} | {seed} | {gain:.2%} | {other_gain:.2%} | {leads[-1]:.2f} |", flush=True)
-        size = "–" if overrides.get("mode") == "full" else f"{real_size_mb(real_modules):.2f} MB"
+        size = "–" if overrides.get("mode") == "full" else f"{real_size_mb(real_modules, rank):.2f} MB"
         summary.append((name, statistics.mean(leads), min(leads), max(leads), size))
     print(
-        "\n| settings | mean lead | min | max | real-size LoRA, rank 4, fp16 |"
+        "\n| settings | mean lead | min | max | real-size LoRA at its rank, fp16 |"
         "\n| --- | ---: | ---: | ---: | ---: |"
     )
     for name, mean, low, high, size in summary:
