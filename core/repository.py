@@ -19,7 +19,6 @@ from sqlalchemy import Select, and_, bindparam, case, delete, func, select, type
 from sqlalchemy.orm import Session
 
 from core.accounts import KEY_COLUMNS, KEY_MATCHES
-from core.previews import FINISHED
 from core.tables import (
     ApiKey,
     Base,
@@ -148,11 +147,6 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _finished_before(cutoff: datetime) -> tuple[Any, ...]:
-    """A preview that ended (core.previews.FINISHED) before `cutoff`: what retention deletes."""
-    return (Preview.status.in_(FINISHED), Preview.updated_at < cutoff)
-
-
 class OpsRepository:
     """Reads across tenants, for ops keys, the reconciler and the CORS preflight only."""
 
@@ -217,26 +211,6 @@ class OpsRepository:
             select(ApiKey.origins).where(ApiKey.kind == "publishable", ApiKey.revoked_at.is_(None))
         ).all()
         return {origin for origins in rows for origin in origins or ()}
-
-    def previews_finished_before(self, cutoff: datetime, limit: int) -> Sequence[tuple[str, str]]:
-        """(tenant, id) of at most `limit` previews that finished before `cutoff`, oldest first."""
-        rows = self.session.execute(
-            select(Preview.tenant_id, Preview.id)
-            .where(*_finished_before(cutoff))
-            .order_by(Preview.updated_at)
-            .limit(limit)
-        ).all()
-        return [(tenant, preview_id) for tenant, preview_id in rows]
-
-    def delete_finished_previews(self, ids: Sequence[str], cutoff: datetime) -> int:
-        """Delete these previews' rows, each only if it is still finished before `cutoff` (ops may
-        have retried it since it was found); the caller commits."""
-        result = self.session.execute(
-            delete(Preview)
-            .where(Preview.id.in_(ids), *_finished_before(cutoff))
-            .execution_options(synchronize_session=False)
-        )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def stalled_deliveries(self, due_before: datetime) -> Sequence[str]:
         """Ids of pending webhook deliveries whose retry time is long past: their message was lost."""

@@ -8,22 +8,28 @@ then the row, so a pass that dies half-way leaves a row the next pass finds agai
 that no row leads to. Several passes at once are safe: deleting a prefix or a row twice is a no-op.
 A preview whose blobs cannot be deleted now (the store is down) keeps its row and is tried again.
 A client reads the moment in the preview's `expires_at` (core.previews.expires_at: the same rule).
+
+The history goes after the same time (`forget_old_history`): the job rows of previews and subjects
+that are gone (their ids, parameters, timings and errors), and webhook deliveries that were
+delivered or given up (their payload is the preview's or subject's body). Nothing else leads to
+them, and without this both tables grow by a row or two for every preview ever painted.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from core.blob_keys import preview_prefix
 from core.blobstore import BlobStore
-from core.repository import OpsRepository
+from core.retention_repository import RetentionRepository
 
 log = logging.getLogger("roomfit.retention")
 BATCH = 200  # previews per pass: a pass stays short however many expire at once
+HISTORY_BATCH = 1000  # rows of each history table per pass: no blobs to delete, so more
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,9 @@ def forget_old_previews(
     if retention_days <= 0:
         return Swept()
     cutoff = now - timedelta(days=retention_days)
-    ops = OpsRepository(session)
+    rows = RetentionRepository(session)
     gone, kept = [], 0
-    for tenant, preview_id in ops.previews_finished_before(cutoff, batch):
+    for tenant, preview_id in rows.previews_finished_before(cutoff, batch):
         try:
             blobs.delete_prefix(preview_prefix(tenant, preview_id))
         except Exception:  # the store is down or refuses: keep the row, so the next pass tries again
@@ -52,8 +58,35 @@ def forget_old_previews(
             kept += 1
             continue
         gone.append(preview_id)
-    removed = ops.delete_finished_previews(gone, cutoff) if gone else 0
+    removed = rows.delete_finished_previews(gone, cutoff) if gone else 0
     session.commit()
     if removed:
         log.info("deleted %d previews finished before %s (kept %g days)", removed, cutoff, retention_days)
     return Swept(removed, kept)
+
+
+@dataclass(frozen=True)
+class HistorySwept:
+    """One pass: job rows and webhook deliveries deleted."""
+
+    jobs: int = 0
+    deliveries: int = 0
+
+
+def forget_old_history(
+    session: Session, now: datetime, retention_days: float, batch: int = HISTORY_BATCH
+) -> HistorySwept:
+    """Delete up to `batch` job rows whose preview or subject is gone and up to `batch` settled
+    webhook deliveries, each ended more than `retention_days` ago; commits."""
+    if retention_days <= 0:
+        return HistorySwept()
+    cutoff = now - timedelta(days=retention_days)
+    rows = RetentionRepository(session)
+    swept = HistorySwept(
+        jobs=rows.delete_orphaned_jobs(cutoff, batch),
+        deliveries=rows.delete_settled_deliveries(cutoff, batch),
+    )
+    session.commit()
+    if swept != HistorySwept():
+        log.info("deleted %d job rows and %d webhook deliveries ended before %s", *astuple(swept), cutoff)
+    return swept

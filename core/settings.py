@@ -198,7 +198,8 @@ class Settings(BaseSettings):
         le=36500,
         description="Days a finished preview (succeeded, failed or cancelled) is kept: then its room photo, "
         "mask, result and renditions are deleted, and its row (a later read is 404). 0 keeps previews "
-        "until they are deleted (`DELETE /v1/previews/{id}`, or with their subject).",
+        "until they are deleted (`DELETE /v1/previews/{id}`, or with their subject). The job rows of deleted "
+        "previews and subjects, and settled webhook deliveries, are deleted as long after they ended.",
     )
 
     # --- webhooks ------------------------------------------------------------------------------

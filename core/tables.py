@@ -170,6 +170,7 @@ class Job(TenantOwned, Timestamps, Base):
     __table_args__ = (
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_jobs_status_updated_at", "status", "updated_at"),  # core.retention's history sweep
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -285,7 +286,10 @@ class Webhook(Timestamps, Base):
 
 class WebhookDelivery(TenantOwned, Timestamps, Base):
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_status_updated_at", "status", "updated_at"),  # core.retention
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     event: Mapped[str] = mapped_column(String(40))

@@ -42,6 +42,7 @@ FAMILIES = HISTOGRAMS | {
     "roomfit_ops_metrics_up",
     "roomfit_previews_expired_total",
     "roomfit_preview_expiry_errors_total",
+    "roomfit_history_rows_expired_total",
 }
 KNOWN = FAMILIES | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_count", "_sum")}
 SEVERITIES = {"critical", "warning", "info"}

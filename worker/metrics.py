@@ -75,6 +75,12 @@ PREVIEW_EXPIRY_ERRORS = Counter(
     "roomfit_preview_expiry_errors_total",
     "Expired previews whose blobs the blob store would not delete (kept for the next pass)",
 )
+HISTORY_EXPIRED = Counter(
+    "roomfit_history_rows_expired_total",
+    "Job rows of deleted previews and subjects, and settled webhook deliveries, this worker's reconciler "
+    "deleted past ROOMFIT_PREVIEW_RETENTION_DAYS",
+    ["table"],
+)
 
 
 def serve(port: int, host: str) -> int | None:
@@ -129,6 +135,13 @@ def previews_swept(deleted: int, kept: int) -> None:
         PREVIEWS_EXPIRED.inc(deleted)
     if kept:
         PREVIEW_EXPIRY_ERRORS.inc(kept)
+
+
+def history_swept(jobs: int, deliveries: int) -> None:
+    """One history pass (core.retention.forget_old_history): the rows it deleted, per table."""
+    for table, count in (("jobs", jobs), ("webhook_deliveries", deliveries)):
+        if count:
+            HISTORY_EXPIRED.labels(table=table).inc(count)
 
 
 class StepClock:

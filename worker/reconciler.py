@@ -4,7 +4,7 @@ Running it in several processes at once is safe: `core.dispatch.reconcile` only 
 a duplicate message is dropped by `claim`. Losing a worker (lease expiry) or the broker's data
 (queued jobs missing from it) therefore loses no job. Each pass also deletes old events, the
 heartbeat rows of workers gone longer than `ROOMFIT_WORKER_FORGET_SECONDS`, and previews past
-`ROOMFIT_PREVIEW_RETENTION_DAYS` (core.retention).
+`ROOMFIT_PREVIEW_RETENTION_DAYS` with the job rows and webhook deliveries left of them (core.retention).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def reconcile_once(runtime: Runtime) -> list[str]:
     days = settings.preview_retention_days
     with runtime.session() as session:
         swept = retention.forget_old_previews(session, runtime.blobs, utcnow(), days)
+        history = retention.forget_old_history(session, utcnow(), days)
     metrics.previews_swept(swept.deleted, swept.kept)
+    metrics.history_swept(history.jobs, history.deliveries)
     return resent
 
 
