@@ -202,6 +202,12 @@ class OpsRepository:
             select(Job).where(Job.status == "queued", Job.cancel_requested.is_(False))
         ).all()
 
+    def subjects_in_training(self, subject_ids: Sequence[str]) -> set[str]:
+        """Those of `subject_ids` with a training queued or running (core.job_state.ACTIVE)."""
+        active = Job.status.in_(("queued", "running"))
+        stmt = select(Job.subject_id).where(Job.kind == "train", active, Job.subject_id.in_(subject_ids))
+        return set(self.session.scalars(stmt))
+
     def delivery(self, delivery_id: str) -> WebhookDelivery | None:
         return self.session.get(WebhookDelivery, delivery_id)
 

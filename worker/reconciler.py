@@ -4,7 +4,8 @@ Running it in several processes at once is safe: `core.dispatch.reconcile` only 
 a duplicate message is dropped by `claim`. Losing a worker (lease expiry) or the broker's data
 (queued jobs missing from it) therefore loses no job. Each pass also deletes old events, the
 heartbeat rows of workers gone longer than `ROOMFIT_WORKER_FORGET_SECONDS`, and previews past
-`ROOMFIT_PREVIEW_RETENTION_DAYS` with the job rows and webhook deliveries left of them (core.retention).
+`ROOMFIT_PREVIEW_RETENTION_DAYS` with the job rows and webhook deliveries left of them (core.retention),
+and this machine's training checkpoints that no job will resume (worker.checkpoint_sweep).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from core.clock import utcnow
 from core.queue import enqueue, enqueue_delivery, job_ids_in_broker
 from core.repository import OpsRepository
 from worker import metrics
+from worker.checkpoint_sweep import forget_stale_checkpoints
 from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.reconciler")
@@ -48,6 +50,8 @@ def reconcile_once(runtime: Runtime) -> list[str]:
         history = retention.forget_old_history(session, utcnow(), days)
     metrics.previews_swept(swept.deleted, swept.kept)
     metrics.history_swept(history.jobs, history.deliveries)
+    with runtime.session() as session:
+        forget_stale_checkpoints(session, settings.var_dir)
     return resent
 
 

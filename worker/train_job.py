@@ -26,6 +26,7 @@ from core.blobstore import BlobNotFound
 from core.repository import TenantRepository
 from core.subjects import AdapterRecord
 from core.tables import Job, Subject
+from worker.checkpoint_sweep import checkpoint_folder
 from worker.events import emit_event, subject_payload
 from worker.job_runner import JobContext, JobFailed, JobStopped
 from worker.metrics import StepClock
@@ -48,7 +49,7 @@ CONTENT_TYPES = {
 def train_subject_work(ctx: JobContext, job: Job) -> None:
     runtime = ctx.runtime
     version = _adapter_version(ctx, job)
-    checkpoints = runtime.settings.var_dir.resolve() / "checkpoints" / f"{job.subject_id}-v{version}"
+    checkpoints = checkpoint_folder(runtime.settings.var_dir, job.subject_id or "", version)
     left = checkpoint_key(job.tenant_id, job.subject_id or "", version)
     _fetch_checkpoint(ctx, left, checkpoints)
     try:
