@@ -3,9 +3,10 @@ backend from settings. Each is served by its own worker pool, so a long training
 preview and a slow webhook receiver never holds a GPU. The API only sends task names and job ids
 through it; the worker adds the tasks.
 
-Embedded mode uses Celery's `filesystem://` transport under `var/broker` and a SQLite result
-backend, so one laptop needs no Redis. GPU tasks are long and must not be lost, hence late acks and
-a prefetch of one: a message is acknowledged only when its task is done.
+Embedded mode uses Celery's `filesystem://` transport under `var/broker`, so one laptop needs no
+Redis. GPU tasks are long and must not be lost, hence late acks and a prefetch of one: a message is
+acknowledged only when its task is done. Tasks store no results: the job row is the truth, and
+nothing reads a task's return value.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
     app = Celery("roomfit")
     app.conf.update(
         broker_url=settings.resolved_broker_url,
-        result_backend=settings.resolved_result_backend,
+        # No result backend: a stored result is one more write per preview (a Redis key kept a day;
+        # in embedded mode a row in a SQLite file that only Celery beat, never run here, would prune).
+        task_ignore_result=True,
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(name) for name in QUEUES],
@@ -70,8 +73,6 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_serializer="json",
         accept_content=["json"],
-        result_serializer="json",
-        result_expires=24 * 3600,
         worker_hijack_root_logger=False,
         timezone="UTC",
     )

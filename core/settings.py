@@ -46,11 +46,6 @@ class Settings(BaseSettings):
         "",
         description="Celery broker. Empty: filesystem:// under {var_dir}/broker. Distributed: redis://host:6379/0.",
     )
-    result_backend: str = Field(
-        "",
-        description="Celery result backend. Empty: SQLite at {var_dir}/celery-results.db, or the broker "
-        "URL when that is Redis.",
-    )
     blob_url: str = Field(
         "",
         description="Blob store. Empty: local folder {var_dir}/blobs. `s3://BUCKET` for S3 (AWS, MinIO, "
@@ -259,14 +254,6 @@ class Settings(BaseSettings):
     @property
     def broker_folder(self) -> Path:
         return (self.var_dir / "broker").resolve()
-
-    @property
-    def resolved_result_backend(self) -> str:
-        if self.result_backend:
-            return self.result_backend
-        if self.resolved_broker_url.startswith(("redis://", "rediss://")):
-            return self.resolved_broker_url
-        return f"db+sqlite:///{(self.var_dir / 'celery-results.db').resolve()}"
 
     @property
     def resolved_blob_url(self) -> str:

@@ -15,7 +15,7 @@ pytest_plugins = ["tests.services"]
 @pytest.fixture
 def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings for embedded mode with all state in this test's own folder."""
-    for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "BLOB_URL"):
+    for name in ("DATABASE_URL", "BROKER_URL", "BLOB_URL"):
         monkeypatch.delenv(f"ROOMFIT_{name}", raising=False)
     monkeypatch.setenv("ROOMFIT_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.chdir(tmp_path)

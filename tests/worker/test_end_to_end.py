@@ -99,3 +99,15 @@ def test_shop_trains_a_subject_and_gets_a_preview(mode: str, request: pytest.Fix
     outside = mask == 0
     assert np.array_equal(painted[outside], np.asarray(room)[outside])
     assert not np.array_equal(painted[~outside], np.asarray(room)[~outside])
+
+    # The rows are the truth: no task left a result behind (a Redis key for each, or in embedded
+    # mode a row in a SQLite file that nothing prunes).
+    if mode == "distributed":
+        import redis
+
+        client_ = redis.Redis.from_url(stack.settings.resolved_broker_url)
+        assert client_.keys("celery-task-meta-*") == []
+        client_.close()
+    assert [p.name for p in stack.settings.var_dir.rglob("*") if p.suffix in (".db", ".sqlite")] == (
+        ["roomfit.db"] if mode == "embedded" else []
+    )
