@@ -128,6 +128,12 @@ def main() -> None:
         help="seconds between GETs (each GET also costs CPU the worker shares)",
     )
     parser.add_argument("--real-reps", type=int, default=3, help="real-size UNet steps timed (0: skip)")
+    parser.add_argument(
+        "--batch-window-ms",
+        type=int,
+        help="the worker's ROOMFIT_PREVIEW_BATCH_WINDOW_MS (default: the service's, 30): how long it "
+        "waits for more queued previews to paint with the first",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="roomfit-bench-") as tmp:
@@ -146,6 +152,8 @@ def main() -> None:
 
             child_env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMFIT_")}
             child_env.update(env, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+            if args.batch_window_ms is not None:
+                child_env["ROOMFIT_PREVIEW_BATCH_WINDOW_MS"] = str(args.batch_window_ms)
             port = free_port()
             me = [sys.executable, "-m", "cli.main"]
             api = _start([*me, "serve", "--port", str(port)], child_env, folder / "api.log")

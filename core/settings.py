@@ -125,7 +125,8 @@ class Settings(BaseSettings):
         30,
         ge=0,
         le=1000,
-        description="How long a preview worker waits for more queued previews to fill a batch.",
+        description="How long a preview worker waits for more queued previews to fill a batch, once "
+        "another preview was queued beside the first (a lone preview is painted at once).",
     )
 
     # --- API ---------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 A message is a turn (core.job_state.claim_next): the worker claims the fairest queued preview, then
 up to `ROOMFIT_PREVIEW_BATCH` more for at most `ROOMFIT_PREVIEW_BATCH_WINDOW_MS` (each a claim of its
-own: a conditional UPDATE and a lease, the database stays the truth). Previews that share sampling
-settings (steps, guidance) are painted in one UNet batch, each with its own adapter or, zero-shot,
-the base model and a reference crop (`models.Painter.paint_mixed`); each job is then finished or
-failed on its own. A preview whose inputs cannot be read, or whose adapter is broken, fails alone
-with its code; the others of its batch go on. Each job records its batch's id and size in its
-timings. The messages of the extra jobs stay queued and are dropped by the claim when they come.
+own: a conditional UPDATE and a lease, the database stays the truth). The window opens only when
+another preview was already queued beside the first: a lone preview is painted at once. Previews
+that share sampling settings (steps, guidance) are painted in one UNet batch, each with its own
+adapter or, zero-shot, the base model and a reference crop (`models.Painter.paint_mixed`); each
+job is then finished or failed on its own. A preview whose inputs cannot be read, or whose adapter
+is broken, fails alone with its code; the others of its batch go on. Each job records its batch's id
+and size in its timings. The messages of the extra jobs stay queued and are dropped by the claim
+when they come.
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ def _claim_batch(runtime: Runtime, job_id: str) -> list[job_state.Claim]:
             held = job_state.claim_fairest(session, "preview", runtime.name, lease, attempts)
             if held is not None:
                 claims.append(held)
-            elif time.monotonic() >= window_ends:
+            elif len(claims) == 1 or time.monotonic() >= window_ends:
+                # Alone in the queue: waiting would only delay it (36 ms of the service's 115 ms
+                # overhead on a lone preview, BENCHMARKS.md), since a busy worker's next batch finds
+                # the queue full anyway.
                 break
             else:
                 time.sleep(0.005)  # a burst's next previews are being written as we look
