@@ -57,7 +57,8 @@ def photos_prefix(tenant: str, subject: str) -> str:
 
 
 def adapter_key(tenant: str, subject: str, version: str | int) -> str:
-    """One trained adapter (LoRA weights, safetensors) of a subject; versions are kept side by side."""
+    """One trained adapter (LoRA weights, safetensors) of a subject. The current version and the one
+    it replaced are kept side by side (worker.train_job.forget_superseded_adapters)."""
     return f"{subject_prefix(tenant, subject)}adapter/{_segment('adapter version', str(version))}.safetensors"
 
 

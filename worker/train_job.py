@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 import time
 from contextlib import AbstractContextManager, ExitStack
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from core import job_state, subjects
 from core.blob_keys import adapter_key, checkpoint_key, subject_prefix
-from core.blobstore import BlobNotFound
+from core.blobstore import BlobNotFound, BlobStore
 from core.repository import TenantRepository
 from core.subjects import AdapterRecord
 from core.tables import Job, Subject
@@ -39,6 +40,8 @@ ANNOTATE_END, TRAIN_END = 0.1, 0.95
 # A checkpoint larger than this (a full fine-tune's: weights and two optimizer moments, ~10 GB) is
 # not uploaded on a stop; a LoRA one is a few MB.
 CHECKPOINT_UPLOAD_MAX_BYTES = 256 * 1024 * 1024
+# core.blob_keys.adapter_key's last segment, read back
+_ADAPTER_VERSION = re.compile(r"/adapter/(?P<version>\d+)\.safetensors$")
 # The blob's content type says which file it is (models.full_weights_format.file_format reads it too).
 CONTENT_TYPES = {
     "lora": "application/vnd.roomfit.adapter+safetensors",
@@ -214,6 +217,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
         if subject is None:
             runtime.blobs.delete(key)
             raise JobStopped("cancelled")
+        replaced = subject.adapter_version
         adapter = AdapterRecord(
             version=version,
             key=key,
@@ -228,6 +232,30 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
         job_row.timings = {**job_row.timings, **{k: round(v, 4) for k, v in timings.items()}}
         job_state.finish(session, ctx.held, "succeeded")
         emit_event(session, subject.tenant_id, "subject.ready", subject_payload(subject))
+    if replaced:
+        forget_superseded_adapters(runtime.blobs, job.tenant_id, job.subject_id or "", replaced)
+
+
+def forget_superseded_adapters(blobs: BlobStore, tenant_id: str, subject_id: str, replaced: int) -> list[str]:
+    """Delete the subject's adapter versions older than `replaced`, the one a training just replaced;
+    their keys. Nothing paints them any more (a preview reads its subject's current `adapter_key`
+    when it is painted; workers let go of cached copies, worker.adapter_sweep), and a full fine-tune's
+    weighs 1.7 GB. The replaced version stays, for a preview that is being painted with it now. A
+    store that refuses is logged and tried again at the next training."""
+    gone = []
+    for key in blobs.list(f"{subject_prefix(tenant_id, subject_id)}adapter/"):
+        found = _ADAPTER_VERSION.search(key)
+        if found is None or int(found["version"]) >= replaced:
+            continue
+        try:
+            blobs.delete(key)
+        except Exception:  # the adapter is ready and its job done: a leftover is only bytes
+            log.warning("subject %s: could not delete superseded adapter %s", subject_id, key, exc_info=True)
+            continue
+        gone.append(key)
+    if gone:
+        log.info("subject %s: deleted %d superseded adapter versions", subject_id, len(gone))
+    return gone
 
 
 def _unet_held_for(mode: str, runtime: Runtime) -> AbstractContextManager[object]:
