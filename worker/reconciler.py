@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from celery import Celery
@@ -26,6 +27,7 @@ from worker.checkpoint_sweep import forget_stale_checkpoints
 from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.reconciler")
+HISTORY_SWEEP_SECONDS = 600.0  # how often each worker process deletes old history (core.retention)
 
 
 def reconcile_once(runtime: Runtime) -> list[str]:
@@ -47,9 +49,14 @@ def reconcile_once(runtime: Runtime) -> list[str]:
     days = settings.preview_retention_days
     with runtime.session() as session:
         swept = retention.forget_old_previews(session, runtime.blobs, utcnow(), days)
-        history = retention.forget_old_history(session, utcnow(), days)
     metrics.previews_swept(swept.deleted, swept.kept)
-    metrics.history_swept(history.jobs, history.deliveries)
+    if time.monotonic() >= runtime.history_sweep_due:
+        # Not every pass: the rows it keeps (the trainings of subjects that still exist) are read
+        # again each time, and a sweep of something kept for days can be minutes late.
+        runtime.history_sweep_due = time.monotonic() + HISTORY_SWEEP_SECONDS
+        with runtime.session() as session:
+            history = retention.forget_old_history(session, utcnow(), days)
+        metrics.history_swept(history.jobs, history.deliveries)
     with runtime.session() as session:
         forget_stale_checkpoints(session, settings.var_dir)
     return resent

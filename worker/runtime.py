@@ -40,6 +40,7 @@ class Runtime:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.history_sweep_due = 0.0  # time.monotonic() of this process's next history sweep (reconciler)
         self._lock = threading.Lock()
 
     @cached_property

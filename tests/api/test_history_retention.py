@@ -4,6 +4,7 @@ by the reconciler pass every worker runs. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from core.retention import HistorySwept, forget_old_history
 from core.tables import Job, WebhookDelivery
 from core.webhooks import new_delivery
 from tests.api.conftest import ApiEnv, create_preview, ready_subject, succeed_preview
-from worker.reconciler import reconcile_once
+from worker.reconciler import HISTORY_SWEEP_SECONDS, reconcile_once
 from worker.runtime import Runtime
 
 
@@ -132,3 +133,17 @@ def test_retention_zero_keeps_the_history(env: ApiEnv) -> None:
         assert forget_old_history(session, utcnow(), 0) == HistorySwept()
         assert session.scalar(select(func.count()).select_from(Job)) == 1
         assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
+
+
+def test_each_worker_sweeps_the_history_every_ten_minutes(env: ApiEnv) -> None:
+    """Not every reconciler pass: the trainings of subjects that still exist are read each time."""
+    sid = ready_subject(env, env.a)
+    runtime = Runtime(env.settings)
+    reconcile_once(runtime)  # the process's first pass sweeps
+    assert runtime.history_sweep_due - time.monotonic() > HISTORY_SWEEP_SECONDS - 60
+    job = _preview_job(env, sid, deleted=True, status="succeeded", days_ago=31)
+    reconcile_once(runtime)
+    assert _left(env, Job, [job]) == [job]  # the next pass, within ten minutes: kept for now
+    runtime.history_sweep_due = time.monotonic()  # ten minutes later
+    reconcile_once(runtime)
+    assert _left(env, Job, [job]) == []
