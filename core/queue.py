@@ -22,6 +22,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from core import fs_transport
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("roomfit.queue")
@@ -56,6 +57,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
     app = Celery("roomfit")
     app.conf.update(
         broker_url=settings.resolved_broker_url,
+        # embedded: kombu's filesystem transport, with each message file written whole
+        **({"broker_transport": fs_transport.TRANSPORT} if settings.embedded else {}),
         # No result backend: a stored result is one more write per preview (a Redis key kept a day;
         # in embedded mode a row in a SQLite file that only Celery beat, never run here, would prune).
         task_ignore_result=True,
