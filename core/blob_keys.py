@@ -62,6 +62,17 @@ def adapter_key(tenant: str, subject: str, version: str | int) -> str:
     return f"{subject_prefix(tenant, subject)}adapter/{_segment('adapter version', str(version))}.safetensors"
 
 
+# adapter_key's layout read back: whose adapter a key is (worker.adapter_sweep), and its version
+ADAPTER_KEY = re.compile(r"tenants/(?P<tenant>[^/]+)/subjects/(?P<subject>[^/]+)/adapter/(?P<file>[^/]+)")
+
+
+def adapter_version_of(key: str) -> int | None:
+    """The version an adapter key names, or None for a key of another shape."""
+    found = ADAPTER_KEY.fullmatch(key)
+    version = found["file"].removesuffix(".safetensors") if found else ""
+    return int(version) if version.isdigit() else None
+
+
 def checkpoint_key(tenant: str, subject: str, version: str | int) -> str:
     """The training checkpoint a stopping worker leaves for the next one (deleted once trained)."""
     return f"{subject_prefix(tenant, subject)}checkpoint/{_segment('adapter version', str(version))}.pt"

@@ -16,7 +16,6 @@ down catches up when one starts.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import weakref
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from core.blob_keys import ADAPTER_KEY
 from core.repository import TenantRepository
 from core.tables import Subject
 
@@ -36,8 +36,6 @@ log = logging.getLogger("roomfit.worker")
 # How often a preview worker process looks for adapters to drop; a pass is one small query per
 # tenant among the adapters held (the disk bound keeps that at most ~1300 ids of 1.6 MB).
 ADAPTER_SWEEP_SECONDS = 5.0
-# core.blob_keys.adapter_key's layout, read back: the subject an adapter id belongs to.
-_ADAPTER_KEY = re.compile(r"tenants/(?P<tenant>[^/]+)/subjects/(?P<subject>[^/]+)/adapter/[^/]+")
 _IN_CHUNK = 500  # ids per IN (...) list
 
 
@@ -46,7 +44,7 @@ def stale_adapter_ids(session: Session, adapter_ids: Iterable[str]) -> list[str]
     subject was deleted or trained again). Ids of another shape are not the sweep's: kept."""
     by_tenant: dict[str, dict[str, list[str]]] = {}
     for adapter_id in dict.fromkeys(adapter_ids):
-        found = _ADAPTER_KEY.fullmatch(adapter_id)
+        found = ADAPTER_KEY.fullmatch(adapter_id)
         if found:
             by_tenant.setdefault(found["tenant"], {}).setdefault(found["subject"], []).append(adapter_id)
     stale: list[str] = []

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 import time
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from core import job_state, subjects
-from core.blob_keys import adapter_key, checkpoint_key, subject_prefix
+from core.blob_keys import adapter_key, adapter_version_of, checkpoint_key, subject_prefix
 from core.blobstore import BlobNotFound, BlobStore
 from core.repository import TenantRepository
 from core.subjects import AdapterRecord
@@ -40,8 +39,6 @@ ANNOTATE_END, TRAIN_END = 0.1, 0.95
 # A checkpoint larger than this (a full fine-tune's: weights and two optimizer moments, ~10 GB) is
 # not uploaded on a stop; a LoRA one is a few MB.
 CHECKPOINT_UPLOAD_MAX_BYTES = 256 * 1024 * 1024
-# core.blob_keys.adapter_key's last segment, read back
-_ADAPTER_VERSION = re.compile(r"/adapter/(?P<version>\d+)\.safetensors$")
 # The blob's content type says which file it is (models.full_weights_format.file_format reads it too).
 CONTENT_TYPES = {
     "lora": "application/vnd.roomfit.adapter+safetensors",
@@ -244,8 +241,8 @@ def forget_superseded_adapters(blobs: BlobStore, tenant_id: str, subject_id: str
     store that refuses is logged and tried again at the next training."""
     gone = []
     for key in blobs.list(f"{subject_prefix(tenant_id, subject_id)}adapter/"):
-        found = _ADAPTER_VERSION.search(key)
-        if found is None or int(found["version"]) >= replaced:
+        version = adapter_version_of(key)
+        if version is None or version >= replaced:
             continue
         try:
             blobs.delete(key)
