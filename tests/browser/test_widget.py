@@ -1,9 +1,10 @@
 """The storefront widget in a real headless Chromium against the real service (`roomfit up`, tiny
 models): a product made on the demo page, then a shopper's previews at desktop and phone size, an
-over-limit photo, the errors a shopper can meet (and the widget getting over them), names for every
-control, the result shown from a rendition sized for the screen (Download still the exact PNG), and
-progress pushed by the event stream (the service's own, and a stand-in in the page that breaks and
-resumes). With ROOMFIT_SCREENSHOTS=1 the screenshots of each step refresh docs/screenshots/."""
+over-limit photo, a photo dropped on the widget or taken with the phone's camera, the errors a
+shopper can meet (and the widget getting over them), names for every control, the result shown from
+a rendition sized for the screen (Download still the exact PNG), and progress pushed by the event
+stream (the service's own, and a stand-in in the page that breaks and resumes). With
+ROOMFIT_SCREENSHOTS=1 the screenshots of each step refresh docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -509,6 +510,54 @@ def test_phone_size_touch_flow(server: Server, browser: Any, subject: str, room:
         widget.get_by_role("button", name="Try again").tap()
         expect(widget.get_by_text("Your photos were deleted from the service.")).to_be_visible()
         assert lost["once"] and read_as_widget(server, preview) == 404 and stored_blobs(server, preview) == []
+
+
+# --- (4b) the other ways in: a photo dropped on the widget, a photo from the phone's camera ----------
+FILES = """([b64, name, type]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const files = new DataTransfer();
+  files.items.add(new File([bytes], name, { type }));
+  return files;
+}"""
+
+
+def dragged(page: Any, content: bytes, name: str, kind: str) -> Any:
+    """A DataTransfer holding one file, as the browser hands a drop of it from the desktop."""
+    return page.evaluate_handle(FILES, [base64.b64encode(content).decode(), name, kind])
+
+
+def test_a_dropped_or_camera_photo_opens_as_a_chosen_one(
+    server: Server, browser: Any, subject: str, room: Path
+) -> None:
+    with opened(browser, **DESKTOP) as (page, _):
+        widget = shop(page, server, subject)
+        pick = widget.locator(".pick")
+        # A file that is not a photo: said, and the widget stays where it was.
+        notes = dragged(page, b"shopping list", "notes.txt", "text/plain")
+        widget.dispatch_event("dragenter", {"dataTransfer": notes})
+        expect(pick).to_have_class(re.compile(r"\bover\b"))  # the drop target shows it is one
+        widget.dispatch_event("drop", {"dataTransfer": notes})
+        expect(widget.get_by_role("alert")).to_contain_text("That file is not a photo")
+        expect(pick).not_to_have_class(re.compile(r"\bover\b"))
+        expect(widget.locator("canvas.mask")).to_be_hidden()
+        # The room photo dropped: it opens at its own size, ready for a mask, the error gone.
+        photo = dragged(page, room.read_bytes(), "room.png", "image/png")
+        widget.dispatch_event("dragenter", {"dataTransfer": photo})
+        widget.dispatch_event("drop", {"dataTransfer": photo})
+        canvas = widget.locator("canvas.mask")
+        expect(canvas).to_be_visible()
+        assert canvas.evaluate("(c) => [c.width, c.height]") == [640, 480]
+        expect(widget.get_by_role("alert")).to_be_hidden()
+
+    with opened(browser, **PHONE) as (page, _):
+        widget = shop(page, server, subject)
+        # What makes a phone open its camera rather than its gallery; the photo it returns is a file.
+        camera = widget.get_by_label("Take a photo")
+        expect(camera).to_have_attribute("capture", "environment")
+        camera.set_input_files(str(room))
+        canvas = widget.locator("canvas.mask")
+        expect(canvas).to_be_visible()
+        assert canvas.evaluate("(c) => [c.width, c.height]") == [640, 480]
 
 
 # --- (5) keyboard and names -----------------------------------------------------------------------
