@@ -21,7 +21,9 @@ the paper's budget (a higher lr, more steps).
 the 12 held-out views themselves (what these weights can fit at all, not what generalises), and
 LoRA reaching layers the paper's does not (the transformer blocks' feed-forward and proj_in/out;
 every resnet's two 3x3 convolutions; only those of the 32-channel level, the one whose share of a
-real-size adapter would still fit the 2 MB goal). Run it with `--domain-stage`. `--variants rank`
+real-size adapter would still fit the 2 MB goal). Run it with `--domain-stage`. `--variants small`
+tries more targets that would fit: the UNet's conv_in and conv_out, with the 32-channel level's
+convolutions or alone, and the last up block's convolutions alone. `--variants rank`
 trains the same targets at ranks 16 and 64 (64: every tiny projection's full rank).
 
 `--domain-stage STEPS` first trains every UNet weight of the random base for STEPS steps on 48
@@ -68,6 +70,7 @@ from tests.models.test_training import HELD_OUT, SETTINGS, TIMESTEPS, TRAIN_VIEW
 from tests.models.training_fixtures import domain_stage, views
 
 ATTENTION = "|".join(re.escape(t) for t in LORA_TARGETS)
+ENDS = "conv_in|conv_out"  # the UNet's first and last convolutions
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"paper defaults": {}},
@@ -99,6 +102,20 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             "modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.1)\.resnets\.\d+\.conv[12]",
             # the real UNet's highest-resolution level: 320 channels, its first down and last up block
             "real_modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.3)\.resnets\.\d+\.conv[12]",
+        },
+    },
+    # more layers whose real-size share still fits the 2 MB goal: the UNet's first and last
+    # convolutions, and the highest-resolution level's resnet convolutions with them or alone
+    "small": {
+        "LoRA + conv_in/conv_out": {"modules": rf".*\.({ATTENTION})|{ENDS}"},
+        "LoRA + 32-channel level's resnet convs + conv_in/conv_out": {
+            "modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.1)\.resnets\.\d+\.conv[12]|{ENDS}",
+            "real_modules": rf".*\.({ATTENTION})|{ENDS}"
+            r"|(down_blocks\.0|up_blocks\.3)\.resnets\.\d+\.conv[12]",
+        },
+        "LoRA + the last up block's resnet convs": {
+            "modules": rf".*\.({ATTENTION})|up_blocks\.1\.resnets\.\d+\.conv[12]",
+            "real_modules": rf".*\.({ATTENTION})|up_blocks\.3\.resnets\.\d+\.conv[12]",
         },
     },
     # "lora_rank": LoRA on the same targets at another rank; 64 is the full rank of every tiny

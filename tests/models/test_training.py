@@ -25,9 +25,11 @@ steps, lr 1e-2, or the loss on the painted cells only lead by 0.2 to 1.5; from t
 more training lifts the lead to 3.4 only by raising the other object's loss. `--variants reach`
 shows where the cap is: LoRA trained on the held-out views themselves gains no more (2.2 to 2.5 %),
 every weight trained on them gains 6 %, and only LoRA on every resnet convolution leads by over 5
-(5.85), an adapter of 5.1 MB at real size against the 2 MB goal. A tiny UNet twice as wide, or with 1
-or 2 larger heads instead of 8, leads by less (0.47, 1.37, 1.82: `--unet-channels`, `--unet-heads`);
-so does the loss over the whole schedule (1.95) or its noisy half (0.80, `--timesteps`).
+(5.85), an adapter of 5.1 MB at real size against the 2 MB goal; the layers that would still fit it
+lead by 2.75 to 4.07 (`--variants small`). A tiny UNet twice as wide, or with 1 or 2 larger heads
+instead of 8, leads by less (0.47, 1.37, 1.82: `--unet-channels`, `--unet-heads`); so does the loss
+over the whole schedule (1.95) or its noisy half (0.80, `--timesteps`); its least noisy timesteps
+lead by 2.40.
 The same loop training every UNet weight from the random base leads by 6.8 (`--variants full`).
 BENCHMARKS.md has the tables.
 
