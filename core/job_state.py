@@ -28,6 +28,7 @@ log = logging.getLogger("roomfit.jobs")
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
 RETRYABLE = ("failed", "cancelled")
+GIVEN_UP = "roomfit.given_up"  # session.info: jobs give_up failed, for given_up()
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,10 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: int, max_at
     if job is None:
         log.warning("job %s: no such job; message dropped", job_id)
         return None
-    if job.attempts >= max_attempts and job.status in ACTIVE:
+    # Out of attempts, and not running under a live lease: a duplicate message for a job a worker
+    # is running now (a batch-mate's own message, a re-send) must not fail that healthy run.
+    orphaned = job.status == "running" and (job.lease_expires_at is None or job.lease_expires_at < now)
+    if job.attempts >= max_attempts and (job.status == "queued" or orphaned):
         give_up(session, job, "(the worker running it stopped each time)")
         session.commit()
         return None
@@ -140,7 +144,11 @@ def claim_next(
     """
     own = session.get(Job, message_job_id)
     if own is not None and own.kind == kind and own.status == "running":
-        return claim(session, message_job_id, worker, lease_seconds, max_attempts)
+        held = claim(session, message_job_id, worker, lease_seconds, max_attempts)
+        if held is not None:
+            return held
+        # Another turn runs it under a live lease: this turn is still a turn, for the fairest job
+        # queued (the job this message stood for may have been run by the other job's message).
     held = claim_fairest(session, kind, worker, lease_seconds, max_attempts)
     if held is not None:
         return held
@@ -196,9 +204,7 @@ def report(
     timings: dict[str, float] | None = None,
 ) -> None:
     """Write progress to the job row (and mirror it onto its subject or preview for the API)."""
-    job = session.get(Job, held.job_id)
-    if job is None or job.worker != held.worker:
-        raise LeaseLost(held.job_id)
+    job = _held_row(session, held)
     if stage is not None:
         job.stage = stage
     if progress is not None:
@@ -214,13 +220,35 @@ def report(
 def finish(
     session: Session, held: Claim | Job, status: str, code: str | None = None, message: str | None = None
 ) -> None:
-    job = held if isinstance(held, Job) else session.get(Job, held.job_id)
-    if job is None:
-        return
-    if isinstance(held, Claim) and job.worker != held.worker:
-        raise LeaseLost(held.job_id)
+    if isinstance(held, Job):
+        job = held
+    elif status == "cancelled":  # settling a cancel: the row was cancelled by whoever asked
+        job = session.get(Job, held.job_id)
+        if job is None:
+            return
+        if job.worker != held.worker:
+            raise LeaseLost(held.job_id)
+    else:
+        job = _held_row(session, held)
     _finish_row(session, job, status, code, message)
     session.commit()
+
+
+def _held_row(session: Session, held: Claim) -> Job:
+    """The job row, locked until commit, if this claim still runs it: LeaseLost when another worker
+    holds it or it ended otherwise, JobCancelled when it was cancelled since (ops, a deleted subject
+    or preview). What a worker writes through it (progress, a result) then never overwrites a cancel
+    that came first, nor does a cancel slip in between the check and the commit (PostgreSQL)."""
+    job = session.get(Job, held.job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        raise JobCancelled(held.job_id)  # deleted with its tenant, subject or preview
+    if job.worker != held.worker:
+        raise LeaseLost(held.job_id)
+    if job.status != "running":
+        if job.cancel_requested or job.status == "cancelled":
+            raise JobCancelled(held.job_id)
+        raise LeaseLost(held.job_id)
+    return job
 
 
 def _finish_row(session: Session, job: Job, status: str, code: str | None, message: str | None) -> None:
@@ -236,9 +264,17 @@ def _finish_row(session: Session, job: Job, status: str, code: str | None, messa
 
 
 def give_up(session: Session, job: Job, why: str = "") -> None:
-    """Fail a job that has used all its attempts (`too_many_attempts`); the caller commits."""
+    """Fail a job that has used all its attempts (`too_many_attempts`); the caller commits, then
+    asks `given_up` for the shop's failure webhooks."""
     message = f"gave up after {job.attempts} attempts" + (f" {why}" if why else "")
     _finish_row(session, job, "failed", "too_many_attempts", message)
+    session.info.setdefault(GIVEN_UP, []).append(job.id)
+
+
+def given_up(session: Session) -> list[str]:
+    """The ids of the jobs `give_up` failed in this session since the last call. Their failure is
+    news for the shop's webhook like any other, which a worker sends (core sends no webhooks)."""
+    return session.info.pop(GIVEN_UP, [])
 
 
 def _mirror(session: Session, job: Job) -> None:
@@ -300,6 +336,14 @@ def reset_for_retry(session: Session, job: Job) -> None:
     target = target_of(session, job)
     if target is None and (job.subject_id or job.preview_id):
         raise JobConflict(f"job {job.id}: its subject or preview was deleted")
+    if isinstance(target, Subject):
+        if OpsRepository(session).subjects_in_training([target.id]):
+            raise JobConflict(f"job {job.id}: subject {target.id} has another training queued or running")
+        version = job.params.get("adapter_version")
+        if version is not None and int(version) <= (target.adapter_version or 0):
+            # The subject has moved on since (a later training succeeded): this one takes the next
+            # version on its first attempt, as a new training would, never an older number back.
+            job.params = {k: v for k, v in job.params.items() if k != "adapter_version"}
     job.status = "queued"
     job.cancel_requested = False
     job.attempts = 0

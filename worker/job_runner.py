@@ -132,17 +132,21 @@ class JobContext:
     ) -> None:
         pending_progress = progress if progress is not None else self._pending.pop("progress", None)
         points = self._pending.pop("loss_points", [])
-        with self.runtime.session() as session:
-            for point in points[:-1]:  # type: ignore[index]
-                job_state.report(session, self.held, loss_point=point)
-            job_state.report(
-                session,
-                self.held,
-                stage=stage,
-                progress=pending_progress,  # type: ignore[arg-type]
-                loss_point=points[-1] if points else None,  # type: ignore[index]
-                timings=timings,
-            )
+        try:
+            with self.runtime.session() as session:
+                for point in points[:-1]:  # type: ignore[index]
+                    job_state.report(session, self.held, loss_point=point)
+                job_state.report(
+                    session,
+                    self.held,
+                    stage=stage,
+                    progress=pending_progress,  # type: ignore[arg-type]
+                    loss_point=points[-1] if points else None,  # type: ignore[index]
+                    timings=timings,
+                )
+        except job_state.JobCancelled:  # seen before the heartbeat saw it: stop the same way
+            self.stop_reason = "cancelled"
+            raise JobStopped("cancelled") from None
         self._pending.clear()
 
 
@@ -169,6 +173,7 @@ def run_job(
                 return "skipped"
             kind = named.kind
         held = job_state.claim_next(session, kind, job_id, runtime.name, s.lease_seconds, s.max_attempts)
+        emit_given_up(session)
     if held is None:
         return "skipped"
     if held.job_id != job_id:
@@ -215,6 +220,8 @@ def _settle(ctx: JobContext, exc: Exception, transient: str) -> str:
     if isinstance(exc, job_state.LeaseLost):
         log.warning("job %s: another worker took it over; this run's results are dropped", job_id)
         return "lease_lost"
+    if isinstance(exc, job_state.JobCancelled):  # found cancelled when its result was written
+        return _on_stopped(ctx, "cancelled")
     if isinstance(exc, JobFailed):
         log.warning("job %s failed: %s: %s", job_id, exc.code, exc.message)
         _finish(runtime, held, "failed", exc.code, exc.message)
@@ -295,6 +302,17 @@ def _finish(
                 _emit_failure(session, held.job_id)
     except job_state.LeaseLost:
         log.warning("job %s: lease lost before it could be marked %s", held.job_id, status)
+    except job_state.JobCancelled:  # cancelled first: the cancel stands
+        log.info("job %s: cancelled before it could be marked %s", held.job_id, status)
+
+
+def emit_given_up(session: Session) -> None:
+    """`subject.failed` / `preview.failed` for the jobs this session gave up for too many attempts
+    (core.job_state.give_up, in a claim or a reconciler pass), as for any other failure."""
+    for job_id in job_state.given_up(session):
+        job = OpsRepository(session).job(job_id)
+        if job is not None and (job.status, job.error_code) == ("failed", "too_many_attempts"):
+            _emit_failure(session, job_id)
 
 
 def _emit_failure(session: Session, job_id: str) -> None:
@@ -313,8 +331,10 @@ def _hand_back(ctx: JobContext) -> str:
     runtime, held = ctx.runtime, ctx.held
     try:
         ctx.flush()
-    except (job_state.LeaseLost, job_state.JobCancelled):
+    except job_state.LeaseLost:
         return "lease_lost"
+    except JobStopped:  # cancelled meanwhile (flush says so): nothing to hand back
+        return _on_stopped(ctx, "cancelled")
     with runtime.session() as session:
         if not job_state.hand_back(session, held):
             return "lease_lost"

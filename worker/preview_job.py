@@ -31,7 +31,15 @@ from core.repository import TenantRepository
 from core.tables import Job, Preview, Subject
 from worker import metrics
 from worker.events import emit_event, preview_payload
-from worker.job_runner import JobContext, JobFailed, JobStopped, heartbeats, settle, start_job
+from worker.job_runner import (
+    JobContext,
+    JobFailed,
+    JobStopped,
+    emit_given_up,
+    heartbeats,
+    settle,
+    start_job,
+)
 from worker.paint_plan import PaintPlan, paint_plan
 from worker.runtime import Runtime
 
@@ -84,12 +92,14 @@ def _claim_batch(runtime: Runtime, job_id: str) -> list[job_state.Claim]:
     with runtime.session() as session:
         lease, attempts = s.lease_seconds, s.max_attempts
         first = job_state.claim_next(session, "preview", job_id, runtime.name, lease, attempts)
+        emit_given_up(session)
         if first is None:
             return []
         claims = [first]
         window_ends = time.monotonic() + s.preview_batch_window_ms / 1000
         while len(claims) < limit:
             held = job_state.claim_fairest(session, "preview", runtime.name, lease, attempts)
+            emit_given_up(session)
             if held is not None:
                 claims.append(held)
             elif len(claims) == 1 or time.monotonic() >= window_ends:
@@ -209,5 +219,11 @@ def _store_and_finish(row: _Row, result: Image.Image, batch: dict[str, object]) 
         job_row = repo.get(Job, row.ctx.job_id)
         assert job_row is not None
         job_row.timings = {**job_row.timings, **{k: round(v, 4) for k, v in row.timings.items()}, **batch}
-        job_state.finish(session, row.ctx.held, "succeeded")
+        try:
+            # Checks, on the locked row, that no cancel came first; if one did, nothing above is kept.
+            job_state.finish(session, row.ctx.held, "succeeded")
+        except job_state.JobCancelled:
+            session.rollback()
+            runtime.blobs.delete(key)
+            raise
         emit_event(session, stored.tenant_id, "preview.succeeded", preview_payload(stored))

@@ -24,6 +24,7 @@ from core.queue import enqueue, enqueue_delivery, job_ids_in_broker
 from core.repository import OpsRepository
 from worker import metrics
 from worker.checkpoint_sweep import forget_stale_checkpoints
+from worker.job_runner import emit_given_up
 from worker.runtime import Runtime
 
 log = logging.getLogger("roomfit.reconciler")
@@ -45,6 +46,7 @@ def reconcile_once(runtime: Runtime) -> list[str]:
             max_attempts=settings.max_attempts,
             requeue_after=timedelta(seconds=2 * settings.lease_seconds),
         )
+        emit_given_up(session)
     # after the jobs: a blob store that is down must not keep a lost job from being re-sent
     days = settings.preview_retention_days
     with runtime.session() as session:

@@ -19,6 +19,7 @@ import shutil
 import time
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
+from typing import Any
 
 from core import job_state, subjects
 from core.blob_keys import adapter_key, adapter_version_of, checkpoint_key, subject_prefix
@@ -28,7 +29,7 @@ from core.subjects import AdapterRecord
 from core.tables import Job, Subject
 from worker.checkpoint_sweep import checkpoint_folder
 from worker.events import emit_event, subject_payload
-from worker.job_runner import JobContext, JobFailed, JobStopped
+from worker.job_runner import TRANSIENT_ERRORS, JobContext, JobFailed, JobStopped
 from worker.metrics import StepClock
 from worker.runtime import Runtime
 
@@ -55,15 +56,45 @@ def train_subject_work(ctx: JobContext, job: Job) -> None:
     try:
         _train(ctx, job, version, checkpoints)
     except JobStopped as stop:
-        if stop.reason == "cancelled":
-            # The subject is being deleted: nothing of it may outlive the delete, ours included.
-            shutil.rmtree(checkpoints, ignore_errors=True)
-            runtime.blobs.delete_prefix(subject_prefix(job.tenant_id, job.subject_id or ""))
-        elif stop.reason == "shutdown":
+        if stop.reason == "shutdown":
             _leave_checkpoint(ctx, left, checkpoints)
+        elif stop.reason in ("cancelled", "timeout"):
+            if stop.reason == "cancelled":
+                _forget_cancelled(runtime, job, version)
+            # Ended for good: a later training of the subject gets this version again while none
+            # succeeds, and must not resume this one's state. (A lost lease leaves both alone: the
+            # worker that holds the job now may be resuming from them.)
+            _forget_checkpoint(runtime, left, checkpoints)
         raise
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    runtime.blobs.delete(left)
+    except (job_state.LeaseLost, *TRANSIENT_ERRORS):
+        raise  # another worker runs it now, or a retry will: either resumes from the checkpoint
+    except Exception:  # failed for good (JobFailed, a crash): as when cancelled
+        _forget_checkpoint(runtime, left, checkpoints)
+        raise
+    _forget_checkpoint(runtime, left, checkpoints)
+
+
+def _forget_checkpoint(runtime: Runtime, key: str, folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        runtime.blobs.delete(key)
+    except Exception:  # how the job ended stands; a leftover is found stale by the next run's check
+        log.warning("could not delete the checkpoint %s", key, exc_info=True)
+
+
+def _forget_cancelled(runtime: Runtime, job: Job, version: int) -> None:
+    """What a cancelled training leaves. A deleted subject's every blob: the API deleted them with
+    its rows, and this worker may have written more since. A subject that stays (ops cancelled the
+    training) keeps its photos and current adapter; only this training's own adapter file goes."""
+    with runtime.session() as session:
+        subject = TenantRepository(session, job.tenant_id).get(Subject, job.subject_id or "")
+        current = subject.adapter_key if subject is not None else None
+    if subject is None:
+        runtime.blobs.delete_prefix(subject_prefix(job.tenant_id, job.subject_id or ""))
+        return
+    own = adapter_key(job.tenant_id, job.subject_id or "", version)
+    if own != current:
+        runtime.blobs.delete(own)
 
 
 def _fetch_checkpoint(ctx: JobContext, key: str, folder: Path) -> None:
@@ -115,6 +146,7 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
     from models import InvalidImageError, RoomfitModelError, open_image
     from models.subject_training import annotate_and_train
     from models.training import StopTraining, TrainSettings
+    from models.training_checkpoint import CheckpointMismatch
 
     runtime = ctx.runtime
     settings = runtime.settings
@@ -172,9 +204,10 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
         ctx.report(progress=fraction, loss_point=(p.step, p.loss))
 
     base = runtime.base_model
-    try:
+
+    def train() -> Any:
         with _unet_held_for(mode, runtime):
-            trained = annotate_and_train(
+            return annotate_and_train(
                 base,
                 images,
                 train_settings,
@@ -187,6 +220,16 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
                 checkpoint_dir=checkpoints,
                 info={"subject": job.subject_id, "version": version},
             )
+
+    try:
+        try:
+            trained = train()
+        except CheckpointMismatch:
+            # Another training's state under this version's folder (other settings, a base model
+            # changed by a deploy): the shop cannot fix that, so start over rather than fail.
+            log.warning("job %s: checkpoint in %s is another training's; starting over", job.id, checkpoints)
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            trained = train()
     except RoomfitModelError as exc:  # no product found, out of memory even at batch 1, ...
         raise JobFailed(exc.code, str(exc)) from exc
     except StopTraining as stop:
@@ -227,22 +270,30 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
         job_row = repo.get(Job, job.id)
         assert job_row is not None
         job_row.timings = {**job_row.timings, **{k: round(v, 4) for k, v in timings.items()}}
-        job_state.finish(session, ctx.held, "succeeded")
+        try:
+            # Checks, on the locked row, that no cancel came first; if one did, nothing above is kept.
+            job_state.finish(session, ctx.held, "succeeded")
+        except job_state.JobCancelled:
+            session.rollback()
+            raise JobStopped("cancelled") from None
         emit_event(session, subject.tenant_id, "subject.ready", subject_payload(subject))
     if replaced:
-        forget_superseded_adapters(runtime.blobs, job.tenant_id, job.subject_id or "", replaced)
+        forget_superseded_adapters(runtime.blobs, job.tenant_id, job.subject_id or "", replaced, key)
 
 
-def forget_superseded_adapters(blobs: BlobStore, tenant_id: str, subject_id: str, replaced: int) -> list[str]:
+def forget_superseded_adapters(
+    blobs: BlobStore, tenant_id: str, subject_id: str, replaced: int, current: str
+) -> list[str]:
     """Delete the subject's adapter versions older than `replaced`, the one a training just replaced;
     their keys. Nothing paints them any more (a preview reads its subject's current `adapter_key`
     when it is painted; workers let go of cached copies, worker.adapter_sweep), and a full fine-tune's
-    weighs 1.7 GB. The replaced version stays, for a preview that is being painted with it now. A
-    store that refuses is logged and tried again at the next training."""
+    weighs 1.7 GB. The replaced version stays, for a preview that is being painted with it now, and
+    so does `current` whatever its number. A store that refuses is logged and tried again at the
+    next training."""
     gone = []
     for key in blobs.list(f"{subject_prefix(tenant_id, subject_id)}adapter/"):
         version = adapter_version_of(key)
-        if version is None or version >= replaced:
+        if version is None or version >= replaced or key == current:
             continue
         try:
             blobs.delete(key)

@@ -128,3 +128,83 @@ def test_reconciler_without_broker_view_waits_before_resending(session: Session)
         session, enqueue=lambda *_: None, in_broker=None, max_attempts=3, requeue_after=timedelta(minutes=5)
     )
     assert resent == [stale.id] and fresh.id not in resent
+
+
+def test_a_duplicate_message_leaves_a_job_on_its_last_attempt_running(session: Session) -> None:
+    """Two attempts given back (transient errors), the third running under a live lease: another
+    message for it (a batch-mate's own, a re-send) is dropped, not a reason to give the job up."""
+    job = _job(session)
+    for _ in range(2):
+        given_back = job_state.claim(session, job.id, "w1", LEASE, max_attempts=3)
+        assert given_back is not None
+        job_state.release(session, given_back)
+    held = job_state.claim_next(session, "train", job.id, "w1", LEASE, max_attempts=3)
+    assert held is not None and held.attempt == 3
+    assert job_state.claim_next(session, "train", job.id, "w2", LEASE, max_attempts=3) is None
+    session.refresh(job)
+    assert (job.status, job.worker, job.error_code) == ("running", "w1", None)
+    job_state.heartbeat(session, held, LEASE)  # still w1's
+    assert job_state.given_up(session) == []
+    # Once its lease runs out (w1 died), the same message gives it up, and says so.
+    job.lease_expires_at = utcnow() - timedelta(seconds=1)
+    session.commit()
+    assert job_state.claim_next(session, "train", job.id, "w2", LEASE, max_attempts=3) is None
+    session.refresh(job)
+    assert (job.status, job.error_code) == ("failed", "too_many_attempts")
+    assert job_state.given_up(session) == [job.id]
+
+
+def test_a_turn_whose_job_runs_elsewhere_runs_the_fairest_queued_one(session: Session) -> None:
+    """A1, A2 (one shop) and B1 (another), a message each. w1 takes A1's; w2 takes A2's and runs B1
+    (fairer). w1, done, takes B1's message: B1 runs on w2, so that turn must run A2, or A2 would
+    wait for the reconciler with no message left."""
+    a1 = _job(session)
+    a2 = _job(session)
+    a2.tenant_id = a1.tenant_id
+    session.get(Subject, a2.subject_id).tenant_id = a1.tenant_id  # type: ignore[union-attr]
+    b1 = _job(session)
+    session.commit()
+    first = job_state.claim_next(session, "train", a1.id, "w1", LEASE, max_attempts=3)
+    second = job_state.claim_next(session, "train", a2.id, "w2", LEASE, max_attempts=3)
+    assert first is not None and second is not None
+    assert (first.job_id, second.job_id) == (a1.id, b1.id)
+    job_state.finish(session, first, "succeeded")
+    third = job_state.claim_next(session, "train", b1.id, "w1", LEASE, max_attempts=3)
+    assert third is not None and third.job_id == a2.id
+
+
+def test_a_result_after_a_cancel_is_refused(session: Session) -> None:
+    """Ops cancels a running job; its worker, not yet told by a heartbeat, writes progress and then
+    its result: both are refused, and the cancel stands."""
+    job = _job(session)
+    held = job_state.claim(session, job.id, "w1", LEASE, max_attempts=3)
+    assert held is not None
+    job_state.request_cancel(session, job)
+    session.commit()
+    with pytest.raises(job_state.JobCancelled):
+        job_state.report(session, held, progress=0.9)
+    session.rollback()
+    with pytest.raises(job_state.JobCancelled):
+        job_state.finish(session, held, "succeeded")
+    session.rollback()
+    job_state.finish(session, held, "cancelled")  # the worker settling the cancel: allowed
+    session.refresh(job)
+    subject = session.get(Subject, job.subject_id)
+    assert (job.status, subject.status) == ("cancelled", "cancelled")  # type: ignore[union-attr]
+
+
+def test_a_training_is_not_retried_beside_another_and_takes_a_new_version(session: Session) -> None:
+    old = _job(session, status="failed", params={"adapter_version": 2})
+    subject = session.get(Subject, old.subject_id)
+    assert subject is not None
+    subject.adapter_version = 3  # trained twice since the old one failed
+    newer = Job(id=new_id("job"), tenant_id=old.tenant_id, kind="train", subject_id=subject.id)
+    session.add(newer)
+    session.commit()
+    with pytest.raises(job_state.JobConflict, match="another training"):
+        job_state.reset_for_retry(session, old)
+    session.rollback()
+    newer.status = "succeeded"
+    session.commit()
+    job_state.reset_for_retry(session, old)
+    assert old.status == "queued" and "adapter_version" not in old.params

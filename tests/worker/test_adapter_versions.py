@@ -33,7 +33,7 @@ def _store_with_versions(tmp_path: Path, versions: range) -> LocalBlobStore:
 
 def test_versions_older_than_the_replaced_one_go(tmp_path: Path) -> None:
     blobs = _store_with_versions(tmp_path, range(1, 6))
-    gone = forget_superseded_adapters(blobs, "ten_1", "sub_a", replaced=4)
+    gone = forget_superseded_adapters(blobs, "ten_1", "sub_a", 4, adapter_key("ten_1", "sub_a", 5))
     assert gone == [adapter_key("ten_1", "sub_a", v) for v in (1, 2, 3)]
     assert blobs.list(subject_prefix("ten_1", "sub_a")) == sorted(
         [
@@ -44,6 +44,16 @@ def test_versions_older_than_the_replaced_one_go(tmp_path: Path) -> None:
         ]
     )
     assert len(blobs.list(subject_prefix("ten_1", "sub_b"))) == 5  # another subject's: untouched
+
+
+def test_the_current_version_stays_whatever_its_number(tmp_path: Path) -> None:
+    """A training retried from before a later one (ops) may write a lower number than the one it
+    replaces: it is current all the same."""
+    blobs = _store_with_versions(tmp_path, range(1, 5))
+    current = adapter_key("ten_1", "sub_a", 2)
+    gone = forget_superseded_adapters(blobs, "ten_1", "sub_a", 4, current)
+    assert gone == [adapter_key("ten_1", "sub_a", v) for v in (1, 3)]
+    assert blobs.exists(current)
 
 
 def test_a_store_that_refuses_one_delete_loses_nothing_else(
@@ -59,7 +69,8 @@ def test_a_store_that_refuses_one_delete_loses_nothing_else(
         delete(key)
 
     monkeypatch.setattr(blobs, "delete", flaky)
-    assert forget_superseded_adapters(blobs, "ten_1", "sub_a", replaced=3) == [other]
+    current = adapter_key("ten_1", "sub_a", 4)
+    assert forget_superseded_adapters(blobs, "ten_1", "sub_a", 3, current) == [other]
     assert not blobs.exists(other)
     assert blobs.exists(refuse)  # the next training tries again
 
