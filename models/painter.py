@@ -131,19 +131,31 @@ class Painter:
         outcomes: list[Image.Image | AdapterError | None] = [None] * len(requests)
         entries: dict[str, ActiveAdapter] = {}
         alone: list[str] = []  # full fine-tunes
+
+        def fail(adapter_id: str, exc: AdapterError) -> None:
+            for i, wanted in enumerate(adapter_ids):
+                if wanted == adapter_id:
+                    outcomes[i] = exc
+
         for adapter_id in dict.fromkeys(i for i in adapter_ids if i is not None):
             if self.full_weights.cached(adapter_id) is not None:
                 alone.append(adapter_id)
                 continue
+            data: bytes | None = None
             try:
                 entries[adapter_id] = self.adapters.entry(adapter_id)
             except FullWeightsFound as found:
-                self.full_weights.load(adapter_id, found.take())
+                data = found.take()
+            except AdapterError as exc:
+                fail(adapter_id, exc)
+            if data is None:
+                continue
+            try:  # outside `except`, as in `paint`; another base or a damaged file fails its own rows only
+                self.full_weights.load(adapter_id, data)
                 alone.append(adapter_id)
             except AdapterError as exc:
-                for i, wanted in enumerate(adapter_ids):
-                    if wanted == adapter_id:
-                        outcomes[i] = exc
+                fail(adapter_id, exc)
+            del data  # gigabytes: not held while the others load
         batch = [i for i, a in enumerate(adapter_ids) if outcomes[i] is None and a not in alone]
         ids = [adapter_ids[i] for i in batch]
         if len(set(ids)) == 1:  # one adapter (or none) for the whole batch: the swap path
@@ -162,8 +174,14 @@ class Painter:
             outcomes[i] = image
         for adapter_id in alone:
             mine = [i for i, a in enumerate(adapter_ids) if a == adapter_id]
-            painted = self.paint([requests[i] for i in mine], adapter_id=adapter_id, steps=steps,
-                                 guidance_scale=guidance_scale)  # fmt: skip
+            try:
+                # read again when the slot kept no copy (full_weights_cached=0, or evicted by the
+                # previous one): that read may fail too, and must not cost the other rows theirs
+                painted = self.paint([requests[i] for i in mine], adapter_id=adapter_id, steps=steps,
+                                     guidance_scale=guidance_scale)  # fmt: skip
+            except AdapterError as exc:
+                fail(adapter_id, exc)
+                continue
             for i, image in zip(mine, painted, strict=True):
                 outcomes[i] = image
         return outcomes  # type: ignore[return-value]

@@ -101,7 +101,7 @@ class InpaintPipeline:
         crops, paint = crops.to(device, dtype), paint.to(device, dtype)  # [B,3,R,R] in [-1,1], [B,1,R,R]
 
         # 2. Reference embeddings; the negative branch is the encoder's learned unconditional vector.
-        cond = torch.stack([self._embedding(r) for r in requests]).to(device, dtype)  # [B,1,D]
+        cond = self._embeddings(requests)  # [B,1,D]
         if do_cfg:
             uncond = base.image_encoder.uncond_vector.to(device, dtype).expand(batch, 1, -1)  # [B,1,D]
             cond = torch.cat([uncond, cond])  # [2B,1,D]
@@ -157,6 +157,12 @@ class InpaintPipeline:
             )
         box = crop_box_around_mask(mask, margin=self.margin, min_side=self.resolution // 2)
         return plan_crop(box, room.size, self.resolution)
+
+    def _embeddings(self, requests: Sequence[PaintRequest]) -> torch.Tensor:
+        """-> [B,1,D] on the UNet's device and dtype. Each row moves before the stack: an adapter's
+        embedding comes from its file (CPU), an encoded reference from the encoder's device (CUDA)."""
+        device, dtype = self.base.device, self.base.dtype
+        return torch.stack([self._embedding(r).to(device, dtype) for r in requests])
 
     def _embedding(self, request: PaintRequest) -> torch.Tensor:
         """-> [1,D]"""

@@ -11,8 +11,10 @@ The one path for `roomfit train` and the worker's train job:
     Path("sofa.safetensors").write_bytes(outcome.result.artifact)
 
 When the accelerator runs out of memory, training goes on at half the micro-batch (the pairs per
-forward pass; the batch per optimiser step, and so the result, stay the same) from its last
-checkpoint, down to one pair per pass, then gives up with `TrainingOutOfMemory`.
+forward pass; the batch per optimiser step, its noise, timesteps and dropped references stay the
+same, and so does the result up to LoRA dropout's masks, drawn per forward pass: a statistically
+equivalent adapter, the same one only with `lora_dropout=0`) from its last checkpoint, down to one
+pair per pass, then gives up with `TrainingOutOfMemory`.
 """
 
 from __future__ import annotations

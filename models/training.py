@@ -17,8 +17,9 @@ without boxes, start at `models.subject_training.annotate_and_train` (detect, th
 
 Reproducible and resumable: pairs come from one numpy Generator, noise, timesteps and reference
 dropout from one torch Generator (drawn for the whole batch, so micro-batching does not change them),
-LoRA dropout from the (forked) global torch RNG; a checkpoint stores all of them with the
-weights and the optimizer, so a killed run resumed from its checkpoint ends with the same adapter.
+LoRA dropout from the (forked) global torch RNG (per forward pass: its masks do change with the
+micro-batch size); a checkpoint stores all of them with the weights and the optimizer, so a killed
+run resumed from its checkpoint ends with the same adapter.
 
 Beside it: `training_pairs` (what a pair is), `training_loss` (the loss), `trainable_unet` (what is
 trained), `training_checkpoint` (what is saved), `adapter_format` / `full_weights_format` (the files).
@@ -86,7 +87,9 @@ class TrainSettings:
     learning_rate: float = PAPER_LEARNING_RATE
     batch_size: int = PAPER_BATCH_SIZE  # pairs per optimiser step
     # pairs per forward pass; gradients of a step's micro-batches add up to the batch's. None: the
-    # whole batch at once. The noise, timesteps and dropped references of a step do not depend on it.
+    # whole batch at once. The noise, timesteps and dropped references of a step do not depend on it;
+    # LoRA dropout's masks do (drawn per forward pass), so with lora_dropout > 0 another size gives
+    # another, statistically equivalent adapter; with lora_dropout = 0, the same up to float rounding.
     micro_batch_size: int | None = None
     mode: Literal["lora", "full"] = "lora"
     rank: int | None = None  # None: the rank already injected into the base, else models.lora's default

@@ -1,10 +1,11 @@
 """Training checkpoints: everything a killed training needs to continue as if it never stopped.
 
 A checkpoint holds the trainable weights, the optimizer (and grad scaler) state, every random state
-the loop draws from (numpy pair sampler, torch noise generator, torch global RNG for dropout, Python's
-`random`) and the step. Written atomically (temp file + rename), so a kill mid-write leaves the
-previous checkpoint readable. `fingerprint` (`training_fingerprint`) ties it to its inputs:
-resuming with other photos, settings or base weights is refused rather than silently mixed.
+the loop draws from (numpy pair sampler, torch noise generator, torch global RNG for dropout on the
+CPU, the training device's CUDA RNG for dropout there, Python's `random`) and the step. Written
+atomically (temp file + rename), so a kill mid-write leaves the previous checkpoint readable.
+`fingerprint` (`training_fingerprint`) ties it to its inputs: resuming with other photos, settings
+or base weights is refused rather than silently mixed.
 `TrainingState` is the loop's live side of a checkpoint: what `capture` saves and `restore` sets.
 """
 
@@ -53,12 +54,15 @@ class Checkpoint:
     python_random: tuple[Any, ...]
     scaler: dict[str, Any] | None = None
     losses: list[float] = field(default_factory=list)
+    # the training device's CUDA RNG (LoRA dropout on CUDA); None on CPU, and in checkpoints written
+    # before it was saved (those resume with it as the run's seed left it)
+    torch_cuda: torch.Tensor | None = None
 
 
 @dataclass
 class TrainingState:
-    """The training loop's objects that a checkpoint captures and restores (with the torch global
-    and Python `random` states, which have no object)."""
+    """The training loop's objects that a checkpoint captures and restores (with the torch global,
+    CUDA and Python `random` states, which have no object)."""
 
     trainable: dict[str, torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
@@ -78,6 +82,7 @@ class TrainingState:
             python_random=random.getstate(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             losses=losses,
+            torch_cuda=torch.cuda.get_rng_state(cuda) if (cuda := self.cuda_device()) else None,
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -90,7 +95,14 @@ class TrainingState:
         self.rng.bit_generator.state = checkpoint.numpy_rng
         self.generator.set_state(checkpoint.torch_generator)
         torch.set_rng_state(checkpoint.torch_global)
+        if checkpoint.torch_cuda is not None and (cuda := self.cuda_device()) is not None:
+            torch.cuda.set_rng_state(checkpoint.torch_cuda, cuda)
         random.setstate(checkpoint.python_random)
+
+    def cuda_device(self) -> torch.device | None:
+        """The CUDA device the trainable weights (and so dropout's draws) are on; None off CUDA."""
+        device = next(iter(self.trainable.values())).device if self.trainable else None
+        return device if device is not None and device.type == "cuda" else None
 
 
 def training_inputs_digest(items: Sequence[tuple[Image.Image, Any]]) -> str:
@@ -106,8 +118,9 @@ def training_inputs_digest(items: Sequence[tuple[Image.Image, Any]]) -> str:
 def training_fingerprint(base: BaseModel, settings: TrainSettings, inputs: str) -> str:
     """What a checkpoint must match to be resumed: inputs (`training_inputs_digest`), base weights
     and every setting that changes the result (not `steps` or `checkpoint_every`: a run may be
-    extended or checkpointed more often; not `micro_batch_size`: a step's draws and gradients do not
-    depend on it, so a run that ran out of memory resumes at a smaller one)."""
+    extended or checkpointed more often; not `micro_batch_size`: a step's noise, timesteps and dropped
+    references do not depend on it, nor, up to LoRA dropout's masks (drawn per forward pass, so other
+    draws of the same rate), its gradients, so a run that ran out of memory resumes at a smaller one)."""
     relevant = dataclasses.asdict(settings)
     for free in ("steps", "checkpoint_every", "micro_batch_size"):
         relevant.pop(free)
