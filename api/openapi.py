@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.problems import PROBLEM_JSON, REGISTRY, codes_by_status
@@ -82,6 +83,18 @@ def problem_schemas() -> dict[str, dict[str, Any]]:
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
 
+_READ_BODIES: dict[str, type[BaseModel]] = {}
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its JSON body itself, once its key is checked (FastAPI
+    reads a declared body before any dependency runs): the body as FastAPI documents a declared one,
+    its schema added to the components by `complete`."""
+    _READ_BODIES[model.__name__] = model
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def complete(document: dict[str, Any]) -> dict[str, Any]:
     """What FastAPI's document lacks: the `Problem` schemas; FastAPI's own 422 answer (never sent:
     api.problems answers `validation_error`) as a problem; `Idempotency-Replayed` on the 2xx
@@ -90,6 +103,8 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     for name in _FASTAPI_VALIDATION:
         schemas.pop(name, None)
     schemas.update(problem_schemas())
+    for name, model in _READ_BODIES.items():
+        schemas.setdefault(name, model.model_json_schema(ref_template="#/components/schemas/{model}"))
     document["components"]["schemas"] = dict(sorted(schemas.items()))
     for item in document.get("paths", {}).values():
         for operation in item.values():

@@ -19,7 +19,12 @@ class InvalidBoxes(ValueError):
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (JSON allows 4300 digits): no pixel
+        return False
 
 
 def parse_boxes(raw: str | None, sizes: Sequence[tuple[int, int]]) -> list[Box | None]:
@@ -28,7 +33,7 @@ def parse_boxes(raw: str | None, sizes: Sequence[tuple[int, int]]) -> list[Box |
         return [None] * len(sizes)
     try:
         boxes = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep ("[" * 30000)
         raise InvalidBoxes("boxes is not valid JSON") from exc
     if not isinstance(boxes, list) or len(boxes) != len(sizes):
         raise InvalidBoxes(f"boxes must be a JSON list of {len(sizes)} entries, one per photo")

@@ -7,7 +7,10 @@ credentials, and its host must resolve only to global addresses (`ipaddress.is_g
 at registration and again at every delivery, and the delivery connects to the very address that was
 checked (`Target.address`), so a name re-pointed between the check and the connection (DNS
 rebinding) reaches nothing new. Every spelling of an address (`127.1`, `2130706433`, `0x7f000001`,
-`[::ffff:169.254.169.254]`) goes through the resolver, which reads them all as the numbers they are.
+`[::ffff:169.254.169.254]`) goes through the resolver, which reads them all as the numbers they are,
+and an IPv6 address that carries an IPv4 one (NAT64 `64:ff9b::/96`, 6to4, Teredo, the IPv4-mapped and
+-translated forms) counts as that IPv4 address; NAT64's local-use prefix, the deprecated
+IPv4-compatible form (`::127.0.0.1`) and site-local `fec0::/10` are refused outright.
 """
 
 from __future__ import annotations
@@ -64,11 +67,44 @@ def resolve_with_deadline(host: str, port: int) -> list[str]:
         raise OSError(f"resolving {host!r} took longer than {RESOLVE_SECONDS} s") from exc
 
 
-def is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
+# IPv6 forms that carry an IPv4 address in their last 32 bits, which a translator (or the kernel)
+# connects to: NAT64's well-known prefix (RFC 6052) and SIIT's IPv4-translated form (RFC 2765).
+_CARRY_LAST_32 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
+# Never a webhook host: NAT64's local-use prefix (RFC 8215: a network's own translator, with its own
+# layout of the IPv4 address) and the deprecated IPv4-compatible form (::127.0.0.1, RFC 4291).
+_NEVER_V6 = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("::/96"))
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, when packets to it end up there."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # ::ffff:169.254.169.254
+    if ip.sixtofour is not None:
+        return ip.sixtofour  # 2002:a9fe:a9fe::1, through a 6to4 relay
+    if any(ip in net for net in _CARRY_LAST_32):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)  # 64:ff9b::a9fe:a9fe
+    return None
+
+
+def _is_global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
+
+
+def is_public(address: str) -> bool:
+    """Whether a webhook may connect to `address`: global unicast, and an IPv6 address that carries
+    an IPv4 one is as public as that IPv4 address (Python's `is_global` calls 64:ff9b::a9fe:a9fe,
+    2002:a9fe:a9fe::1 or ::127.0.0.1 global, though they reach 169.254.169.254 and 127.0.0.1)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local or any(ip in net for net in _NEVER_V6):
+            return False  # fec0::/10 is deprecated site-local: a private network
+        carried = _carried_ipv4(ip)
+        if carried is not None:
+            return _is_global(carried)
+        # Teredo (2001::/32) carries its server's and its client's IPv4 addresses: both must be public.
+        if ip.teredo is not None and not all(_is_global(v4) for v4 in ip.teredo):
+            return False
+    return _is_global(ip)
 
 
 def check_webhook_url(

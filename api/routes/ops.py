@@ -33,11 +33,19 @@ def _job(done: Done[Job], *, status: int) -> Outcome:
     return answer(done, JobOut.of(done.row), status=status)
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """A time given without a zone is UTC."""
+def _utc(moment: datetime | None, name: str) -> datetime | None:
+    """The query's time `name` in UTC; a time given without a zone is UTC."""
     if moment is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+05:00 is before year 1 in UTC, 9999-12-31T23:00-05:00 after year 9999
+        raise validation_failed(
+            [{"loc": ("query", name), "msg": "out of range once in UTC", "type": "value_error"}]
+        ) from None
 
 
 @router.get(
@@ -86,7 +94,7 @@ def list_jobs(
         str | None, Query(pattern=_JOB_ID, description="`next_cursor` of the previous page")
     ] = None,
 ) -> JobPage:
-    find = JobFilter(status, kind, tenant_id, _utc(since), _utc(until), cursor)
+    find = JobFilter(status, kind, tenant_id, _utc(since, "since"), _utc(until, "until"), cursor)
     if find.since is not None and find.until is not None and find.since >= find.until:
         raise validation_failed(
             [{"loc": ("query", "until"), "msg": "must be after since", "type": "value_error"}]

@@ -4,11 +4,13 @@ filesystem broker under the test's folder, two tenants with their keys, and imag
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -221,3 +223,42 @@ def succeed_preview(env: ApiEnv, preview_id: str) -> bytes:
         preview.result_key = key
         session.commit()
     return png
+
+
+def asgi_request(
+    env: ApiEnv, method: str, path: str, headers: dict[str, str], body: Iterator[bytes]
+) -> tuple[int, dict[str, Any]]:
+    """Drive the ASGI app with a body it pulls chunk by chunk (TestClient would read it all first):
+    the status and the JSON answer."""
+    messages: list[dict[str, Any]] = []
+    chunks = iter(body)
+
+    async def receive() -> dict[str, Any]:
+        piece = next(chunks, None)
+        if piece is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": piece, "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+        "app": env.app,
+        "state": {},
+    }
+    anyio.run(env.app, scope, receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    payload = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return start["status"], json.loads(payload)

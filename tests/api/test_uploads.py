@@ -9,13 +9,12 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import numpy as np
 import pytest
 from PIL import Image
 
 from core.tables import Preview, Subject
-from tests.api.conftest import ApiEnv, image_bytes, mask_bytes, photos_files, ready_subject
+from tests.api.conftest import ApiEnv, asgi_request, image_bytes, mask_bytes, photos_files, ready_subject
 
 MB = 1024 * 1024
 
@@ -96,49 +95,12 @@ def _streamed_multipart(
     return body(), f"multipart/form-data; boundary={boundary}"
 
 
-def _asgi_post(
-    env: ApiEnv, path: str, headers: dict[str, str], body: Iterator[bytes]
-) -> tuple[int, dict[str, Any]]:
-    """Drive the ASGI app with a body it pulls chunk by chunk (TestClient would read it all first)."""
-    messages: list[dict[str, Any]] = []
-    chunks = iter(body)
-
-    async def receive() -> dict[str, Any]:
-        piece = next(chunks, None)
-        if piece is None:
-            return {"type": "http.request", "body": b"", "more_body": False}
-        return {"type": "http.request", "body": piece, "more_body": True}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-        "app": env.app,
-        "state": {},
-    }
-    anyio.run(env.app, scope, receive, send)
-    start = next(m for m in messages if m["type"] == "http.response.start")
-    payload = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return start["status"], json.loads(payload)
-
-
 def test_thirty_megabytes_refused_before_read_whole(sqlite_env: ApiEnv) -> None:
     env = sqlite_env
     consumed = [0]
     body, content_type = _streamed_multipart("photos", 30 * MB, image_bytes(8, 8, "JPEG"), consumed)
-    status, problem = _asgi_post(env, "/v1/subjects", {**env.a.auth(), "Content-Type": content_type}, body)
+    headers = {**env.a.auth(), "Content-Type": content_type}
+    status, problem = asgi_request(env, "POST", "/v1/subjects", headers, body)
     assert (status, problem["code"]) == (413, "image_too_large")
     limit = env.settings.max_upload_bytes
     assert consumed[0] <= limit + 2 * MB, f"read {consumed[0]} bytes of a 30 MB upload"
@@ -150,7 +112,7 @@ def test_declared_oversized_body_refused_unread(sqlite_env: ApiEnv) -> None:
     consumed = [0]
     body, content_type = _streamed_multipart("room", 60 * MB, b"", consumed)
     headers = {**env.a.auth(), "Content-Type": content_type, "Content-Length": str(60 * MB)}
-    status, problem = _asgi_post(env, "/v1/previews", headers, body)
+    status, problem = asgi_request(env, "POST", "/v1/previews", headers, body)
     assert (status, problem["code"]) == (413, "payload_too_large")
     assert consumed[0] == 0
 
