@@ -5,8 +5,14 @@ A stream sends the object's rows of `events` (core.events: written by the transa
 each change) in id order: `status` and `progress` events, then ONE terminal event named for the
 final status, whose data is the same body as the object's GET, and the stream closes. Each event
 carries its `id`; a client reconnecting with `Last-Event-ID` gets exactly the events after it. A
-fresh stream starts from the object's newest event. A comment line every `heartbeat` seconds keeps
-proxies from closing a quiet stream.
+fresh stream starts from the object's newest event, and so does one resumed for an object with no
+events left (pruned after a day). A comment line every `heartbeat` seconds keeps proxies from
+closing a quiet stream. A stream of an object deleted while it is open ends with no terminal event
+(a reconnect answers 404): at once on PostgreSQL, woken by the delete's NOTIFY, else at its next
+heartbeat.
+
+A stream's place under the caps is taken as it is admitted (`Feed.reserve`, before its response
+starts) and given back by its response however it ends (`EventStreamResponse`).
 
 Waiting costs nothing per stream: one `Feed` per process wakes only the streams of an object that
 has new events. On PostgreSQL it LISTENs to the NOTIFY each such transaction sends at commit; on
@@ -20,23 +26,38 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+import weakref
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import psycopg
 from sqlalchemy import bindparam, select
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from core.async_db import AsyncReader, first
-from core.events import CHANNEL, EVENTS_AFTER, LAST_EVENT, NEWEST_ID, OBJECTS_AFTER, TERMINAL, kind_of
+from core.events import (
+    CHANNEL,
+    EVENTS_AFTER,
+    LAST_EVENT,
+    NEWEST_ID,
+    OBJECT_EXISTS,
+    OBJECTS_AFTER,
+    TERMINAL,
+    kind_of,
+)
 from core.tables import ApiKey
 
 log = logging.getLogger("roomfit.api.events")
 
 REVOKED_SINCE = select(ApiKey.id).where(ApiKey.revoked_at > bindparam("since"))
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 class Feed:
@@ -53,23 +74,37 @@ class Feed:
         self.per_tenant: Counter[str] = Counter()  # open streams of each tenant (its share is capped)
         self._task: asyncio.Task[None] | None = None
 
+    def reserve(self, tenant_id: str) -> Callable[[], None]:
+        """Count a stream of `tenant_id` now, as it is admitted; returns its release (idempotent).
+        The caller checks the caps and reserves with no await between, so streams opened at the same
+        moment cannot all pass one check before any of them is counted."""
+        self.streams += 1
+        self.per_tenant[tenant_id] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self.streams -= 1
+            self.per_tenant[tenant_id] -= 1
+            if not self.per_tenant[tenant_id]:
+                del self.per_tenant[tenant_id]
+
+        return release
+
     @contextmanager
-    def watching(self, object_id: str, key_id: str, tenant_id: str) -> Iterator[asyncio.Event]:
+    def watching(self, object_id: str, key_id: str) -> Iterator[asyncio.Event]:
         """An event set whenever `object_id` may have new events, or `key_id` was revoked."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         wake = asyncio.Event()
         self.objects[object_id].add(wake)
         self.keys[key_id].add(wake)
-        self.streams += 1
-        self.per_tenant[tenant_id] += 1
         try:
             yield wake
         finally:
-            self.streams -= 1
-            self.per_tenant[tenant_id] -= 1
-            if not self.per_tenant[tenant_id]:
-                del self.per_tenant[tenant_id]
             for table, name in ((self.objects, object_id), (self.keys, key_id)):
                 table[name].discard(wake)
                 if not table[name]:
@@ -145,7 +180,8 @@ def _frame(event: str, event_id: int, data: dict[str, Any]) -> bytes:
 
 def last_event_id(header: str | None) -> int | None:
     """The `Last-Event-ID` a reconnecting client sends; anything but a small integer starts afresh."""
-    if header is None or not header.strip().isdigit() or len(header.strip()) > 18:
+    # ASCII digits only: headers are decoded as latin-1, and `str.isdigit` takes '²' too (int() won't).
+    if header is None or not _EVENT_ID.fullmatch(header.strip()):
         return None
     return int(header.strip())
 
@@ -154,44 +190,77 @@ async def stream_events(
     feed: Feed,
     object_id: str,
     key_id: str,
-    tenant_id: str,
     resume_after: int | None,
-    final_body: Callable[[], Awaitable[dict[str, Any]]],
+    final_body: Callable[[], Awaitable[dict[str, Any] | None]],
     opened_row: Any,
     heartbeat: float,
-) -> AsyncIterator[bytes]:
-    """The stream's bytes (see the module's docstring). `final_body`: the GET body now;
-    `opened_row`: the object's row as the stream was opened (for objects older than their events)."""
+) -> AsyncGenerator[bytes, None]:
+    """The stream's bytes (see the module's docstring). `final_body`: the GET body now, None once the
+    object is gone; `opened_row`: the object's row as the stream was opened (for objects older than
+    their events)."""
     terminal = TERMINAL[kind_of(object_id)]
+    exists = OBJECT_EXISTS[kind_of(object_id)]
     reader = feed.reader
-    with feed.watching(object_id, key_id, tenant_id) as wake:
+    with feed.watching(object_id, key_id) as wake:
         yield b"retry: 2000\n\n"
         newest = await first(reader, LAST_EVENT, {"object_id": object_id})
         after = resume_after
-        if after is None or (newest is not None and newest.id <= after and newest.status in terminal):
-            # A fresh stream starts from the newest event; one resumed after the end gets the end.
+        # Fresh: from the newest event. Resumed after the end: the end. Resumed when the object has
+        # no events left (pruned a day on): as a fresh stream, else nothing would ever come.
+        if after is None or newest is None or (newest.id <= after and newest.status in terminal):
             start = newest if newest is not None else opened_row
             after = newest.id if newest is not None else 0
             if start.status in terminal:
-                yield _frame(start.status, after, await final_body())
+                if (body := await final_body()) is not None:
+                    yield _frame(start.status, after, body)
                 return
             yield _frame("status", after, _data(object_id, start))
+        idle = False  # waited, and no event came: the object may have been deleted (deleting writes none)
         while key_id not in feed.revoked:
             wake.clear()  # before reading: a change during the read wakes the next wait
             found = await reader.rows(EVENTS_AFTER, {"object_id": object_id, "after": after})
             for row in found:
                 after = row.id
                 if row.status in terminal:
-                    yield _frame(row.status, row.id, await final_body())
+                    if (body := await final_body()) is not None:
+                        yield _frame(row.status, row.id, body)
                     return
                 yield _frame(row.kind, row.id, _data(object_id, row))
             if found:
+                idle = False
                 continue  # the page may have been full
+            if idle and await first(reader, exists, {"object_id": object_id}) is None:
+                # Deleted: end the stream (a reconnect answers 404, as the GET does); no slot held forever.
+                log.info("event stream of %s closed: deleted", object_id)
+                return
             try:
                 await asyncio.wait_for(wake.wait(), timeout=heartbeat)
             except TimeoutError:
                 yield b": keep-alive\n\n"
+            idle = True
         log.info("event stream of %s closed: key %s revoked", object_id, key_id)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A stream's response. It gives back the place `Feed.reserve` counted however it ends: the body
+    sent to its end, the client gone during it or before it started, or the response never sent."""
+
+    def __init__(self, chunks: AsyncGenerator[bytes, None], release: Callable[[], None]) -> None:
+        # no-cache and no proxy buffering: every event goes out as it happens.
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(chunks, media_type="text/event-stream", headers=headers)
+        self.chunks = chunks
+        # Also when the response is dropped unsent (an error between the route and the sending).
+        self.release = weakref.finalize(self, release)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+            # The stream's wake registrations too: now, not when the generator is collected.
+            with anyio.CancelScope(shield=True):
+                await self.chunks.aclose()
 
 
 def _data(object_id: str, row: Any) -> dict[str, Any]:

@@ -7,7 +7,9 @@ A session hook (`before_flush`) writes the rows: one per object per flush, `stat
 status or stage moved (or the object is new), `progress` when only the progress did. A preview's
 stage is its job's (previews have no stage column). On PostgreSQL the same transaction also sends
 `NOTIFY roomfit_events, '<object id>'`, delivered at commit, which wakes the API processes that
-stream that object; SQLite has no such thing and the API polls the table instead.
+stream that object; SQLite has no such thing and the API polls the table instead. Deleting a
+subject or a preview writes no row (none is left to describe) but sends the same NOTIFY, so its
+open streams look, find it gone and end.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ LAST_EVENT = (
 # Objects with events after `after` (bind `after`): the SQLite poller's question.
 OBJECTS_AFTER = select(Event.id, Event.object_id).where(Event.id > bindparam("after")).order_by(Event.id)
 NEWEST_ID = select(Event.id).order_by(Event.id.desc()).limit(1)
+# Whether a streamed object still exists (bind `object_id`), by its kind: deleting one writes no event.
+OBJECT_EXISTS = {
+    "subject": select(Subject.id).where(Subject.id == bindparam("object_id")),
+    "preview": select(Preview.id).where(Preview.id == bindparam("object_id")),
+}
 
 
 def _changed(obj: Any, *names: str) -> bool:
@@ -88,9 +95,13 @@ def _record(session: Session, _context: Any, _instances: Any) -> None:
             progress=float(obj.progress or 0.0),
             created_at=utcnow(),
         )
+    # A deleted object has no row left to write an event for, but its open streams must look and end:
+    # on PostgreSQL wake them now (NOTIFY at commit); on SQLite they look at their next heartbeat.
+    gone = {obj.id for obj in session.deleted if isinstance(obj, Subject | Preview) and obj.id}
     if found:
         session.add_all(found.values())
-        session.info.setdefault("roomfit.notify", set()).update(found)
+    if found or gone:
+        session.info.setdefault("roomfit.notify", set()).update(found, gone)
 
 
 def _notify(session: Session, _context: Any) -> None:

@@ -16,9 +16,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from api.deps import Caller, Keyed, SettingsDep, read_with_key
-from api.event_streams import Feed, last_event_id, stream_events
+from api.event_streams import EventStreamResponse, Feed, last_event_id, stream_events
 from api.openapi import AUTH, problems
-from api.problems import NOT_FOUND, RATE_LIMITED, SERVER_BUSY
+from api.problems import NOT_FOUND, RATE_LIMITED, SERVER_BUSY, ApiError
 from api.schemas import PreviewOut, SubjectOut, SubjectStatusOut
 from api.services import previews as preview_service
 from api.services import subjects as subject_service
@@ -58,6 +58,7 @@ def _respond(
     feed: Feed = request.app.state.feeds.get()
     tenant_id = caller.tenant_id
     assert tenant_id is not None, "read_with_key admits only keys of a tenant"
+    # Checked and reserved with no await between: streams opened at once cannot all pass the check.
     if feed.streams >= settings.max_event_streams:
         raise SERVER_BUSY("too many open event streams here; retry shortly", headers={"Retry-After": "5"})
     if feed.per_tenant[tenant_id] >= settings.max_event_streams_per_tenant:
@@ -66,27 +67,34 @@ def _respond(
             "this shop has too many open event streams here; close some or retry shortly",
             headers={"Retry-After": "5"},
         )
+    release = feed.reserve(tenant_id)
 
-    def final() -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
         with request.app.state.sessions() as session:
-            return body(TenantRepository(session, tenant_id)).model_dump(mode="json")
+            try:
+                return body(TenantRepository(session, tenant_id)).model_dump(mode="json")
+            except ApiError as error:
+                if error.problem is not NOT_FOUND:
+                    raise
+                return None  # deleted since it ended: the stream just ends, as a reconnect gets 404
 
-    async def final_body() -> dict[str, Any]:
+    async def final_body() -> dict[str, Any] | None:
         return await anyio.to_thread.run_sync(final)
 
-    chunks = stream_events(
-        feed,
-        object_id,
-        caller.key_id,
-        tenant_id,
-        last_event_id(last_id),
-        final_body,
-        row,
-        settings.event_heartbeat_seconds,
-    )
-    # no-cache and no proxy buffering: every event goes out as it happens.
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+    try:
+        chunks = stream_events(
+            feed,
+            object_id,
+            caller.key_id,
+            last_event_id(last_id),
+            final_body,
+            row,
+            settings.event_heartbeat_seconds,
+        )
+        return EventStreamResponse(chunks, release)
+    except BaseException:
+        release()
+        raise
 
 
 @router.get(
