@@ -82,17 +82,44 @@ BUDGET = MemoryBudget()
 # --- what an image costs ---------------------------------------------------------------------
 # Bytes per pixel of a decoded image, by Pillow mode; anything else counts 4.
 MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
+WEBP_DECODER_BYTES = 8
+"""Per pixel, what Pillow's WebP reader holds beside the decoded image while it is checked: libwebp's
+animation decoder keeps its RGBA canvases and Pillow a copy of the frame's bytes (measured: an RGB
+WebP grows the process by 16 bytes a pixel where an RGB PNG needs at most the 9 of the formula)."""
+
+
+def jpeg_coefficient_bytes(size: tuple[int, int], sampling: list[tuple[int, int]]) -> int:
+    """What libjpeg holds while decoding a JPEG of several scans (progressive, or components in
+    separate scans), even in draft mode: every DCT coefficient of the whole image, 64 of 2 bytes for
+    each 8x8 block of each component, in whole MCUs. `sampling`: (h, v) per component."""
+    width, height = size
+    h_max = max(h for h, _ in sampling)
+    v_max = max(v for _, v in sampling)
+    mcu_columns = -(-width // (8 * h_max))
+    mcu_rows = -(-height // (8 * v_max))
+    return mcu_columns * mcu_rows * sum(h * v for h, v in sampling) * 64 * 2
 
 
 def decoding_bytes(
-    mode: str, size: tuple[int, int], *, alpha: bool, file_bytes: int, draft: int | None = None
+    mode: str,
+    size: tuple[int, int],
+    *,
+    alpha: bool,
+    file_bytes: int,
+    draft: int | None = None,
+    coefficients: int = 0,
+    fmt: str = "",
 ) -> int:
     """The most a photo's check holds at once, estimated from its header: the file, the decoded
     image, a turned copy, the conversion to RGB, the PNG to store (at worst 3 bytes a pixel).
-    Decoded in JPEG draft mode at 1/`draft` scale (a JPEG stored as sent): the file and that."""
+    Decoded in JPEG draft mode at 1/`draft` scale (a JPEG stored as sent): the file and that.
+    `coefficients` (`jpeg_coefficient_bytes`; 0 for one scan) are held while the pixels are decoded
+    and freed before they are turned or converted; a WebP's reader holds `WEBP_DECODER_BYTES`."""
     width, height = size
+    # An eighth more for libjpeg's pools and Pillow's rows beside them (measured peaks: 8-14 % below).
+    buffered = coefficients + coefficients // 8
     if draft:
-        return file_bytes + -(-width // draft) * -(-height // draft) * 3
+        return file_bytes + buffered + -(-width // draft) * -(-height // draft) * 3
     source = MODE_BYTES.get(mode, 4)
     if mode.startswith("I;16") or mode in ("I", "F"):
         conversion = 15  # integer copies while scaling down to 8 bits, then L, then RGB
@@ -100,7 +127,9 @@ def decoding_bytes(
         conversion = 12  # RGBA, a white background, the composite
     else:
         conversion = 0 if mode == "RGB" else 3
-    return file_bytes + width * height * (2 * source + conversion + 3)
+    per_pixel = 2 * source + conversion + 3 + (WEBP_DECODER_BYTES if fmt == "WEBP" else 0)
+    # While decoding: the coefficients and the image as Pillow holds it (4 bytes a pixel for RGB).
+    return file_bytes + max(width * height * per_pixel, buffered + width * height * 4)
 
 
 def mask_bytes(mode: str, size: tuple[int, int], *, file_bytes: int) -> int:

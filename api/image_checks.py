@@ -20,8 +20,9 @@
 Stored: an image that already decodes to upright 8-bit RGB (no EXIF rotation, one frame, no
 transparency) as sent — such a JPEG is decoded in JPEG draft mode at 1/8 scale, since only its size
 and integrity matter (every coefficient is still read, so damage is still caught; 1/64 of the
-memory); any other as the normalised RGB PNG; masks as 0 = keep, 255 = paint. `check_image` and
-`check_mask` do both steps for one image on its own. The files come from `api.multipart`.
+memory, though a progressive JPEG's decoder still holds every coefficient: `coefficient_bytes`); any
+other as the normalised RGB PNG; masks as 0 = keep, 255 = paint. `check_image` and `check_mask` do
+both steps for one image on its own. The files come from `api.multipart`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from api.image_budget import BUDGET, decoding_bytes, mask_bytes
+from api.jpeg_scans import coefficient_bytes
 from api.multipart import UploadedFile
+from api.pixel_modes import ALPHA_MODES, to_rgb
 from api.problems import (
     IMAGE_SHAPE_NOT_ALLOWED,
     IMAGE_TOO_LARGE,
@@ -54,7 +57,6 @@ ORIENTATION = 0x0112
 QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 DRAFT_SCALE = 8
 PAINT = [0] + [255] * 255  # a mask's lookup table: any non-zero value paints
-ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def sniff(head: bytes) -> str | None:
@@ -109,6 +111,9 @@ class ImageHeader:
     animated: bool
     transparent: bool
     limits: ImageLimits
+    coefficient_bytes: int = 0
+    """What libjpeg buffers while decoding it, even in draft mode: a JPEG of several scans
+    (progressive, or not every component in its first scan) keeps every coefficient. 0 for others."""
 
     @property
     def pixels(self) -> int:
@@ -134,7 +139,15 @@ class ImageHeader:
         """What checking it may hold at once (`api.image_budget.decoding_bytes`)."""
         drafted = DRAFT_SCALE if self.jpeg_as_sent else None
         alpha = self.transparent or self.mode in ALPHA_MODES
-        return decoding_bytes(self.mode, self.size, alpha=alpha, file_bytes=self.upload.size, draft=drafted)
+        return decoding_bytes(
+            self.mode,
+            self.size,
+            alpha=alpha,
+            file_bytes=self.upload.size,
+            draft=drafted,
+            coefficients=self.coefficient_bytes,
+            fmt=self.format,
+        )
 
     def mask_peak_bytes(self) -> int:
         converted = 4 * self.pixels if self.transparent or self.mode == "P" else 0  # read as RGBA first
@@ -221,6 +234,7 @@ def read_header(
         animated=animated,
         transparent="transparency" in image.info,
         limits=limits,
+        coefficient_bytes=coefficient_bytes(upload.file, image) if fmt == "JPEG" else 0,
     )
 
 
@@ -280,39 +294,6 @@ def _load(header: ImageHeader, *, draft: bool) -> tuple[Image.Image, bool, bool]
     except Exception as exc:
         raise IMAGE_UNREADABLE(f"{what} is damaged or truncated ({fmt})") from exc
     return image, animated, drafted
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB: 16-bit scaled, CMYK and other colour spaces converted, transparency over white."""
-    mode = image.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        image, mode = _to_8bit(image), "L"
-    if mode in ALPHA_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        composite = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        del rgba
-        return composite.convert("RGB")
-    if mode == "RGB":
-        return image
-    return image.convert("RGB")
-
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit (and 32-bit integer above 255) scaled by 1/257, rounded to nearest, clipped to 0..255
-    — in integers: no float copies of a large image."""
-    values = np.asarray(image)
-    if image.mode == "F":
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-    ints = values.astype(np.int32)
-    del values
-    if image.mode.startswith("I;16") or ints.max(initial=0) > 255:
-        # round(v / 257): 257 is odd, so v / 257 is never a tie; the remainder decides.
-        rest = ints % 257
-        ints //= 257
-        ints += rest >= 129
-        del rest
-    np.clip(ints, 0, 255, out=ints)
-    return Image.fromarray(ints.astype(np.uint8), "L")
 
 
 def decode_image(header: ImageHeader) -> CheckedImage:

@@ -247,19 +247,21 @@ def short_wait(monkeypatch: Any) -> None:
     monkeypatch.setattr(image_budget, "WAIT_SECONDS", 0.2)
 
 
-class _Holder:
-    """Holds the whole budget in another thread until released, as a big check would."""
+class BudgetHolder:
+    """Holds `nbytes` of the budget (all of it by default) in another thread until released, as a
+    big check would."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, nbytes: int | None = None) -> None:
         self.held, self.release = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(capacity,), daemon=True)
+        args = (capacity if nbytes is None else nbytes, capacity)
+        self.thread = threading.Thread(target=self._run, args=args, daemon=True)
 
-    def _run(self, capacity: int) -> None:
-        with BUDGET.hold(capacity, capacity=capacity):
+    def _run(self, nbytes: int, capacity: int) -> None:
+        with BUDGET.hold(nbytes, capacity=capacity):
             self.held.set()
             self.release.wait(60)
 
-    def __enter__(self) -> _Holder:
+    def __enter__(self) -> BudgetHolder:
         self.thread.start()
         assert self.held.wait(10)
         return self
@@ -270,14 +272,14 @@ class _Holder:
 
 
 @pytest.fixture
-def holder(sqlite_env: ApiEnv) -> Iterator[_Holder]:
-    with _Holder(sqlite_env.settings.api_memory_budget_bytes) as held:
+def holder(sqlite_env: ApiEnv) -> Iterator[BudgetHolder]:
+    with BudgetHolder(sqlite_env.settings.api_memory_budget_bytes) as held:
         yield held
     assert BUDGET.in_use == 0
 
 
 def test_a_full_budget_answers_503_then_passes_once_released(
-    sqlite_env: ApiEnv, short_wait: None, holder: _Holder
+    sqlite_env: ApiEnv, short_wait: None, holder: BudgetHolder
 ) -> None:
     env = sqlite_env
     response = _subject(env, photos_files(2))
@@ -305,7 +307,7 @@ def test_a_request_waiting_for_the_budget_goes_on_when_it_is_released(
     env = sqlite_env
     monkeypatch.setattr(image_budget, "WAIT_SECONDS", 60.0)
     answers: list[Any] = []
-    with _Holder(env.settings.api_memory_budget_bytes) as held:
+    with BudgetHolder(env.settings.api_memory_budget_bytes) as held:
         request = threading.Thread(target=lambda: answers.append(_subject(env, photos_files(1))))
         request.start()
         deadline = time.monotonic() + 30
