@@ -11,18 +11,26 @@ preview deletes its renditions too.
 Two first requests for one rendition at once may both encode it; that costs one encode more and
 nothing else, because the store's writes are atomic (`BlobStore.put`: temporary file and rename,
 or one S3 PUT): a reader gets one whole rendition or the other, and both are the same picture.
+
+A preview deleted while its rendition is encoded (`DELETE`, its subject's, the retention sweep) must
+not keep it: the deletion drops the preview's blobs once, so a rendition written after that would
+stay under a prefix nobody lists again. So the rendition is written *before* the preview is looked
+up again (`still_there`, in its own transaction): a deletion committed by then is seen and the
+rendition removed (`PreviewGone`, 404), one committed later drops it with the rest. A preview the sweep
+may take soon is not kept from (`keep=False`): the sweep removes blobs before its rows commit.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from PIL import Image
 
 from api.image_budget import BUDGET
-from core.blobstore import BlobNotFound, BlobStore, Download
+from core.blobstore import BlobNotFound, BlobStore, Download, Stream
 from core.settings import Settings
 
 ImageFormat = Literal["png", "jpeg", "webp"]
@@ -118,14 +126,36 @@ def encode(data: bytes, wanted: Rendition, *, budget_bytes: int = 0) -> bytes:
             return out.getvalue()
 
 
-def rendition_download(blobs: BlobStore, result_key: str, wanted: Rendition, settings: Settings) -> Download:
+class PreviewGone(Exception):
+    """The preview was deleted while its rendition was encoded: the caller removes what was written
+    (`api.services.previews.result`: everything under the preview's prefix)."""
+
+
+def rendition_download(
+    blobs: BlobStore,
+    result_key: str,
+    wanted: Rendition,
+    settings: Settings,
+    *,
+    still_there: Callable[[], bool] = lambda: True,
+    keep: bool = True,
+) -> Download:
     """How the client gets `wanted` of the result at `result_key`: the kept rendition if there is one,
-    else encoded now and kept first. Raises `BlobNotFound` when the result itself is gone."""
+    else encoded now and kept first (with `keep` False: sent from memory, not kept). Raises
+    `BlobNotFound` when the result itself is gone, `PreviewGone` when `still_there()` says the
+    preview was deleted meanwhile."""
     key = wanted.key(result_key)
     try:
         return blobs.download(key, settings.presign_seconds)
     except BlobNotFound:
         pass  # the first request for it: made below
     encoded = encode(blobs.get(result_key), wanted, budget_bytes=settings.api_memory_budget_bytes)
+    if not keep:
+        if not still_there():
+            raise PreviewGone(result_key)
+        return Stream(iter([encoded]))
     blobs.put(key, encoded, wanted.format.media_type)
+    # Written first, then looked up: a deletion either is seen here or drops it after its commit.
+    if not still_there():
+        raise PreviewGone(key)
     return blobs.download(key, settings.presign_seconds)

@@ -120,6 +120,16 @@ class TenantRepository:
         return self.count(Preview, Preview.api_key_id == key_id, Preview.status.in_(("queued", "running")))
 
     # --- webhooks -----------------------------------------------------------------------------
+    def exists_now(self, model: type[M], id_: str) -> bool:
+        """Whether the tenant's row exists at this moment, read in a transaction of its own: this
+        session's may be failed (until rolled back) or still see a row a deletion has committed away
+        since (SQLite's snapshot, PostgreSQL's repeatable reads)."""
+        with Session(self.session.get_bind()) as fresh:
+            found = fresh.scalar(
+                select(model.id).where(model.id == id_, model.tenant_id == self.tenant_id)  # type: ignore[attr-defined]
+            )
+            return found is not None
+
     def webhook(self) -> Webhook | None:
         """The tenant's one webhook endpoint, if it set one."""
         return self.session.scalars(self.select(Webhook)).first()

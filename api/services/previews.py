@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from celery import Celery
@@ -21,14 +23,15 @@ from api.image_checks import (
 )
 from api.multipart import ParsedForm
 from api.problems import NOT_FOUND, PREVIEW_NOT_READY, SUBJECT_NOT_READY, VALIDATION_ERROR, invalid
-from api.renditions import ImageFormat, Rendition, rendition_download
+from api.renditions import ImageFormat, PreviewGone, Rendition, rendition_download
 from api.schemas import MAX_SEED, PreviewForm
 from api.services import Done
 from api.services.quotas import check_preview_quota, check_steps
-from api.services.subjects import drop_blobs
+from api.services.subjects import drop_blobs, subject_kept
 from core import previews
 from core.blob_keys import preview_mask_key, preview_prefix, preview_room_key
 from core.blobstore import BlobNotFound, BlobStore, Download
+from core.clock import utcnow
 from core.dispatch import send
 from core.ids import new_id
 from core.job_state import ACTIVE, new_job, request_cancel
@@ -37,6 +40,9 @@ from core.settings import Settings
 from core.tables import Job, Preview, Subject
 
 log = logging.getLogger("roomfit.api.previews")
+KEEP_BEFORE_EXPIRY = timedelta(hours=1)
+"""A rendition of a preview that retention may delete within this long (a sweep's pass, clocks that
+differ between machines) is sent from memory, not kept: the sweep drops the blobs before its rows."""
 
 
 def create_preview(
@@ -104,7 +110,9 @@ def create_preview(
         preview.job_id = job.id
         repo.add(preview)
         repo.add(job)
-        repo.session.flush()
+        # The subject may have been deleted while the images were decoded: 404, its row never lands.
+        with subject_kept(repo, subject.id):
+            repo.session.flush()
     except BaseException:
         drop_blobs(blobs, preview_prefix(tenant_id, preview.id))
         raise
@@ -166,11 +174,20 @@ def result(
         raise PREVIEW_NOT_READY(f"preview {preview_id} is {preview.status}; it has no result yet")
     # The result has the room's size (the contract), so the row says what "never upscale" means.
     wanted = Rendition.of(image_format, max_side, (preview.width, preview.height))
+    expiry = previews.expires_at(preview, settings.preview_retention_days)
+    keep = expiry is None or expiry - KEEP_BEFORE_EXPIRY > utcnow()
     try:
         if wanted.is_result:
             download = blobs.download(preview.result_key, settings.presign_seconds)
         else:
-            download = rendition_download(blobs, preview.result_key, wanted, settings)
+            still_there = partial(repo.exists_now, Preview, preview.id)  # a transaction of its own
+            download = rendition_download(
+                blobs, preview.result_key, wanted, settings, still_there=still_there, keep=keep
+            )
+    except PreviewGone as exc:
+        # Deleted while it was encoded: answered as a GET after the deletion is; nothing left behind.
+        drop_blobs(blobs, preview_prefix(repo.tenant_id, preview.id))
+        raise NOT_FOUND(f"no preview {preview_id!r}") from exc
     except BlobNotFound as exc:
         log.error("preview %s: result blob %s is missing", preview_id, preview.result_key)
         raise NOT_FOUND(f"the result of preview {preview_id} is gone") from exc

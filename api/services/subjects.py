@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from celery import Celery
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from api.deps import is_id
 from api.image_checks import ACCEPTED_FORMATS, ImageHeader, ImageLimits, decode_image, read_headers
@@ -44,6 +47,19 @@ def parse_boxes(raw: str | None, sizes: list[tuple[int, int]]) -> list[list[floa
         return core_boxes.parse_boxes(raw, sizes)
     except core_boxes.InvalidBoxes as exc:
         raise INVALID_BOXES(str(exc)) from exc
+
+
+@contextmanager
+def subject_kept(repo: TenantRepository, subject_id: str) -> Iterator[None]:
+    """Around a flush that writes rows of a subject read earlier in the request: when it fails
+    because the subject was deleted meanwhile (a preview's or job's foreign key: IntegrityError; its
+    own update: StaleDataError), 404 `not_found`, as a request arriving after the deletion gets."""
+    try:
+        yield
+    except (IntegrityError, StaleDataError) as exc:
+        if repo.exists_now(Subject, subject_id):
+            raise  # something else: not ours to explain
+        raise NOT_FOUND(f"no subject {subject_id!r}") from exc
 
 
 def drop_blobs(blobs: BlobStore, prefix: str) -> None:
@@ -149,5 +165,6 @@ def train_again(repo: TenantRepository, celery: Celery, settings: Settings, subj
     subjects.reset_for_training(subject)
     job = new_job(repo.tenant_id, "train", subject_id=subject.id)
     repo.add(job)
-    repo.session.flush()
+    with subject_kept(repo, subject.id):  # deleted since it was read: 404, not 500
+        repo.session.flush()
     return Done(subject, [lambda: send(repo.session, celery, job)])
