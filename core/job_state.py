@@ -185,9 +185,8 @@ def heartbeat(session: Session, held: Claim, lease_seconds: int) -> None:
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    job = session.get(Job, held.job_id)
-    session.refresh(job)  # type: ignore[arg-type]
-    if job is None or job.cancel_requested or job.status == "cancelled":
+    job = session.get(Job, held.job_id, populate_existing=True)
+    if job is None or job.cancel_requested or job.status == "cancelled":  # None: deleted with its tenant
         raise JobCancelled(held.job_id)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(held.job_id)

@@ -228,6 +228,9 @@ def _settle(ctx: JobContext, exc: Exception, transient: str) -> str:
         return "failed"
     if isinstance(exc, TRANSIENT_ERRORS):
         log.warning("job %s: transient error, will retry: %s", job_id, exc)
+        # First: a heartbeat landing after the release would take the lease back for another
+        # third of a minute, and the retry's claim would find it held.
+        ctx.stop_reason = "released"
         _release(runtime, held)
         if transient == "raise":
             raise exc
@@ -285,6 +288,8 @@ def _on_stopped(ctx: JobContext, reason: str) -> str:
     if reason == "cancelled":
         _finish(runtime, held, "cancelled", None, None)
         return "cancelled"
+    if reason == "released":  # given back for a retry already (_settle)
+        return "retrying"
     if reason == "shutdown":
         return _hand_back(ctx)
     timeout = _timeout_for(runtime, kind)

@@ -208,3 +208,13 @@ def test_a_training_is_not_retried_beside_another_and_takes_a_new_version(sessio
     session.commit()
     job_state.reset_for_retry(session, old)
     assert old.status == "queued" and "adapter_version" not in old.params
+
+
+def test_the_heartbeat_of_a_job_deleted_with_its_tenant_says_cancelled(session: Session) -> None:
+    job = _job(session)
+    held = job_state.claim(session, job.id, "w1", LEASE, max_attempts=3)
+    assert held is not None
+    session.delete(job)
+    session.commit()
+    with pytest.raises(job_state.JobCancelled):
+        job_state.heartbeat(session, held, LEASE)

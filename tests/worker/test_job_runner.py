@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from core import job_state
 from core.blobstore import BlobStoreUnavailable
 from core.clock import utcnow
 from core.ids import new_id
 from core.migrate import upgrade
 from core.settings import Settings
 from core.tables import Job, Subject, Tenant
-from worker.job_runner import JobContext, JobFailed, run_job
+from worker.job_runner import JobContext, JobFailed, heartbeats, run_job, settle, start_job
 from worker.runtime import Runtime
 
 
@@ -244,3 +245,23 @@ def _load_job(runtime: Runtime, job_id: str) -> Job:
         job = session.get(Job, job_id)
         assert job is not None
         return job
+
+
+def test_a_lease_given_back_for_a_retry_is_not_taken_back_by_a_heartbeat(tmp_path: Path) -> None:
+    """A transient error gives the lease back; the job's heartbeat thread, still running until the
+    job's block ends, must not extend it again, or the retry would find the job held."""
+    settings = Settings(_env_file=None, var_dir=tmp_path / "var", lease_seconds=5)  # type: ignore[call-arg]
+    upgrade(settings.resolved_database_url)
+    runtime = Runtime(settings)
+    job_id = _train_job(runtime)
+    with runtime.session() as session:
+        held = job_state.claim(session, job_id, runtime.name, settings.lease_seconds, max_attempts=3)
+    assert held is not None
+    ctx, _ = start_job(runtime, held, "train")
+    with heartbeats([ctx]):
+        with pytest.raises(BlobStoreUnavailable):
+            settle(ctx, BlobStoreUnavailable("the store is down"))
+        time.sleep(2.5)  # a beat comes every 1.7 s at this lease
+    with runtime.session() as session:
+        again = job_state.claim(session, job_id, "another", settings.lease_seconds, max_attempts=3)
+    assert again is not None and again.attempt == 2
