@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy.orm import Session
 
 from core.blob_keys import photo_key, preview_mask_key, preview_room_key
+from core.blobstore import BlobStore
 from core.ids import new_id
 from core.migrate import upgrade
 from core.queue import enqueue
@@ -117,6 +119,32 @@ def make_tenant(stack: Stack) -> str:
         return tenant.id
 
 
+def add_photos(
+    session: Session,
+    blobs: BlobStore,
+    tenant_id: str,
+    subject_id: str,
+    photos: list[tuple[Image.Image, list[int]]],
+) -> None:
+    """The photos to the blob store and their rows (boxes given), as the API stores them."""
+    for index, (image, box) in enumerate(photos):
+        key = photo_key(tenant_id, subject_id, index, "png")
+        blobs.put(key, png_bytes(image), content_type="image/png")
+        session.add(
+            SubjectPhoto(
+                id=new_id("pho"),
+                tenant_id=tenant_id,
+                subject_id=subject_id,
+                index=index,
+                blob_key=key,
+                width=image.width,
+                height=image.height,
+                box=box,
+                source="given",
+            )
+        )
+
+
 def submit_subject(
     stack: Stack,
     tenant_id: str,
@@ -133,22 +161,7 @@ def submit_subject(
         subject = Subject(id=subject_id, tenant_id=tenant_id, name="striped sofa", label="couch")
         session.add(subject)
         session.flush()
-        for index, (image, box) in enumerate(photos):
-            key = photo_key(tenant_id, subject_id, index, "png")
-            blobs.put(key, png_bytes(image), content_type="image/png")
-            session.add(
-                SubjectPhoto(
-                    id=new_id("pho"),
-                    tenant_id=tenant_id,
-                    subject_id=subject_id,
-                    index=index,
-                    blob_key=key,
-                    width=image.width,
-                    height=image.height,
-                    box=box,
-                    source="given",
-                )
-            )
+        add_photos(session, blobs, tenant_id, subject_id, photos)
         params = {"steps": steps} if steps else {}
         session.add(Job(id=job_id, tenant_id=tenant_id, kind="train", subject_id=subject_id, params=params))
         session.commit()

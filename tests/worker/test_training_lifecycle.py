@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from core.ids import new_id
 from core.migrate import upgrade
 from core.repository import OpsRepository, TenantRepository
 from core.settings import Settings
-from core.tables import Job, Subject, SubjectPhoto, Tenant, Webhook, WebhookDelivery
-from tests.worker.conftest import png_bytes, product_photo
+from core.tables import Job, Subject, Tenant, Webhook, WebhookDelivery
+from tests.worker.conftest import add_photos, product_photo
 from worker import train_job
 from worker.job_runner import JobContext, run_job
 from worker.reconciler import reconcile_once
@@ -58,23 +59,7 @@ def _subject(runtime: Runtime, webhook: bool = False) -> tuple[str, str, str]:
         subject = Subject(id=new_id("sub"), tenant_id=tenant.id, name="striped sofa", label="couch")
         session.add(subject)
         session.flush()
-        for index in range(2):
-            image, box = product_photo(index)
-            key = photo_key(tenant.id, subject.id, index, "png")
-            runtime.blobs.put(key, png_bytes(image), content_type="image/png")
-            session.add(
-                SubjectPhoto(
-                    id=new_id("pho"),
-                    tenant_id=tenant.id,
-                    subject_id=subject.id,
-                    index=index,
-                    blob_key=key,
-                    width=image.width,
-                    height=image.height,
-                    box=box,
-                    source="given",
-                )
-            )
+        add_photos(session, runtime.blobs, tenant.id, subject.id, [product_photo(i) for i in range(2)])
         params = {"steps": STEPS}
         job = Job(id=new_id("job"), tenant_id=tenant.id, kind="train", subject_id=subject.id, params=params)
         session.add(job)
@@ -91,6 +76,24 @@ def _again(runtime: Runtime, tenant_id: str, subject_id: str) -> str:
         job.params = {"steps": STEPS}
         session.commit()
         return job.id
+
+
+def _retry(runtime: Runtime, job_id: str) -> None:
+    """POST /v1/ops/jobs/{id}/retry (its message is not needed either)."""
+    with runtime.session() as session:
+        retry_job(OpsRepository(session), runtime.celery, job_id)
+        session.commit()
+
+
+@contextmanager
+def _unreadable(runtime: Runtime, key: str) -> Iterator[None]:
+    """The photo at `key` is damaged for the block (a training of it fails for good), then mended."""
+    kept = runtime.blobs.get(key)
+    runtime.blobs.put(key, b"not a photo", content_type="image/png")
+    try:
+        yield
+    finally:
+        runtime.blobs.put(key, kept, content_type="image/png")
 
 
 def _run(runtime: Runtime, job_id: str) -> str:
@@ -131,9 +134,7 @@ def test_an_ops_cancel_keeps_the_subjects_photos_and_current_adapter(
     assert adapter_key(tenant_id, subject_id, 2) not in left
 
     # Retry (ops) trains it after all: photos and the replaced version are there for it.
-    with runtime.session() as session:
-        retry_job(OpsRepository(session), runtime.celery, second)
-        session.commit()
+    _retry(runtime, second)
     assert _run(runtime, second) == "succeeded"
     subject = _row(runtime, Subject, subject_id)
     assert (subject.status, subject.adapter_version) == ("ready", 2)
@@ -143,20 +144,15 @@ def test_an_ops_cancel_keeps_the_subjects_photos_and_current_adapter(
 def test_an_old_failed_training_retried_takes_the_next_version(runtime: Runtime) -> None:
     tenant_id, subject_id, first = _subject(runtime)
     assert _run(runtime, first) == "succeeded"  # v1
-    photo = photo_key(tenant_id, subject_id, 0, "png")
-    kept = runtime.blobs.get(photo)
-    runtime.blobs.put(photo, b"not a photo", content_type="image/png")
-    failed = _again(runtime, tenant_id, subject_id)
-    assert _run(runtime, failed) == "failed"  # it had taken version 2 on its first attempt
+    with _unreadable(runtime, photo_key(tenant_id, subject_id, 0, "png")):
+        failed = _again(runtime, tenant_id, subject_id)
+        assert _run(runtime, failed) == "failed"  # it had taken version 2 on its first attempt
     assert _row(runtime, Job, failed).params["adapter_version"] == 2
-    runtime.blobs.put(photo, kept, content_type="image/png")
     for _ in range(2):  # v2, then v3
         assert _run(runtime, _again(runtime, tenant_id, subject_id)) == "succeeded"
     assert _row(runtime, Subject, subject_id).adapter_version == 3
 
-    with runtime.session() as session:
-        retry_job(OpsRepository(session), runtime.celery, failed)
-        session.commit()
+    _retry(runtime, failed)
     assert _run(runtime, failed) == "succeeded"
     subject = _row(runtime, Subject, subject_id)
     assert (subject.status, subject.adapter_version) == ("ready", 4)
@@ -188,12 +184,9 @@ def test_another_trainings_checkpoint_is_set_aside_and_a_failed_ones_forgotten(
 
     # Failed for good (an unreadable photo) with a checkpoint left under its version: it goes too.
     runtime.blobs.put(left, stale, content_type="application/octet-stream")
-    photo = photo_key(tenant_id, subject_id, 1, "png")
-    kept = runtime.blobs.get(photo)
-    runtime.blobs.put(photo, b"not a photo", content_type="image/png")
-    assert _run(runtime, first) == "failed"
+    with _unreadable(runtime, photo_key(tenant_id, subject_id, 1, "png")):
+        assert _run(runtime, first) == "failed"
     assert not runtime.blobs.exists(left)
-    runtime.blobs.put(photo, kept, content_type="image/png")
 
     # The next training has the same version (none succeeded); another run's checkpoint there is
     # set aside and the training starts over, instead of failing `checkpoint_mismatch` every time.
