@@ -23,7 +23,9 @@ LoRA reaching layers the paper's does not (the transformer blocks' feed-forward 
 every resnet's two 3x3 convolutions; only those of the 32-channel level, the one whose share of a
 real-size adapter would still fit the 2 MB goal). Run it with `--domain-stage`. `--variants small`
 tries more targets that would fit: the UNet's conv_in and conv_out, with the 32-channel level's
-convolutions or alone, and the last up block's convolutions alone. `--variants rank`
+convolutions or alone, and the last up block's convolutions alone. `--variants fit-longer` trains
+the 32-channel level's convolutions with conv_in/conv_out (the fitting targets that led furthest)
+past the paper's budget, as `longer` does for the paper's targets. `--variants rank`
 trains the same targets at ranks 16 and 64 (64: every tiny projection's full rank).
 
 `--domain-stage STEPS` first trains every UNet weight of the random base for STEPS steps on 48
@@ -117,6 +119,20 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             "modules": rf".*\.({ATTENTION})|up_blocks\.1\.resnets\.\d+\.conv[12]",
             "real_modules": rf".*\.({ATTENTION})|up_blocks\.3\.resnets\.\d+\.conv[12]",
         },
+    },
+    # the fitting targets of "small" that led furthest, trained past the paper's budget as "longer"
+    "fit-longer": {
+        f"LoRA + 32-channel level's convs + conv_in/out, {label}": {
+            "modules": rf".*\.({ATTENTION})|(down_blocks\.0|up_blocks\.1)\.resnets\.\d+\.conv[12]|{ENDS}",
+            "real_modules": rf".*\.({ATTENTION})|{ENDS}"
+            r"|(down_blocks\.0|up_blocks\.3)\.resnets\.\d+\.conv[12]",
+            **budget,
+        }
+        for label, budget in (
+            ("lr 1e-2", {"learning_rate": 1e-2}),
+            ("300 steps", {"steps": 300}),
+            ("lr 1e-2, 300 steps", {"learning_rate": 1e-2, "steps": 300}),
+        )
     },
     # "lora_rank": LoRA on the same targets at another rank; 64 is the full rank of every tiny
     # projection, as if those weights were trained whole
