@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
@@ -17,10 +18,17 @@ class AccountError(ValueError):
     """A tenant or key command that cannot be carried out; the message says why."""
 
 
+# The shape of a tenant id (core.ids.new_id("ten")): no tenant may be named so, or `tenants delete`
+# and `keys create --tenant` given one shop's id could find another shop by its name.
+_TENANT_ID = re.compile(r"ten_[0-9A-HJKMNP-TV-Z]{26}")
+
+
 def create_tenant(session: Session, name: str) -> Tenant:
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise AccountError("a tenant name has 1 to 200 characters")
+    if _TENANT_ID.fullmatch(name):
+        raise AccountError(f"{name!r} has the shape of a tenant id; a tenant name cannot")
     if session.scalars(select(Tenant).where(Tenant.name == name)).first() is not None:
         raise AccountError(f"tenant {name!r} exists already")
     tenant = Tenant(id=new_id("ten"), name=name)
@@ -30,7 +38,9 @@ def create_tenant(session: Session, name: str) -> Tenant:
 
 
 def tenant_by_name_or_id(session: Session, ref: str) -> Tenant | None:
-    return session.scalars(select(Tenant).where((Tenant.name == ref) | (Tenant.id == ref))).first()
+    """The tenant with the id `ref`, else the one named `ref`: an id names one shop, whatever another
+    was named before names were checked (create_tenant)."""
+    return session.get(Tenant, ref) or session.scalars(select(Tenant).where(Tenant.name == ref)).first()
 
 
 def rows_per_tenant(

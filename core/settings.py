@@ -11,13 +11,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, computed_field
+from pydantic import Field, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class InvalidSetting(ValueError):
     """A setting whose value passed its field's check but cannot be used where it is read (its
     message names the variable, never a secret in its value); the CLI answers `invalid_settings`."""
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -132,8 +135,8 @@ class Settings(BaseSettings):
     # --- API ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `roomfit up` / `serve` bind to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `roomfit up` / `serve` bind to.")
-    max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest accepted image file.")
-    max_pixels: int = Field(40_000_000, description="Largest accepted image, in pixels (decoded).")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted image file.")
+    max_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image, in pixels (decoded).")
     max_side: int = Field(
         12_000, ge=64, description="Longest accepted side of an image, in pixels (after EXIF orientation)."
     )
@@ -155,7 +158,10 @@ class Settings(BaseSettings):
         "600/minute",
         description="Per-key rate limit (limits' syntax). Widgets poll a preview a few times a second.",
     )
-    idempotency_hours: int = Field(24, ge=24, description="How long Idempotency-Key records are kept.")
+    # le: each record's expiry is now + this, which a datetime must hold (a year is plenty)
+    idempotency_hours: int = Field(
+        24, ge=24, le=366 * 24, description="How long Idempotency-Key records are kept."
+    )
     worker_metrics_port: int = Field(
         0, ge=0, le=65535, description="A worker process serves Prometheus /metrics on this port; 0: off."
     )
@@ -212,7 +218,10 @@ class Settings(BaseSettings):
     )
 
     # --- jobs --------------------------------------------------------------------------------
-    lease_seconds: int = Field(60, ge=5, description="A job whose heartbeat is older than this is orphaned.")
+    # le: a claim stamps now + lease, and a dead worker's job waits that long to be passed on
+    lease_seconds: int = Field(
+        60, ge=5, le=24 * 3600, description="A job whose heartbeat is older than this is orphaned."
+    )
     max_attempts: int = Field(3, ge=1, description="Attempts before a job fails with too_many_attempts.")
     train_timeout_seconds: int = Field(3600, ge=10, description="Deadline of one training job.")
     preview_timeout_seconds: int = Field(300, ge=5, description="Deadline of one preview job.")
@@ -233,10 +242,38 @@ class Settings(BaseSettings):
     worker_forget_seconds: float = Field(
         600.0,
         ge=0,
+        # now - this must be a datetime: past it every reconciler pass failed at its first step
+        le=366 * 24 * 3600,
         description="How long an offline worker stays listed (`online: false`) after its last heartbeat "
         "before it is dropped from `/v1/ops/workers` and its row deleted.",
     )
-    log_level: str = Field("INFO", description="Log level of the API and workers.")
+    log_level: str = Field(
+        "INFO", description="Log level of the API and workers: DEBUG, INFO, WARNING, ERROR or CRITICAL."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        # The level goes to logging, uvicorn and Celery: the names all three know, checked here so
+        # that a typo is `invalid_settings` and not a crash as the process sets up its logging.
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (any case)")
+        return level
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parsable_rate_limit(cls, value: str) -> str:
+        # api.rate_limit parses it as the API starts; nonsense there was a traceback, not a message.
+        from limits import parse
+
+        try:
+            amount = parse(value).amount
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit such as 600/minute: {exc}") from None
+        if amount < 1:
+            raise ValueError("a rate limit allows at least one request")
+        return value
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -61,9 +61,13 @@ RESOLVE_SECONDS = 3.0
 def resolve_with_deadline(host: str, port: int) -> list[str]:
     """`system_resolver` that gives up after RESOLVE_SECONDS (getaddrinfo itself has no timeout), so
     a tenant's slow DNS cannot hold an API thread."""
+    lookup = _RESOLVERS.submit(system_resolver, host, port)
     try:
-        return _RESOLVERS.submit(system_resolver, host, port).result(timeout=RESOLVE_SECONDS)
+        return lookup.result(timeout=RESOLVE_SECONDS)
     except FutureTimeout as exc:
+        # Still queued behind slow names: drop it. Left there it would run later for nobody, and a
+        # tenant whose DNS hangs would leave a backlog that keeps every other tenant's lookups waiting.
+        lookup.cancel()
         raise OSError(f"resolving {host!r} took longer than {RESOLVE_SECONDS} s") from exc
 
 

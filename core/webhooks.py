@@ -49,12 +49,18 @@ def verify(
             parts.setdefault(name, []).append(value)
     try:
         timestamp = int(parts["t"][0])
-    except (KeyError, ValueError):
+        # a hostile timestamp too large for a float raises OverflowError here: a mismatch, not a 500
+        age = abs((time.time() if now is None else now) - timestamp)
+    except (KeyError, ValueError, OverflowError):
         return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance_seconds:
+    if age > tolerance_seconds:
         return False
-    expected = _digest(secret, timestamp, body)
-    return any(hmac.compare_digest(expected, candidate) for candidate in parts.get("v1", []))
+    expected = _digest(secret, timestamp, body).encode()
+    # compare_digest raises TypeError on a str with non-ASCII characters: compare bytes instead
+    return any(
+        hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
+        for candidate in parts.get("v1", [])
+    )
 
 
 def new_delivery(tenant_id: str, event: str, data: dict[str, Any]) -> WebhookDelivery:
