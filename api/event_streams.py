@@ -9,7 +9,10 @@ fresh stream starts from the object's newest event, and so does one resumed for 
 events left (pruned after a day). A comment line every `heartbeat` seconds keeps proxies from
 closing a quiet stream. A stream of an object deleted while it is open ends with no terminal event
 (a reconnect answers 404): at once on PostgreSQL, woken by the delete's NOTIFY, else at its next
-heartbeat.
+heartbeat. A stream that waited and read nothing new also looks at the object's status: an object
+that ended with no terminal event after the stream's place (ids are drawn at insert, so a
+transaction can commit an event under a lower id than one already read) gets its terminal event
+all the same, with the id the stream had reached.
 
 A stream's place under the caps is taken as it is admitted (`Feed.reserve`, before its response
 starts) and given back by its response however it ends (`EventStreamResponse`).
@@ -47,7 +50,7 @@ from core.events import (
     EVENTS_AFTER,
     LAST_EVENT,
     NEWEST_ID,
-    OBJECT_EXISTS,
+    OBJECT_STATUS,
     OBJECTS_AFTER,
     TERMINAL,
     kind_of,
@@ -199,7 +202,7 @@ async def stream_events(
     object is gone; `opened_row`: the object's row as the stream was opened (for objects older than
     their events)."""
     terminal = TERMINAL[kind_of(object_id)]
-    exists = OBJECT_EXISTS[kind_of(object_id)]
+    status_now = OBJECT_STATUS[kind_of(object_id)]
     reader = feed.reader
     with feed.watching(object_id, key_id) as wake:
         yield b"retry: 2000\n\n"
@@ -229,9 +232,17 @@ async def stream_events(
             if found:
                 idle = False
                 continue  # the page may have been full
-            if idle and await first(reader, exists, {"object_id": object_id}) is None:
+            now = await first(reader, status_now, {"object_id": object_id}) if idle else None
+            if idle and now is None:
                 # Deleted: end the stream (a reconnect answers 404, as the GET does); no slot held forever.
                 log.info("event stream of %s closed: deleted", object_id)
+                return
+            if now is not None and now.status in terminal:
+                # Ended, but its terminal event is not after `after`: committed under a lower id by a
+                # transaction that drew it before another's. Without this the stream would wait forever.
+                log.warning("event stream of %s: ended with no event after %d; closing", object_id, after)
+                if (body := await final_body()) is not None:
+                    yield _frame(now.status, after, body)
                 return
             try:
                 await asyncio.wait_for(wake.wait(), timeout=heartbeat)

@@ -44,10 +44,13 @@ LAST_EVENT = (
 # Objects with events after `after` (bind `after`): the SQLite poller's question.
 OBJECTS_AFTER = select(Event.id, Event.object_id).where(Event.id > bindparam("after")).order_by(Event.id)
 NEWEST_ID = select(Event.id).order_by(Event.id.desc()).limit(1)
-# Whether a streamed object still exists (bind `object_id`), by its kind: deleting one writes no event.
-OBJECT_EXISTS = {
-    "subject": select(Subject.id).where(Subject.id == bindparam("object_id")),
-    "preview": select(Preview.id).where(Preview.id == bindparam("object_id")),
+# A streamed object's status now (bind `object_id`), by its kind; no row once deleted (deleting one
+# writes no event). A stream that waited and found no event asks it: gone, or ended without an event
+# it can see (one committed under a lower id than the stream has read past: ids are drawn at insert,
+# not at commit), it ends all the same.
+OBJECT_STATUS = {
+    "subject": select(Subject.status).where(Subject.id == bindparam("object_id")),
+    "preview": select(Preview.status).where(Preview.id == bindparam("object_id")),
 }
 
 

@@ -2,7 +2,7 @@
 that come at the same moment or leave early): the caps hold for streams opened at once and every
 place is given back; a `Last-Event-ID` that is not ASCII digits starts afresh; a stream resumed
 after its object's events were pruned still ends; a stream of an object deleted while it is open
-ends."""
+ends, and so does one whose object ended with no event after the stream's place."""
 
 from __future__ import annotations
 
@@ -359,3 +359,50 @@ def test_a_stream_whose_object_ended_and_was_deleted_at_once_ends_cleanly(sqlite
     stream = env.client.portal.call(scenario)
     assert stream.error is None, stream.error
     assert stream.body.endswith(b"\n\n") and b"event: failed" not in stream.body
+
+
+# --- a stream whose object ended with no event it can read --------------------------------------
+
+
+@pytest.fixture
+def quick_heartbeat_env(tmp_path: Path, database_url: str) -> Iterator[ApiEnv]:
+    yield from build_env(make_settings(tmp_path, database_url, event_heartbeat_seconds=0.5))
+
+
+def test_a_stream_whose_object_ended_without_an_event_after_it_still_ends(
+    quick_heartbeat_env: ApiEnv,
+) -> None:
+    """Event ids are drawn at insert, not at commit: a transaction can commit a preview's terminal
+    event under a lower id than one the stream already read past. Here the status changes with no
+    event at all (a Core UPDATE: the session hook that writes events does not see it), the case a
+    stream can least see; it must end with the terminal event anyway, not send keep-alives forever."""
+    env = quick_heartbeat_env
+    preview_id = create_preview(env, env.a, ready_subject(env, env.a))["id"]
+
+    async def scenario() -> Raw:
+        stream = Raw(env.app, "GET", f"/v1/previews/{preview_id}/events", _auth(env.a))
+        task = asyncio.create_task(stream.run())
+        await asyncio.wait_for(_until(stream, b"event: status\n"), WAIT)
+
+        def fail_unseen() -> None:
+            with env.session() as session:
+                session.execute(
+                    update(Preview)
+                    .where(Preview.id == preview_id)
+                    .values(status="failed", error_code="internal_error", error_message="lost")
+                )
+                session.commit()
+
+        await asyncio.to_thread(fail_unseen)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stream.ended.wait(), WAIT)
+        stream.leave.set()
+        await asyncio.wait_for(task, WAIT)
+        return stream
+
+    stream = env.client.portal.call(scenario)
+    assert stream.error is None, stream.error
+    assert b"event: failed\nid: " in stream.body, stream.body
+    final = json.loads(stream.body.split(b"event: failed\n", 1)[1].split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    assert final["id"] == preview_id and final["status"] == "failed"
+    assert final["error"]["code"] == "internal_error"
