@@ -87,6 +87,7 @@
     too_slow: "This is taking much longer than usual.",
     config: "This preview is not set up: the page must give a product (subject) and a key.",
     photo_unreadable: "Your browser could not open this photo. Please try a JPEG or PNG photo.",
+    photo_not_prepared: "Your browser could not prepare this photo to send. Please try a smaller one.",
     not_an_image: "That file is not a photo. Please choose an image file.",
     generic: "Something went wrong. Please try again.",
   };
@@ -399,6 +400,7 @@
       this.shown = null; // {id, png}: the preview on screen, and its exact PNG once downloaded
       this.made = []; // ids of the previews this element made: what "Delete my photos" deletes
       this.busy = false;
+      this.deleting = 0; // the run of "Delete my photos", while it waits
       this.urls = [];
       this.drag = null;
       this.keyCursor = null; // keyboard drawing: [x, y] in photo pixels
@@ -422,6 +424,13 @@
       if (before === after || !this.ui) return;
       if (this.ui.error.dataset.code === "config" && this.getAttribute("subject") && this.getAttribute("key")) {
         this.clearError();
+      }
+      if (name === "subject" && this.view === "wait" && this.deleting !== this.run) {
+        // What is being painted is the last product: dropped, the shopper asks for this one.
+        this.nextRun();
+        this.busy = false;
+        this.say("");
+        this.show("edit");
       }
       if (name === "subject" && this.view === "result") this.show("edit");
     }
@@ -917,7 +926,14 @@
       this.progress(null, "Preparing your photo…");
       let upload = this.sent;
       if (!upload || upload.version !== this.version) {
-        const [room, mask] = await Promise.all([this.roomBlob(), maskPng(this.ui.mask)]);
+        let room, mask;
+        try {
+          [room, mask] = await Promise.all([this.roomBlob(), maskPng(this.ui.mask)]);
+        } catch {
+          // a canvas past this browser's memory or size limits (Safari's: 16.7 MP) cannot be read back
+          if (run === this.run) this.fail("photo_not_prepared");
+          return;
+        }
         if (run !== this.run) return;
         if (!room) return this.fail("image_too_large");
         if (!mask.painted) return this.fail("mask_empty");
@@ -951,7 +967,6 @@
         const detail = answer.code === "validation_error" ? answer.detail : "";
         return this.fail(answer.code, { detail, retry: FINAL.has(answer.code) ? null : retry });
       }
-      this.made.push(answer.data.id);
       this.watch(run, answer.data.id);
     }
 
@@ -963,8 +978,9 @@
       const run = this.nextRun();
       this.clearError();
       this.busy = true;
-      this.sync();
-      this.say("Deleting your photos from the service…");
+      this.deleting = run; // what the wait is for (a change of product does not stop it)
+      this.show("wait"); // only Cancel usable, as while a preview is made: a DELETE may never answer
+      this.progress(null, "Deleting your photos from the service…");
       const count = this.made.length;
       while (this.made.length) {
         let answer;
@@ -1031,6 +1047,9 @@
         try {
           this.progress(null, attempt ? "Sending again…" : "Sending your photo…");
           answer = await this.call("POST", "/v1/previews", form, headers);
+          // Made, even if the shopper cancelled meanwhile: it holds a copy of the room photo.
+          const made = answer.ok && answer.data && answer.data.id;
+          if (made && !this.made.includes(made)) this.made.push(made);
         } catch {
           if (run !== this.run) return null;
           if (attempt < 2) {
