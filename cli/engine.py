@@ -82,6 +82,7 @@ def paint(
     fine-tune."""
     if (reference is None) == (adapter is None):
         raise typer.BadParameter("give exactly one of --reference and --adapter")
+    _check_image_out(out)
 
     from tqdm import tqdm
 
@@ -133,3 +134,15 @@ def paint(
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     typer.echo(str(out))
+
+
+def _check_image_out(out: Path) -> None:
+    """Refuse, before any painting, an --out that `Image.save` cannot write (its format is the suffix)."""
+    from PIL import Image
+
+    if out.is_dir():
+        raise typer.BadParameter(f"{out} is a folder: name the image file to write", param_hint="--out")
+    if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:  # .psd: read only
+        raise typer.BadParameter(
+            f"{out.name!r} has no image extension Pillow writes (.png, .jpg, .webp ...)", param_hint="--out"
+        )

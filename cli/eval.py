@@ -156,6 +156,8 @@ def _evaluate(bench_dir: Path, out: Path, options: dict[str, Any]) -> dict[str, 
         paint_steps=options["paint_steps"] or settings.preview_steps_for(model_name),
         keep_full_weights=options["keep_full_weights"],
     )
+    if out.exists() and not out.is_dir():  # found before any model loads, not when writing run.json
+        raise ValueError(f"--out {out} is a file: the report goes into a folder")
     bench = load_bench(bench_dir)  # before any model: a wrong folder fails at once
     for message in bench.skipped:
         typer.echo(f"roomfit: {message}", err=True)

@@ -117,6 +117,8 @@ def train(
     from models.subject_training import annotate_and_train
     from models.training import TrainSettings
 
+    if out.is_dir():  # before the training, not when writing its result
+        raise typer.BadParameter(f"{out} is a folder: name the file to write", param_hint="--out")
     settings = get_settings()
     model_name = base_model or settings.base_model
     if model_name == "tiny":

@@ -106,7 +106,7 @@ def _load_subject(folder: Path, read: Reader, skipped: list[str]) -> BenchSubjec
     if (folder / BOXES_FILE).is_file():
         try:
             boxes = json.loads(read(folder / BOXES_FILE))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise InvalidBench(f"{folder / BOXES_FILE} is not JSON: {exc}") from exc
         if not isinstance(boxes, dict):
             raise InvalidBench(f"{folder / BOXES_FILE} must map photo file names to [x0, y0, x1, y1]")
@@ -132,13 +132,23 @@ def _load_subject(folder: Path, read: Reader, skipped: list[str]) -> BenchSubjec
 
 def _check_box(box: object, size: tuple[int, int], what: str) -> tuple[float, float, float, float]:
     """The box clipped to the image; InvalidBench unless it is 4 numbers enclosing some pixels."""
-    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
-        raise InvalidBench(f"{what}: a box is [x0, y0, x1, y1] in pixels, got {box!r}")
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_coordinate(v) for v in box)):
+        raise InvalidBench(f"{what}: a box is [x0, y0, x1, y1] in pixels, got {str(box)[:200]}")
     x0, y0 = max(0.0, float(box[0])), max(0.0, float(box[1]))
     x1, y1 = min(float(size[0]), float(box[2])), min(float(size[1]), float(box[3]))
     if not (math.isfinite(x0 + y0 + x1 + y1) and x1 > x0 and y1 > y0):
         raise InvalidBench(f"{what}: the box {box} holds no pixel of the {size[0]}x{size[1]} photo")
     return x0, y0, x1, y1
+
+
+def _is_coordinate(value: object) -> bool:
+    """A finite number (JSON gives NaN, Infinity, booleans and ints too large for a float too)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _load_backgrounds(folder: Path, read: Reader) -> list[BenchBackground]:
@@ -149,6 +159,8 @@ def _load_backgrounds(folder: Path, read: Reader) -> list[BenchBackground]:
         if path.name.endswith(MASK_SUFFIX):
             continue
         name = path.stem
+        if any(b.name == name for b in backgrounds):  # room.png and room.jpg: one mask, one image path
+            raise InvalidBench(f"two backgrounds are named {name!r}: keep one image per name in {folder}")
         mask_path = folder / f"{name}{MASK_SUFFIX}"
         if not mask_path.is_file():
             raise InvalidBench(f"background {path.name} has no mask: expected {mask_path}")
@@ -243,8 +255,9 @@ def make_synthetic_bench(
     """Write a bench of `subjects` products (`photos` each, exact boxes in boxes.json) and
     `backgrounds` rooms (rectangular and elliptic masks in turn) into `folder`, a new or empty one."""
     folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
-        raise InvalidBench(f"a synthetic bench goes into a new or empty folder; {folder} is not empty")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        what = "not empty" if folder.is_dir() else "not a folder"
+        raise InvalidBench(f"a synthetic bench goes into a new or empty folder; {folder} is {what}")
     if min(subjects, backgrounds, photos) < 1:
         raise ValueError("a synthetic bench needs at least one subject, background and photo")
     rng = np.random.default_rng([seed, 4242])

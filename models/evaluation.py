@@ -14,8 +14,8 @@ Work goes to `OUT/work/` and is reused, so a killed run started again goes on wh
 `images/<method>/<subject>/<background>.png`; every file is written to a temporary name and
 renamed. Seeds come from names (`stable_seed`): a subject trains from the same seed in every method,
 and a (subject, background) pair paints from the same noise in every method. `OUT/work/run.json`
-records what the images depend on (base weights, settings, the bench's files); a folder made with
-other ones is refused (`WorkMismatch`). Scoring and the report: `models.eval_report`.
+records what the images depend on (base weights, their dtype and device, settings, the bench's files);
+a folder made with other ones is refused (`WorkMismatch`). Scoring and the report: `models.eval_report`.
 
     bench = load_bench("bench/")
     evaluation = Evaluation(base, bench, "reports/run1", EvalSettings(train=TrainSettings(steps=400)))
@@ -202,7 +202,9 @@ class Evaluation:
         return {
             "version": WORK_VERSION,
             "base_model_id": self.base.model_id,
-            "base_weights_hash": self.base.weights_hash,
+            "base_weights_hash": self.base.weights_hash,  # of the fp32 weights: the same in every dtype
+            "dtype": str(self.base.dtype).removeprefix("torch."),  # ROOMFIT_DTYPE: other pixels
+            "device": self.base.device.type,  # as the training checkpoints' fingerprint
             "bench_digest": self.bench.digest,
             **self.settings.recorded(),
         }
