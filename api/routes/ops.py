@@ -135,9 +135,10 @@ def usage(_: OpsCaller, repo: OpsRepoDep) -> UsageOut:
     openapi_extra=IDEMPOTENT_POST,
 )
 async def retry_job(
-    job_id: str, _: OpsCaller, post: PostDep, repo: OpsRepoDep, celery: CeleryDep
+    job_id: str, _: OpsCaller, post: PostDep, repo: OpsRepoDep, celery: CeleryDep, settings: SettingsDep
 ) -> Response:
-    return await post.run(lambda _: _job(jobs.retry_job(repo, celery, job_id), status=202))
+    days = settings.preview_retention_days
+    return await post.run(lambda _: _job(jobs.retry_job(repo, celery, job_id, days), status=202))
 
 
 @router.post(

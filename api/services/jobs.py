@@ -10,10 +10,13 @@ from sqlalchemy.orm import Session
 from api.deps import is_id
 from api.problems import JOB_NOT_CANCELLABLE, JOB_NOT_RETRYABLE, NOT_FOUND, Problem
 from api.services import Done
+from api.services.previews import KEEP_BEFORE_EXPIRY
+from core import previews
+from core.clock import utcnow
 from core.dispatch import send
 from core.job_state import JobConflict, request_cancel, reset_for_retry
 from core.repository import OpsRepository, TenantRepository
-from core.tables import Job
+from core.tables import Job, Preview
 
 
 def find_job(repo: TenantRepository | OpsRepository, job_id: str) -> Job:
@@ -24,8 +27,17 @@ def find_job(repo: TenantRepository | OpsRepository, job_id: str) -> Job:
     return job
 
 
-def retry_job(ops: OpsRepository, celery: Celery, job_id: str) -> Done[Job]:
-    """A failed or cancelled job back in its queue, with fresh attempts, sent once committed."""
+def retry_job(ops: OpsRepository, celery: Celery, job_id: str, retention_days: float) -> Done[Job]:
+    """A failed or cancelled job back in its queue, with fresh attempts, sent once committed. Not a
+    preview's that retention deletes within KEEP_BEFORE_EXPIRY: a sweep may be deleting its room
+    photo now (it drops the blobs before the row), and the retry would fail for want of it."""
+    preview = ops.session.get(Preview, find_job(ops, job_id).preview_id or "")
+    expiry = previews.expires_at(preview, retention_days) if preview is not None else None
+    if expiry is not None and expiry - KEEP_BEFORE_EXPIRY <= utcnow():
+        raise JOB_NOT_RETRYABLE(
+            f"job {job_id}: preview {preview.id} is past its retention (deleted from {expiry:%Y-%m-%d %H:%M} "
+            "UTC); its photos are gone or going. Make a new preview."
+        )
     job = _transition(ops, job_id, reset_for_retry, JOB_NOT_RETRYABLE)
     return Done(job, [lambda: send(ops.session, celery, job)])
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from core.blob_keys import preview_prefix
 from core.clock import utcnow
@@ -259,3 +259,23 @@ def test_a_retention_that_is_not_a_number_of_days_is_refused(
     monkeypatch.setenv("ROOMFIT_PREVIEW_RETENTION_DAYS", days)
     with pytest.raises(ValidationError, match="preview_retention_days"):
         Settings(var_dir=tmp_path)
+
+
+def test_ops_cannot_retry_a_preview_that_retention_is_deleting(env: ApiEnv) -> None:
+    """A sweep drops a preview's blobs before its row, and its row delete checks again that the
+    preview is still finished: a retry in between kept the row but lost the room photo, and failed.
+    So a preview within the hour before its deletion (or past it) is not retried; a newer one is."""
+    sid = ready_subject(env, env.a)
+    due = _finished(env, sid, "failed", days_ago=30 - 0.5 / 24)  # deleted in half an hour
+    fresh = _finished(env, sid, "failed", days_ago=29)
+    with env.session() as session:
+        jobs = {p: session.scalars(select(Job.id).where(Job.preview_id == p)).one() for p in (due, fresh)}
+
+    refused = env.client.post(f"/v1/ops/jobs/{jobs[due]}/retry", headers=env.ops())
+    _problem(refused, 409, "job_not_retryable")
+    assert "retention" in refused.json()["detail"]
+    assert env.client.get(f"/v1/previews/{due}", headers=env.a.auth()).json()["status"] == "failed"
+
+    retried = env.client.post(f"/v1/ops/jobs/{jobs[fresh]}/retry", headers=env.ops())
+    assert retried.status_code == 202, retried.text
+    assert env.client.get(f"/v1/previews/{fresh}", headers=env.a.auth()).json()["status"] == "queued"
