@@ -206,7 +206,7 @@ class Settings(BaseSettings):
 
     # --- webhooks ------------------------------------------------------------------------------
     webhook_timeout_seconds: float = Field(
-        5.0, gt=0, le=30, description="Connect and read timeout of one webhook delivery."
+        5.0, gt=0, le=30, description="Deadline of one webhook attempt's whole HTTP exchange."
     )
     webhook_max_pending: int = Field(
         1000, ge=1, description="Undelivered webhook events kept per tenant; past it, new ones fail."

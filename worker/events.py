@@ -4,19 +4,20 @@ The row is the truth (like jobs): a delivery whose message is lost is found by t
 POST carries `Roomfit-Signature: t=<unix>,v1=<hmac>` (core.webhooks.sign, shared with the API docs)
 and is retried with exponential backoff until the shop answers 2xx or the attempts run out.
 
-Deliveries run on their own queue (`webhooks`) and worker pool, never on a GPU worker, with short
-timeouts: a slow receiver holds up only deliveries. Before each attempt the URL is checked again
-(`core.webhook_urls`) and the POST goes to the address that was checked, so a host re-pointed at
-an inward address after registration reaches nothing. A tenant keeps at most
-`webhook_max_pending` undelivered events; past that, new ones are recorded as failed.
+Deliveries run on their own queue (`webhooks`) and worker pool, never on a GPU worker, and each
+attempt is bounded (worker.webhook_post): the host's resolution and the whole HTTP exchange have
+deadlines, the response body is never read, and one tenant runs at most two attempts at once per
+worker process (more wait their turn, uncounted), so a slow receiver delays only its own tenant's
+events. Before each attempt the URL is checked again (`core.webhook_urls`) and the POST goes to the
+address that was checked, so a host re-pointed at an inward address after registration reaches
+nothing. A tenant keeps at most `webhook_max_pending` undelivered events; past that, new ones are
+recorded as failed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -28,8 +29,9 @@ from core.clock import utcnow
 from core.queue import enqueue_delivery
 from core.repository import OpsRepository, TenantRepository
 from core.tables import Preview, Subject
-from core.webhook_urls import Resolver, Target, WebhookUrlRefused, check_webhook_url, system_resolver
+from core.webhook_urls import Resolver, resolve_with_deadline
 from worker.runtime import get_runtime
+from worker.webhook_post import attempt, defer, tenant_slot
 
 log = logging.getLogger("roomfit.webhooks")
 
@@ -105,10 +107,11 @@ def deliver(
     session: Session,
     delivery_id: str,
     *,
-    client: httpx.Client | None = None,
-    resolve: Resolver = system_resolver,
+    client: httpx.AsyncClient | None = None,
+    resolve: Resolver = resolve_with_deadline,
 ) -> str:
-    """Try one delivery; returns delivered | retry | failed | skipped."""
+    """Try one delivery; returns delivered | retry | failed | skipped. The attempt's bounds (DNS and
+    whole-exchange deadlines, no body read, attempts per tenant at once) are worker.webhook_post's."""
     settings = get_runtime().settings
     delivery = OpsRepository(session).delivery(delivery_id)
     if delivery is None or delivery.status != "pending":
@@ -118,13 +121,19 @@ def deliver(
         webhooks.mark_failed(delivery, "the webhook was removed")
         session.commit()
         return "failed"
-    delivery.attempts += 1
-    try:
-        target = check_webhook_url(hook.url, allow_private=settings.webhook_allow_private, resolve=resolve)
-        error = _post(target, hook.secret, delivery.payload, client, settings.webhook_timeout_seconds)
-    except WebhookUrlRefused as exc:  # re-pointed inward since registration, or not resolvable now
-        log.warning("webhook delivery %s: %s", delivery_id, exc)
-        error = f"refused: {exc}"
+    with tenant_slot(delivery.tenant_id) as slot:
+        if slot:
+            delivery.attempts += 1
+            payload = delivery.payload
+            error = attempt(
+                delivery_id, hook.url, hook.secret, payload, settings, resolve=resolve, client=client
+            )
+    if not slot:
+        # The tenant already has its share of this process's webhook threads: its turn comes shortly,
+        # and waiting for it is not an attempt (the task retries a "retry" at next_attempt_at).
+        defer(delivery)
+        session.commit()
+        return "retry"
     if error is None:
         webhooks.mark_delivered(delivery)
         session.commit()
@@ -137,31 +146,3 @@ def deliver(
     webhooks.schedule_retry(delivery, error, at)
     session.commit()
     return "retry"
-
-
-def _post(
-    target: Target, secret: str, payload: dict[str, Any], client: httpx.Client | None, timeout: float
-) -> str | None:
-    """POST the signed event to the checked address; None when the receiver answered 2xx."""
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
-    default_port = 443 if target.scheme == "https" else 80
-    headers = {
-        "Content-Type": "application/json",
-        "Roomfit-Signature": webhooks.sign(secret, int(time.time()), body),
-        "User-Agent": "roomfit-webhooks/1",
-        # The URL names the address; Host and TLS (SNI, certificate) keep naming the host.
-        "Host": target.host if target.port == default_port else f"{target.host}:{target.port}",
-    }
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    owned = client is None
-    http = client or httpx.Client(timeout=timeout, follow_redirects=False)
-    try:
-        response = http.post(
-            target.url_for_address(), content=body.encode(), headers=headers, extensions=extensions
-        )
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"[:500]
-    finally:
-        if owned:
-            http.close()
-    return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"

@@ -69,12 +69,16 @@ def verify(
             signatures.append(value)
     try:
         timestamp = int(timestamps[0])
-    except (IndexError, ValueError):
+        # a hostile timestamp too large for a float raises OverflowError here: a mismatch, not a crash
+        age = abs((time.time() if now is None else now) - timestamp)
+    except (IndexError, ValueError, OverflowError):
         return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance_seconds:
+    if age > tolerance_seconds:
         return False
-    expected = _digest(secret, timestamp, _raw(body))
-    return any(hmac.compare_digest(expected, candidate) for candidate in signatures)
+    expected = _digest(secret, timestamp, _raw(body)).encode()
+    # compare_digest raises TypeError on a str with non-ASCII characters: compare bytes instead
+    # ("replace" also takes a lone surrogate, as a lenient header decoder may hand over)
+    return any(hmac.compare_digest(expected, v1.encode("utf-8", "replace")) for v1 in signatures)
 
 
 def parse_event(
