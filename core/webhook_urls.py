@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
 Resolver = Callable[[str, int], list[str]]
@@ -58,17 +60,38 @@ _RESOLVERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 RESOLVE_SECONDS = 3.0
 
 
+# The lookup of each (host, port) now queued or running: callers asking for one that is share it.
+_IN_FLIGHT: dict[tuple[str, int], Future[list[str]]] = {}
+_IN_FLIGHT_LOCK = threading.RLock()  # re-entered: a lookup done already runs _forget at once
+
+
 def resolve_with_deadline(host: str, port: int) -> list[str]:
     """`system_resolver` that gives up after RESOLVE_SECONDS (getaddrinfo itself has no timeout), so
-    a tenant's slow DNS cannot hold an API thread."""
-    lookup = _RESOLVERS.submit(system_resolver, host, port)
+    a tenant's slow DNS cannot hold an API or webhook thread. A lookup that gives up keeps running
+    until the OS ends it, holding one of the pool's threads: so a name being looked up is not looked
+    up again beside it. A webhook host whose DNS hangs, asked for by every delivery of its tenant,
+    holds one thread, not the whole pool, and every other tenant's lookups go on."""
+    key = (host.lower(), port)
+    with _IN_FLIGHT_LOCK:
+        lookup = _IN_FLIGHT.get(key)
+        if lookup is None:
+            lookup = _RESOLVERS.submit(system_resolver, host, port)
+            _IN_FLIGHT[key] = lookup
+            lookup.add_done_callback(partial(_forget, key))
     try:
         return lookup.result(timeout=RESOLVE_SECONDS)
-    except FutureTimeout as exc:
+    except (FutureTimeout, CancelledError) as exc:  # cancelled: another caller of it gave up first
         # Still queued behind slow names: drop it. Left there it would run later for nobody, and a
         # tenant whose DNS hangs would leave a backlog that keeps every other tenant's lookups waiting.
         lookup.cancel()
         raise OSError(f"resolving {host!r} took longer than {RESOLVE_SECONDS} s") from exc
+
+
+def _forget(key: tuple[str, int], lookup: Future[list[str]]) -> None:
+    """Done (answered, failed or cancelled): the next caller starts a fresh lookup."""
+    with _IN_FLIGHT_LOCK:
+        if _IN_FLIGHT.get(key) is lookup:
+            del _IN_FLIGHT[key]
 
 
 # IPv6 forms that carry an IPv4 address in their last 32 bits, which a translator (or the kernel)
