@@ -1145,7 +1145,14 @@
               retry: () => this.resume(id),
             });
           }
-          await this.countdown(run, answer.retryAfter || 2, MESSAGES[answer.code]);
+          if (answer.status < 500) {
+            await this.countdown(run, answer.retryAfter || 2, MESSAGES[answer.code]);
+            continue;
+          }
+          // A 5xx (a proxy's 502, a service restarting) is a failed open, as a lost connection is.
+          if (++failures >= STREAM.failures) return this.poll(run, id, since);
+          const wait = answer.retryAfter * 1000 || jitter(Math.min(STREAM.max, STREAM.first * 2 ** (failures - 1)));
+          await this.countdown(run, wait / 1000, MESSAGES[answer.code]);
           continue;
         }
         if (heard) {
