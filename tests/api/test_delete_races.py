@@ -4,11 +4,13 @@ PostgreSQL.
 - A display rendition encoded while its preview is deleted (`DELETE`, or the retention sweep) is not
   left behind under the deleted preview's prefix; the GET answers 404 as one after the deletion does.
 - A preview created, or a training asked for, while its subject is deleted answers 404 `not_found`
-  (not 500), and leaves no row and no blob behind."""
+  (not 500), and leaves no row and no blob behind; a preview that commits while the delete waits
+  goes with the subject, its blobs too."""
 
 from __future__ import annotations
 
 import io
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -18,8 +20,10 @@ from PIL import Image
 import api.renditions as renditions
 from api.services import previews as preview_service
 from api.services import subjects as subject_service
-from core.blob_keys import preview_prefix, subject_prefix
+from core import previews
+from core.blob_keys import preview_mask_key, preview_prefix, preview_room_key, subject_prefix
 from core.clock import utcnow
+from core.ids import new_id
 from core.retention import forget_old_previews
 from core.tables import Job, Preview, Subject
 from tests.api.conftest import ApiEnv, create_preview, image_bytes, mask_bytes, ready_subject, succeed_preview
@@ -156,3 +160,37 @@ def test_training_a_subject_deleted_meanwhile_answers_404(
     with env.session() as session:
         assert session.get(Subject, subject_id) is None
         assert session.query(Job).filter(Job.subject_id == subject_id, Job.kind == "train").count() == 0
+
+
+def test_a_preview_committed_while_its_subject_is_deleted_leaves_no_room_photo(env: ApiEnv) -> None:
+    """A preview's row is flushed (its images already stored) when the subject's DELETE comes; the
+    preview commits while the delete waits. The delete's cascade takes the row, and it must take the
+    preview's room photo and mask too, not leave them where no row leads."""
+    subject_id = ready_subject(env, env.a)
+    preview_id = new_id("prv")
+    tenant_id = env.a.tenant_id
+    room_key = preview_room_key(tenant_id, preview_id, "png")
+    env.blobs.put(room_key, image_bytes(8, 8), "image/png")
+    env.blobs.put(preview_mask_key(tenant_id, preview_id), mask_bytes(8, 8), "image/png")
+    deleted: list[int] = []
+
+    def delete() -> None:
+        deleted.append(env.client.delete(f"/v1/subjects/{subject_id}", headers=env.a.auth()).status_code)
+
+    with env.session() as session:
+        preview = previews.new_preview(
+            id=preview_id, subject_id=subject_id, seed=1, steps=2, guidance_scale=5.0, width=8, height=8,
+            room_key=room_key, mask_key=preview_mask_key(tenant_id, preview_id), requested_mode="auto",
+        )  # fmt: skip
+        preview.tenant_id = tenant_id
+        session.add(preview)
+        session.flush()  # the preview request is here: its row written, not yet committed
+        deleting = threading.Thread(target=delete)
+        deleting.start()
+        deleting.join(0.5)  # the delete is under way, waiting for this transaction
+        session.commit()
+    deleting.join(30)
+    assert deleted == [204]
+    with env.session() as session:
+        assert session.get(Preview, preview_id) is None
+    assert env.blobs.list(preview_prefix(tenant_id, preview_id)) == []
