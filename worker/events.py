@@ -35,7 +35,10 @@ from worker.webhook_post import attempt, defer, tenant_slot
 
 log = logging.getLogger("roomfit.webhooks")
 
-MAX_DELIVERY_ATTEMPTS = 12  # with backoff capped at an hour: about half a day of retries
+# With backoff_seconds' waits, the attempts span 5 to 10 hours: a receiver down for up to five hours
+# (a deploy gone wrong, a night's outage) loses no event.
+MAX_DELIVERY_ATTEMPTS = 16
+FIRST_RETRY_SECONDS, LONGEST_WAIT_SECONDS = 60.0, 3600.0
 
 
 def subject_payload(subject: Subject) -> dict[str, Any]:
@@ -99,8 +102,12 @@ def emit_event(session: Session, tenant_id: str, event: str, data: dict[str, Any
 
 
 def backoff_seconds(attempt: int) -> float:
-    """Exponential with full jitter, capped at an hour."""
-    return random.uniform(0, min(3600.0, 2.0**attempt))
+    """The wait after failed attempt `attempt` (1, 2, ...): doubling from a minute, capped at an hour,
+    with equal jitter (half of it fixed, half random) so that many deliveries' retries spread out
+    while the whole schedule stays certain. Full jitter from 2 s, as before, spent all the attempts
+    within about an hour at worst."""
+    ceiling = min(LONGEST_WAIT_SECONDS, FIRST_RETRY_SECONDS * 2.0 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 def deliver(

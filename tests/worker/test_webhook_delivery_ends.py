@@ -1,10 +1,14 @@
 """How one webhook delivery ends (worker/events.py, `deliver`): a delivery already delivered is not
-posted again by a duplicate message, and one whose attempts have run out fails for good."""
+posted again by a duplicate message, one whose attempts have run out fails for good, and the waits
+between attempts outlast a receiver's outage of hours."""
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
+
+import pytest
 
 from core.tables import WebhookDelivery
 from tests.worker.test_webhook_isolation import (
@@ -17,7 +21,7 @@ from tests.worker.test_webhook_isolation import (
     runtime_with,
     tenant_with_webhook,
 )
-from worker.events import MAX_DELIVERY_ATTEMPTS
+from worker.events import MAX_DELIVERY_ATTEMPTS, backoff_seconds
 
 
 def answer_500(conn: socket.socket, receiver: Receiver) -> None:
@@ -48,3 +52,13 @@ def test_the_last_attempt_that_fails_ends_the_delivery(tmp_path: Path) -> None:
         assert (ended.status, ended.attempts) == ("failed", MAX_DELIVERY_ATTEMPTS)
         assert deliver_now(runtime, delivery_id) == "skipped"
         assert len(receiver.requests) == 2
+
+
+@pytest.mark.parametrize("draw", ["shortest", "longest"])
+def test_the_retries_outlast_a_five_hour_outage(monkeypatch: pytest.MonkeyPatch, draw: str) -> None:
+    """Whatever the jitter draws, the waits between all of a delivery's attempts add up to five hours
+    at least (a receiver down that long loses nothing) and ten at most (a dead one is given up)."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: low if draw == "shortest" else high)
+    total = sum(backoff_seconds(attempt) for attempt in range(1, MAX_DELIVERY_ATTEMPTS))
+    assert 5 * 3600 <= total <= 10.1 * 3600
+    assert backoff_seconds(1) <= 60  # the first retry comes soon: most failures are brief
