@@ -141,6 +141,7 @@ def _check_box(box: object, size: tuple[int, int], what: str) -> tuple[float, fl
     return x0, y0, x1, y1
 
 
+# alike: core.boxes._is_number, the same rule; models/ may not import core/, and core/ not models/
 def _is_coordinate(value: object) -> bool:
     """A finite number (JSON gives NaN, Infinity, booleans and ints too large for a float too)."""
     if not isinstance(value, int | float) or isinstance(value, bool):

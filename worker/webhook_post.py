@@ -21,12 +21,14 @@ The webhook pool's threads are shared by every tenant, so each attempt is bounde
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -125,14 +127,25 @@ def post_signed(
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     request = _Request(target.url_for_address(), body, headers, extensions)
     try:
-        # A fresh event loop per attempt: the pool's threads are plain threads, and nothing of one
-        # attempt (connections, loop) outlives it.
-        status = anyio.run(_status_within, request, deadline_seconds, client)
+        status = _run_alone(_status_within, request, deadline_seconds, client)
     except TimeoutError:
         return f"deadline: no answer within {deadline_seconds:g} s"
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"[:500]
     return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def _run_alone(function: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """`function(*args)` on an event loop of its own, so that nothing of one attempt (connections,
+    loop) outlives it. The webhook pool's threads are plain threads; a caller whose thread already
+    runs a loop (an async caller, a greenlet-based pool, Playwright's sync API in the tests) cannot
+    nest another in it, so there the attempt runs on a thread of its own and this one waits."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop here: the usual case
+        return anyio.run(function, *args)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-attempt") as alone:
+        return alone.submit(anyio.run, function, *args).result()
 
 
 class _Request:

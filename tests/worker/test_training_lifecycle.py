@@ -81,7 +81,7 @@ def _again(runtime: Runtime, tenant_id: str, subject_id: str) -> str:
 def _retry(runtime: Runtime, job_id: str) -> None:
     """POST /v1/ops/jobs/{id}/retry (its message is not needed either)."""
     with runtime.session() as session:
-        retry_job(OpsRepository(session), runtime.celery, job_id)
+        retry_job(OpsRepository(session), runtime.celery, job_id, runtime.settings.preview_retention_days)
         session.commit()
 
 

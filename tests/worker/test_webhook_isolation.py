@@ -9,6 +9,7 @@ before it finished sending), and which deliveries were done while others were st
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -212,6 +213,20 @@ def test_a_huge_response_body_is_not_read(tmp_path: Path) -> None:
         assert deliver_now(runtime, delivery_id) == "delivered"
         wait_until(lambda: receiver.endings, "the receiver to stop sending")
         assert receiver.endings[0].startswith("closed by the client"), receiver.endings
+        assert row(runtime, delivery_id).status == "delivered"
+
+
+def test_an_attempt_from_a_thread_that_runs_an_event_loop_is_delivered(tmp_path: Path) -> None:
+    """An attempt runs on an event loop of its own; a caller whose thread already runs one (an async
+    caller, or Playwright's sync API earlier in a test run) cannot nest another there, and every
+    attempt failed "Already running asyncio in this thread". It now runs beside that loop."""
+    with runtime_with(tmp_path) as runtime, receiving(answer_200) as receiver:
+        delivery_id = pending_delivery(runtime, tenant_with_webhook(runtime, receiver.url))
+
+        async def from_a_running_loop() -> str:
+            return deliver_now(runtime, delivery_id)
+
+        assert asyncio.run(from_a_running_loop()) == "delivered"
         assert row(runtime, delivery_id).status == "delivered"
 
 
