@@ -260,7 +260,7 @@ class LocalBlobStore(BlobStore):
         if not folder.is_dir():
             return 0
         count = len(self._walk(folder))
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, onerror=_gone_already_or_raise)
         return count
 
     def _walk(self, folder: Path) -> list[str]:
@@ -334,3 +334,13 @@ def __getattr__(name: str) -> type[S3BlobStore]:
 
         return S3BlobStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _gone_already_or_raise(
+    _function: object, _path: str, exc_info: tuple[type, BaseException, object]
+) -> None:
+    """rmtree's error handler: a file or folder another delete removed first is fine (deleting twice
+    is a no-op); anything else raises, so that a caller such as the retention sweep keeps the row
+    that leads to what is left, instead of reporting a room photo deleted that is still there."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import threading
 import time
@@ -362,3 +363,28 @@ def test_blob_keys_are_valid_store_keys(tmp_path: Path) -> None:
     store.put(blob_keys.preview_result_key("acc_1", "prv_3"), b"r")
     assert store.delete_prefix(blob_keys.subject_prefix("acc_1", "sub_2")) == 2
     assert store.list(blob_keys.tenant_prefix("acc_1")) == ["tenants/acc_1/previews/prv_3/result.png"]
+
+
+def test_a_local_prefix_that_cannot_be_deleted_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk refuses to remove one file (a read-only mount, a failing disk: the outside world, so
+    os.unlink stands in for it). delete_prefix raises instead of reporting success, so the retention
+    sweep keeps the preview's row for its next pass rather than losing the way to the photo left."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("t/previews/p/room.png", b"room")
+    store.put("t/previews/p/mask.png", b"mask")
+    real_unlink = os.unlink
+
+    def refusing_unlink(path: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
+        if str(path).endswith("room.png") or str(getattr(path, "name", "")) == "room.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "unlink", refusing_unlink)
+    with pytest.raises(PermissionError):
+        store.delete_prefix("t/previews/p")
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert store.list("t/previews/p") == ["t/previews/p/room.png"]
+    assert store.delete_prefix("t/previews/p") == 1  # deleted twice over: nothing left, no error
+    assert store.delete_prefix("t/previews/p") == 0
