@@ -25,7 +25,8 @@ real-size adapter would still fit the 2 MB goal). Run it with `--domain-stage`. 
 tries more targets that would fit: the UNet's conv_in and conv_out, with the 32-channel level's
 convolutions or alone, and the last up block's convolutions alone. `--variants fit-longer` trains
 the 32-channel level's convolutions with conv_in/conv_out (the fitting targets that led furthest)
-past the paper's budget, as `longer` does for the paper's targets. `--variants rank`
+past the paper's budget, as `longer` does for the paper's targets; `--variants time` adds every
+resnet's time_emb_proj (a per-channel shift at every level). `--variants rank`
 trains the same targets at ranks 16 and 64 (64: every tiny projection's full rank).
 
 `--domain-stage STEPS` first trains every UNet weight of the random base for STEPS steps on 48
@@ -134,6 +135,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             ("lr 1e-2, 300 steps", {"learning_rate": 1e-2, "steps": 300}),
         )
     },
+    # every resnet's time-embedding projection: a per-channel, per-timestep shift in every conv block
+    # of every level, which weighs little at real size (1280 inputs, rank 4)
+    "time": {"LoRA + every resnet's time_emb_proj": {"modules": rf".*\.({ATTENTION})|.*time_emb_proj"}},
     # "lora_rank": LoRA on the same targets at another rank; 64 is the full rank of every tiny
     # projection, as if those weights were trained whole
     "rank": {
