@@ -5,27 +5,11 @@ shop's deletion sees when a worker's last commit lands between reading the job a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy.orm import Session
 
-from core.db import make_engine, session_factory
 from core.ids import new_id
 from core.job_state import request_cancel
-from core.migrate import upgrade
 from core.tables import Job, Preview, Subject, Tenant
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    url = f"sqlite:///{tmp_path / 'roomfit.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def _ready_subject(session: Session) -> Subject:

@@ -4,28 +4,15 @@ running waits while another shop, with nothing running, takes the free worker.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
-from core.db import make_engine, session_factory
 from core.ids import new_id
-from core.migrate import upgrade
 from core.repository import OpsRepository
 from core.tables import Job, Subject, Tenant
-
-
-@pytest.fixture
-def session(database_url: str) -> Iterator[Session]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def _shop(session: Session) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -10,21 +9,10 @@ from sqlalchemy.orm import Session
 
 from core import dispatch, job_state
 from core.clock import utcnow
-from core.db import make_engine, session_factory
 from core.ids import new_id
-from core.migrate import upgrade
 from core.tables import Job, Subject, Tenant
 
 LEASE = 30
-
-
-@pytest.fixture
-def session(database_url: str) -> Iterator[Session]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def _job(session: Session, status: str = "queued", **values: object) -> Job:

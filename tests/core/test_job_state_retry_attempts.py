@@ -3,27 +3,13 @@ failed `too_many_attempts` is claimed again by the next worker, not given up at 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy.orm import Session
 
 from core import job_state
-from core.db import make_engine, session_factory
 from core.ids import new_id
-from core.migrate import upgrade
 from core.tables import Job, Subject, Tenant
 
 MAX_ATTEMPTS = 3
-
-
-@pytest.fixture
-def session(database_url: str) -> Iterator[Session]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def test_a_job_retried_after_too_many_attempts_is_claimed_again(session: Session) -> None:

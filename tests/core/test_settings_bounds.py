@@ -6,9 +6,7 @@ idempotent POST or the logging set-up later.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,25 +15,13 @@ from sqlalchemy.orm import Session
 
 from core import heartbeats, job_state
 from core.clock import utcnow
-from core.db import make_engine, session_factory
 from core.ids import new_id
-from core.migrate import upgrade
 from core.settings import Settings
 from core.tables import Job, Subject, Tenant
 
 # "Keep gone workers listed for ever", "a lease that never runs out", "keys kept for a century":
 # values an operator may well write, each far past what a timedelta added to now can hold.
 HUGE = 1e12
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    url = f"sqlite:///{tmp_path / 'roomfit.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def _settings(**values: Any) -> Settings:

@@ -5,7 +5,6 @@ another shop's id made these reach the wrong shop: its keys handed out, or it de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,21 +13,9 @@ from sqlalchemy.orm import Session
 from core.accounts import AccountError, create_key, create_tenant, tenant_by_name_or_id
 from core.blob_keys import tenant_prefix
 from core.blobstore import LocalBlobStore
-from core.db import make_engine, session_factory
 from core.ids import new_id
-from core.migrate import upgrade
 from core.tables import Tenant
 from core.tenant_deletion import delete_tenant
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    url = f"sqlite:///{tmp_path / 'roomfit.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def _named_like(session: Session, other: Tenant) -> Tenant:
