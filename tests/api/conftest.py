@@ -194,10 +194,9 @@ def ready_subject(env: ApiEnv, shop: Shop, name: str = "sofa") -> str:
         return subject.id
 
 
-def create_preview(
-    env: ApiEnv, shop: Shop, subject_id: str, kind: str = "secret", **form: Any
-) -> dict[str, Any]:
-    response = env.client.post(
+def post_preview(env: ApiEnv, shop: Shop, subject_id: str, kind: str = "secret", **form: Any) -> Any:
+    """POST /v1/previews of a small room and mask; the response, whatever it is."""
+    return env.client.post(
         "/v1/previews",
         headers=shop.auth(kind),
         data={"subject_id": subject_id, **{k: str(v) for k, v in form.items()}},
@@ -206,6 +205,12 @@ def create_preview(
             ("mask", ("mask.png", mask_bytes(64, 48), "image/png")),
         ],
     )
+
+
+def create_preview(
+    env: ApiEnv, shop: Shop, subject_id: str, kind: str = "secret", **form: Any
+) -> dict[str, Any]:
+    response = post_preview(env, shop, subject_id, kind, **form)
     assert response.status_code == 202, response.text
     return response.json()  # type: ignore[no-any-return]
 

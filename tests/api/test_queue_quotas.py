@@ -16,10 +16,9 @@ from tests.api.conftest import (
     ApiEnv,
     Shop,
     build_env,
-    image_bytes,
     make_settings,
-    mask_bytes,
     photos_files,
+    post_preview,
     ready_subject,
 )
 
@@ -37,18 +36,6 @@ def capped(tmp_path: Path) -> Iterator[ApiEnv]:
     yield from build_env(settings)
 
 
-def _preview(env: ApiEnv, shop: Shop, subject_id: str, kind: str = "secret", **form: Any) -> Any:
-    return env.client.post(
-        "/v1/previews",
-        headers=shop.auth(kind),
-        data={"subject_id": subject_id, **{k: str(v) for k, v in form.items()}},
-        files=[
-            ("room", ("room.png", image_bytes(64, 48), "image/png")),
-            ("mask", ("mask.png", mask_bytes(64, 48), "image/png")),
-        ],
-    )
-
-
 def _too_many(response: Any, retry_after: str) -> None:
     assert response.status_code == 429, response.text
     assert response.json()["code"] == "too_many_jobs"
@@ -58,20 +45,20 @@ def _too_many(response: Any, retry_after: str) -> None:
 def test_previews_waiting_are_capped_per_publishable_key_and_per_shop(capped: ApiEnv) -> None:
     env = capped
     sid = ready_subject(env, env.a)
-    made = [_preview(env, env.a, sid, "publishable") for _ in range(2)]
+    made = [post_preview(env, env.a, sid, "publishable") for _ in range(2)]
     assert [r.status_code for r in made] == [202, 202]
-    _too_many(_preview(env, env.a, sid, "publishable"), "10")  # the key's share is taken
+    _too_many(post_preview(env, env.a, sid, "publishable"), "10")  # the key's share is taken
     # The shop's own secret key is not bound by the public key's share, only by the shop's.
-    assert _preview(env, env.a, sid).status_code == 202
-    _too_many(_preview(env, env.a, sid), "10")  # three waiting: the shop's cap
-    assert _preview(env, env.b, ready_subject(env, env.b)).status_code == 202  # another shop goes on
+    assert post_preview(env, env.a, sid).status_code == 202
+    _too_many(post_preview(env, env.a, sid), "10")  # three waiting: the shop's cap
+    assert post_preview(env, env.b, ready_subject(env, env.b)).status_code == 202  # another shop goes on
 
     ended = made[0].json()["id"]
     with env.session() as session:  # a worker painted one of the key's previews
         session.execute(update(Preview).where(Preview.id == ended).values(status="succeeded"))
         session.execute(update(Job).where(Job.preview_id == ended).values(status="succeeded"))
         session.commit()
-    assert _preview(env, env.a, sid, "publishable").status_code == 202
+    assert post_preview(env, env.a, sid, "publishable").status_code == 202
 
 
 def test_subjects_waiting_to_train_are_capped_per_shop(capped: ApiEnv) -> None:
@@ -90,7 +77,7 @@ def test_subjects_waiting_to_train_are_capped_per_shop(capped: ApiEnv) -> None:
 def test_a_publishable_key_asks_for_at_most_its_steps(capped: ApiEnv) -> None:
     env = capped
     sid = ready_subject(env, env.a)
-    assert _preview(env, env.a, sid, "publishable", steps=10).status_code == 202
-    refused = _preview(env, env.a, sid, "publishable", steps=11)
+    assert post_preview(env, env.a, sid, "publishable", steps=10).status_code == 202
+    refused = post_preview(env, env.a, sid, "publishable", steps=11)
     assert refused.status_code == 422 and refused.json()["code"] == "validation_error", refused.text
-    assert _preview(env, env.a, sid, steps=11).status_code == 202  # a secret key: the general ceiling
+    assert post_preview(env, env.a, sid, steps=11).status_code == 202  # a secret key: the general ceiling

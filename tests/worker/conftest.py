@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ from core.blobstore import BlobStore
 from core.ids import new_id
 from core.migrate import upgrade
 from core.queue import enqueue
+from core.settings import Settings
 from core.tables import Job, Preview, Subject, SubjectPhoto, Tenant
 from tests.services import RedisServer, S3Settings
 from tests.worker.stack import Stack
+from worker.runtime import Runtime, reset_runtime
 
 # Short leases so a killed worker's job is picked up within seconds, and a training long enough on
 # the tiny model to be interrupted in its middle.
@@ -216,3 +219,15 @@ def submit_preview(
         session.commit()
     enqueue(stack.celery, "preview", job_id)
     return preview_id, job_id, image, mask
+
+
+@contextmanager
+def in_process_runtime(tmp_path: Path, **settings: object) -> Iterator[Runtime]:
+    """This process's worker runtime on an embedded database of its own (what tasks would use)."""
+    runtime = Runtime(Settings(_env_file=None, var_dir=tmp_path / "var", **settings))  # type: ignore[call-arg]
+    upgrade(runtime.settings.resolved_database_url)
+    reset_runtime(runtime)
+    try:
+        yield runtime
+    finally:
+        reset_runtime(None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,15 +18,13 @@ import pytest
 from sqlalchemy import select
 
 from core.ids import new_id
-from core.migrate import upgrade
 from core.repository import TenantRepository
-from core.settings import Settings
 from core.tables import Job, Preview, Tenant, Webhook, WebhookDelivery
 from core.webhooks import new_secret
-from tests.worker.conftest import make_tenant, submit_preview
+from tests.worker.conftest import in_process_runtime, make_tenant, submit_preview
 from tests.worker.stack import Stack, ready_subject_with_random_adapter, wait_for
 from worker.events import deliver, emit_event
-from worker.runtime import Runtime, reset_runtime
+from worker.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -137,18 +134,6 @@ def test_a_slow_webhook_receiver_holds_up_only_its_own_tenant(
             select(WebhookDelivery.status).where(WebhookDelivery.tenant_id == slow_tenant)
         ).all()
     assert pending and set(pending) == {"pending"}, pending
-
-
-@contextmanager
-def in_process_runtime(tmp_path: Path, **settings: object) -> Iterator[Runtime]:
-    """This process's worker runtime on an embedded database of its own (what tasks would use)."""
-    runtime = Runtime(Settings(_env_file=None, var_dir=tmp_path / "var", **settings))  # type: ignore[call-arg]
-    upgrade(runtime.settings.resolved_database_url)
-    reset_runtime(runtime)
-    try:
-        yield runtime
-    finally:
-        reset_runtime(None)
 
 
 def _tenant_with_webhook(runtime: Runtime, url: str) -> str:

@@ -24,13 +24,12 @@ import pytest
 import core.webhook_urls
 from core.clock import utcnow
 from core.ids import new_id
-from core.migrate import upgrade
 from core.repository import OpsRepository
-from core.settings import Settings
 from core.tables import Tenant, Webhook, WebhookDelivery
 from core.webhooks import HEADER, new_delivery, new_secret, verify
+from tests.worker.conftest import in_process_runtime
 from worker.events import deliver
-from worker.runtime import Runtime, reset_runtime
+from worker.runtime import Runtime
 from worker.webhook_post import MAX_IN_FLIGHT_PER_TENANT
 
 Reply = Callable[[socket.socket, "Receiver"], None]
@@ -110,14 +109,8 @@ def wait_until(condition: Callable[[], object], what: str, limit: float = 60.0) 
 @contextmanager
 def runtime_with(tmp_path: Path, **settings: object) -> Iterator[Runtime]:
     """A worker runtime of this process on an embedded database (loopback receivers allowed)."""
-    values = {"webhook_allow_private": True, **settings}
-    runtime = Runtime(Settings(_env_file=None, var_dir=tmp_path / "var", **values))  # type: ignore[call-arg]
-    upgrade(runtime.settings.resolved_database_url)
-    reset_runtime(runtime)
-    try:
+    with in_process_runtime(tmp_path, **{"webhook_allow_private": True, **settings}) as runtime:
         yield runtime
-    finally:
-        reset_runtime(None)
 
 
 def tenant_with_webhook(runtime: Runtime, url: str, secret: str | None = None) -> str:
