@@ -137,7 +137,17 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # every resnet's time-embedding projection: a per-channel, per-timestep shift in every conv block
     # of every level, which weighs little at real size (1280 inputs, rank 4)
-    "time": {"LoRA + every resnet's time_emb_proj": {"modules": rf".*\.({ATTENTION})|.*time_emb_proj"}},
+    "time": {
+        f"LoRA + every resnet's time_emb_proj{label}": {
+            "modules": rf".*\.({ATTENTION})|.*time_emb_proj",
+            **budget,
+        }
+        for label, budget in (
+            ("", {}),
+            (", lr 1e-2", {"learning_rate": 1e-2}),
+            (", 300 steps", {"steps": 300}),
+        )
+    },
     # "lora_rank": LoRA on the same targets at another rank; 64 is the full rank of every tiny
     # projection, as if those weights were trained whole
     "rank": {
