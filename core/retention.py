@@ -6,7 +6,9 @@ renditions of it), all under the preview's own blob prefix (core.blob_keys). Eve
 reconciler pass (worker.reconciler) deletes a batch of the oldest expired ones: the blobs first,
 then the row, so a pass that dies half-way leaves a row the next pass finds again, never a photo
 that no row leads to. Several passes at once are safe: deleting a prefix or a row twice is a no-op.
-A preview whose blobs cannot be deleted now (the store is down) keeps its row and is tried again.
+A preview whose blobs cannot be deleted now (the store is down) keeps its row and is tried again;
+the next pass goes on past the batch that kept it, to the newest expired preview and then from the
+oldest again, so previews that never can be deleted do not hold up the newer ones.
 A client reads the moment in the preview's `expires_at` (core.previews.expires_at: the same rule).
 
 The history goes after the same time (`forget_old_history`): the job rows of previews and subjects
@@ -32,6 +34,15 @@ BATCH = 200  # previews per pass: a pass stays short however many expire at once
 HISTORY_BATCH = 1000  # rows of each history table per pass: no blobs to delete, so more
 
 
+class _Resume:
+    """Where this process's next pass starts: after the last preview of a page that kept some."""
+
+    after: tuple[datetime, str] | None = None
+
+
+_resume = _Resume()
+
+
 @dataclass(frozen=True)
 class Swept:
     """One pass: previews deleted, and expired ones kept because their blobs could not be deleted."""
@@ -50,14 +61,19 @@ def forget_old_previews(
     cutoff = now - timedelta(days=retention_days)
     rows = RetentionRepository(session)
     gone, kept = [], 0
-    for tenant, preview_id in rows.previews_finished_before(cutoff, batch):
+    page = rows.previews_finished_before(cutoff, batch, _resume.after)
+    for tenant, preview_id, _finished in page:
         try:
             blobs.delete_prefix(preview_prefix(tenant, preview_id))
-        except Exception:  # the store is down or refuses: keep the row, so the next pass tries again
-            log.exception("preview %s: could not delete its blobs; kept for the next pass", preview_id)
+        except Exception:  # the store is down or refuses: keep the row, so a later pass tries again
+            log.exception("preview %s: could not delete its blobs; kept for a later pass", preview_id)
             kept += 1
             continue
         gone.append(preview_id)
+    # The next pass goes on past this page when some of it was kept: previews whose blobs never can
+    # be deleted (a key under object lock, a folder the disk refuses) must not hold up every newer one
+    # for ever. Once the sweep reaches the newest expired preview it starts again from the oldest.
+    _resume.after = (page[-1][2], page[-1][1]) if kept and len(page) == batch else None
     removed = rows.delete_finished_previews(gone, cutoff) if gone else 0
     session.commit()
     if removed:

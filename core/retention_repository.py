@@ -49,15 +49,19 @@ class RetentionRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def previews_finished_before(self, cutoff: datetime, limit: int) -> Sequence[tuple[str, str]]:
-        """(tenant, id) of at most `limit` previews that finished before `cutoff`, oldest first."""
-        rows = self.session.execute(
-            select(Preview.tenant_id, Preview.id)
-            .where(*_finished_before(cutoff))
-            .order_by(Preview.updated_at)
-            .limit(limit)
-        ).all()
-        return [(tenant, preview_id) for tenant, preview_id in rows]
+    def previews_finished_before(
+        self, cutoff: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> Sequence[tuple[str, str, datetime]]:
+        """(tenant, id, finished at) of at most `limit` previews that finished before `cutoff`, oldest
+        first (then by id); with `after`, only those past that (finished at, id): the next page."""
+        query = select(Preview.tenant_id, Preview.id, Preview.updated_at).where(*_finished_before(cutoff))
+        if after is not None:
+            at, preview_id = after
+            query = query.where(
+                or_(Preview.updated_at > at, and_(Preview.updated_at == at, Preview.id > preview_id))
+            )
+        rows = self.session.execute(query.order_by(Preview.updated_at, Preview.id).limit(limit)).all()
+        return [(tenant, preview_id, finished) for tenant, preview_id, finished in rows]
 
     def delete_finished_previews(self, ids: Sequence[str], cutoff: datetime) -> int:
         """Delete these previews' rows, each only if it is still finished before `cutoff`."""

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import select, update
 
+from core import retention
 from core.blob_keys import preview_prefix
 from core.clock import utcnow
 from core.retention import Swept, forget_old_previews
@@ -279,3 +280,31 @@ def test_ops_cannot_retry_a_preview_that_retention_is_deleting(env: ApiEnv) -> N
     retried = env.client.post(f"/v1/ops/jobs/{jobs[fresh]}/retry", headers=env.ops())
     assert retried.status_code == 202, retried.text
     assert env.client.get(f"/v1/previews/{fresh}", headers=env.a.auth()).json()["status"] == "queued"
+
+
+def test_previews_that_never_can_be_deleted_do_not_hold_up_newer_ones(
+    sqlite_env: ApiEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two oldest expired previews' blobs can never be deleted (a key under object lock, say)
+    and a pass takes two: every pass used to try those two again and nothing newer ever went."""
+    env = sqlite_env
+    monkeypatch.setattr(retention, "_resume", retention._Resume())  # this process's sweep, fresh
+    sid = ready_subject(env, env.a)
+    stuck = [_finished(env, sid, "failed", days_ago=90 - n) for n in range(2)]
+    newer = [_finished(env, sid, "failed", days_ago=60 - n) for n in range(3)]
+    refused = {preview_prefix(env.a.tenant_id, p) for p in stuck}
+    delete_prefix = env.blobs.delete_prefix
+
+    def locked(prefix: str) -> int:
+        if prefix in refused:
+            raise OSError("AccessDenied: object locked")
+        return delete_prefix(prefix)
+
+    monkeypatch.setattr(env.blobs, "delete_prefix", locked)
+    passes = []
+    for _ in range(4):
+        with env.session() as session:
+            passes.append(forget_old_previews(session, env.blobs, utcnow(), 30, batch=2))
+    assert passes == [Swept(0, 2), Swept(2, 0), Swept(0, 2), Swept(1, 0)]  # then from the oldest again
+    with env.session() as session:
+        assert [p for p in stuck + newer if session.get(Preview, p) is not None] == stuck

@@ -32,7 +32,7 @@ def test_the_row_delete_spares_previews_that_are_not_finished_before_the_cutoff(
     recent = _preview(env, sid, "succeeded", days_ago=2)  # finished, but inside the retention
     cutoff = utcnow() - timedelta(days=30)
     with env.session() as session:
-        found = {preview for _, preview in RetentionRepository(session).previews_finished_before(cutoff, 10)}
+        found = {row[1] for row in RetentionRepository(session).previews_finished_before(cutoff, 10)}
         assert found == {expired, retried}
         # Between the sweep's read and its delete, ops retried `retried`: queued again, long ago.
         session.execute(update(Preview).where(Preview.id == retried).values(status="queued"))
