@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -285,7 +286,8 @@ class JobOut(BaseModel):
             worker=row.worker,
             cancel_requested=bool(row.cancel_requested),
             timings=dict(row.timings or {}),
-            loss=[[float(step), float(loss)] for step, loss in (row.loss_points or [])],
+            # A diverged step's loss (NaN, infinity) has no JSON: left out, not a 500 or a null.
+            loss=[[float(step), float(loss)] for step, loss in row.loss_points or () if math.isfinite(loss)],
             error=_error(row),
             created_at=row.created_at,
             updated_at=row.updated_at,

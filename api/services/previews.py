@@ -28,6 +28,7 @@ from api.schemas import MAX_SEED, PreviewForm
 from api.services import Done
 from api.services.quotas import check_preview_quota, check_steps
 from api.services.subjects import drop_blobs, subject_kept
+from api.transaction import after_rollback
 from core import previews
 from core.blob_keys import preview_mask_key, preview_prefix, preview_room_key
 from core.blobstore import BlobNotFound, BlobStore, Download
@@ -103,6 +104,8 @@ def create_preview(
     )
     # What it will be painted with if the subject is unchanged by then; the worker decides again.
     previews.record_mode(preview, mode, subject.adapter_version)
+    # A commit that fails after the images are stored leaves no row naming them: remove them then too.
+    after_rollback(repo.session, lambda: drop_blobs(blobs, preview_prefix(tenant_id, preview_id)))
     try:
         blobs.put(preview.room_key, room_bytes, room_type)
         blobs.put(preview.mask_key, png_bytes(mask), "image/png")

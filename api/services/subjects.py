@@ -19,6 +19,7 @@ from api.problems import EXTERNAL_ID_TAKEN, INVALID_BOXES, NOT_FOUND, SUBJECT_BU
 from api.schemas import SubjectForm
 from api.services import Done
 from api.services.quotas import check_training_quota
+from api.transaction import after_rollback
 from core import boxes as core_boxes
 from core import subjects
 from core.blob_keys import photo_key, preview_prefix, subject_prefix
@@ -102,6 +103,8 @@ def create_subject(
 
     subject = subjects.new_subject(fields.name, fields.external_id, fields.label)
     repo.add(subject)
+    # A commit that fails after the photos are stored leaves no row naming them: remove them then too.
+    after_rollback(repo.session, lambda: drop_blobs(blobs, subject_prefix(tenant_id, subject.id)))
     try:
         # One photo at a time: decoded, checked, stored and freed before the next is decoded.
         stored = [_store_photo(blobs, subject, i, header) for i, header in enumerate(headers)]

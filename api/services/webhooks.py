@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import IntegrityError
+
 from api.problems import NOT_FOUND, WEBHOOK_URL_NOT_ALLOWED
 from api.schemas import WebhookCreated, WebhookOut
 from core.ids import new_id
@@ -29,9 +31,18 @@ def set_url(repo: TenantRepository, settings: Settings, resolve: Resolver, url: 
     hook = repo.webhook()
     if hook is None:
         hook = repo.add(Webhook(id=new_id("whk"), url=url, secret=secret))
-    else:
-        hook.url = url
-        hook.secret = secret
+        try:
+            repo.session.flush()
+        except IntegrityError:
+            # Another PUT of this shop made its one webhook meanwhile. This request's transaction
+            # holds nothing else (no savepoint: SQLite's driver would commit at its release), so it
+            # starts again, and this PUT, the later, points that webhook here.
+            repo.session.rollback()
+            hook = repo.webhook()
+            if hook is None:
+                raise
+    hook.url = url
+    hook.secret = secret
     repo.session.flush()  # stamps created_at / updated_at for the answer
     return WebhookCreated(**WebhookOut.of(hook).model_dump(), secret=secret)
 
