@@ -10,6 +10,7 @@ by job id and lets the reconciler re-send ids freely.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -208,7 +209,9 @@ def report(
         job.stage = stage
     if progress is not None:
         job.progress = max(0.0, min(1.0, progress))
-    if loss_point is not None:
+    # A diverging training's NaN or infinite loss: PostgreSQL's JSON has no such number (the whole
+    # report failed), and no chart could draw it. The training itself stops on them (models.divergence).
+    if loss_point is not None and math.isfinite(loss_point[1]):
         job.loss_points = [*job.loss_points, [int(loss_point[0]), float(loss_point[1])]]
     if timings:
         job.timings = {**job.timings, **timings}

@@ -36,6 +36,7 @@ from models.errors import (
     InvalidImageError,
     ModelNotFoundError,
     RoomfitModelError,
+    TrainingDiverged,
     TrainingOutOfMemory,
 )
 from models.images import open_image, open_mask
@@ -69,6 +70,7 @@ __all__ = [
     "PaintRequest",
     "Painter",
     "RoomfitModelError",
+    "TrainingDiverged",
     "TrainingOutOfMemory",
     "base_weights_hash",
     "build_unet_input",

@@ -71,3 +71,10 @@ class TrainingOutOfMemory(RoomfitModelError):
     """Training ran out of accelerator memory at its batch size and again at half of it (or at 1)."""
 
     code = "out_of_memory"
+
+
+class TrainingDiverged(RoomfitModelError):
+    """Training's loss stopped being a number for many steps running, or its weights did: what it
+    would write paints noise, so nothing is written (a lower learning rate is the usual cure)."""
+
+    code = "training_diverged"

@@ -46,6 +46,7 @@ from models.adapter_format import export_adapter
 from models.augmentation import AugmentSettings, crop_reference
 from models.base_model import BaseModel
 from models.conditioning import drop_references, product_embedding
+from models.divergence import check_losses, check_weights
 from models.full_weights_format import export_unet_weights
 from models.trainable_unet import trainable_unet, unet_parameter_count
 from models.training_checkpoint import (
@@ -235,8 +236,7 @@ def fine_tune(
             rng=np.random.default_rng(settings.seed),  # pairs and their augmentation
             generator=torch.Generator().manual_seed(settings.seed),  # noise and timesteps
         )
-        optimizer, scaler = state.optimizer, state.scaler
-        step, losses = 0, []
+        optimizer, scaler, step, losses = state.optimizer, state.scaler, 0, []
 
         checkpoint = load_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir is not None else None
         if checkpoint is not None and checkpoint.trainable.keys() != trainable.keys():
@@ -267,6 +267,7 @@ def fine_tune(
             scaler.update()
             step += 1
             losses.append(loss)
+            check_losses(losses)
 
             # checkpoint before reporting: a callback that cancels (raises) keeps this step
             due = settings.checkpoint_every and (
@@ -287,6 +288,7 @@ def fine_tune(
                         )
                     raise
 
+        check_weights(trainable)
         trainable_params = sum(p.numel() for p in trainable.values())
         run_info = {**(info or {}), **{name: getattr(settings, name) for name in RECORDED_SETTINGS}}
         if settings.mode == "lora":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pytest
@@ -206,3 +207,16 @@ def test_the_heartbeat_of_a_job_deleted_with_its_tenant_says_cancelled(session: 
     session.commit()
     with pytest.raises(job_state.JobCancelled):
         job_state.heartbeat(session, held, LEASE)
+
+
+def test_a_loss_that_is_not_a_number_is_not_recorded(session: Session) -> None:
+    """A diverging training reports NaN or infinite losses until it is stopped: PostgreSQL's JSON
+    has no such numbers (the write failed, and with it the progress), and no reader could draw them."""
+    job = _job(session)
+    held = job_state.claim(session, job.id, "w1", LEASE, max_attempts=3)
+    assert held is not None
+    for step, loss in ((1, 0.5), (2, math.nan), (3, math.inf), (4, -math.inf), (5, 0.25)):
+        job_state.report(session, held, progress=step / 10, loss_point=(step, loss))
+    session.expire_all()
+    row = session.get(Job, job.id)
+    assert row is not None and row.loss_points == [[1, 0.5], [5, 0.25]] and row.progress == 0.5
