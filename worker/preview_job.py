@@ -14,7 +14,6 @@ when they come.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import time
@@ -156,8 +155,12 @@ def _paint_group(runtime: Runtime, group: list[_Row], steps: int, guidance: floa
     def on_step(done: int, total: int) -> None:
         for row in group:
             # a row that must stop is dropped after the batch; its batch-mates go on
-            with contextlib.suppress(JobStopped):
+            try:
                 row.ctx.report(stage="painting", progress=0.05 + 0.9 * done / max(total, 1))
+            except JobStopped:
+                pass
+            except job_state.LeaseLost:  # another worker holds this row's job now: only it stops
+                row.ctx.stop_reason = "lease_lost"
         if all(row.ctx.stop_reason is not None for row in group):
             raise JobStopped("batch")  # nobody left to paint for (all cancelled, or the worker stopping)
 
@@ -212,9 +215,9 @@ def _store_and_finish(row: _Row, result: Image.Image, batch: dict[str, object]) 
     with runtime.session() as session:
         repo = TenantRepository(session, preview.tenant_id)
         stored = repo.get(Preview, preview.id)
-        if stored is None:  # deleted while painting: drop the result with it
+        if stored is None:  # deleted while painting (its job cancelled): drop the result with it
             runtime.blobs.delete(key)
-            return
+            raise JobStopped("cancelled")
         previews.finish(stored, key, row.timings)
         job_row = repo.get(Job, row.ctx.job_id)
         assert job_row is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from celery import Celery
@@ -33,16 +34,16 @@ HISTORY_SWEEP_SECONDS = 600.0  # how often each worker process deletes old histo
 
 def reconcile_once(runtime: Runtime) -> list[str]:
     settings = runtime.settings
-    app = runtime.celery
+    sender = _Sender(runtime.celery)
     with runtime.session() as session:
         events.prune(session)  # what no reconnect will ask for any more (core.events.KEEP)
         heartbeats.prune(session, utcnow(), settings.worker_forget_seconds)  # workers gone for good
         session.commit()
-        _resend_stalled_deliveries(session, app, timedelta(seconds=2 * settings.lease_seconds))
+        _resend_stalled_deliveries(session, sender, timedelta(seconds=2 * settings.lease_seconds))
         resent = dispatch.reconcile(
             session,
-            enqueue=lambda kind, job_id: enqueue(app, kind, job_id),
-            in_broker=job_ids_in_broker(app),
+            enqueue=sender.job,
+            in_broker=job_ids_in_broker(sender.app),
             max_attempts=settings.max_attempts,
             requeue_after=timedelta(seconds=2 * settings.lease_seconds),
         )
@@ -80,9 +81,37 @@ def start_reconciler(runtime: Runtime, interval: float | None = None) -> threadi
     return stop
 
 
-def _resend_stalled_deliveries(session: Session, app: Celery, grace: timedelta) -> None:
+class _Sender:
+    """The pass's messages. The first the broker refuses (it is down) is logged and the rest of this
+    pass sends nothing more, rather than wait out each refusal, but goes on: the jobs it gives up are
+    failed and get their failure webhooks (`emit_given_up`), the sweeps run, and the next pass sends
+    what this one could not (a lost job's lease stays expired or its id out of the broker; a stalled
+    delivery stays pending)."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.refused = False
+
+    def send(self, what: str, message_id: str, send: Callable[[], None]) -> bool:
+        if self.refused:
+            return False
+        try:
+            send()
+        except Exception:
+            self.refused = True
+            log.exception("reconciler: the broker refused %s %s; the next pass sends it", what, message_id)
+            return False
+        return True
+
+    def job(self, kind: str, job_id: str) -> None:
+        self.send("job", job_id, lambda: enqueue(self.app, kind, job_id))
+
+
+def _resend_stalled_deliveries(session: Session, sender: _Sender, grace: timedelta) -> None:
     """Webhook deliveries still pending well after their retry time lost their message: send again.
     A duplicate is harmless: `deliver` skips a delivery that is no longer pending."""
     for delivery_id in OpsRepository(session).stalled_deliveries(utcnow() - grace):
-        enqueue_delivery(app, delivery_id)
-        log.warning("reconciler: re-sent webhook delivery %s", delivery_id)
+        if sender.send(
+            "webhook delivery", delivery_id, lambda d=delivery_id: enqueue_delivery(sender.app, d)
+        ):
+            log.warning("reconciler: re-sent webhook delivery %s", delivery_id)
