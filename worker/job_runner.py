@@ -224,8 +224,7 @@ def _settle(ctx: JobContext, exc: Exception, transient: str) -> str:
         return _on_stopped(ctx, "cancelled")
     if isinstance(exc, JobFailed):
         log.warning("job %s failed: %s: %s", job_id, exc.code, exc.message)
-        _finish(runtime, held, "failed", exc.code, exc.message)
-        return "failed"
+        return _finish(runtime, held, "failed", exc.code, exc.message)
     if isinstance(exc, TRANSIENT_ERRORS):
         log.warning("job %s: transient error, will retry: %s", job_id, exc)
         # First: a heartbeat landing after the release would take the lease back for another
@@ -239,8 +238,7 @@ def _settle(ctx: JobContext, exc: Exception, transient: str) -> str:
     # A bug of ours: the details go to the log under the job's id; the row (which a shop and,
     # through its subject, a shopper can read) gets a message that says nothing of internals.
     log.error("job %s crashed", job_id, exc_info=exc)
-    _finish(runtime, held, "failed", "internal_error", INTERNAL_ERROR_MESSAGE.format(job_id=job_id))
-    return "failed"
+    return _finish(runtime, held, "failed", "internal_error", INTERNAL_ERROR_MESSAGE.format(job_id=job_id))
 
 
 @contextmanager
@@ -286,20 +284,20 @@ def _on_stopped(ctx: JobContext, reason: str) -> str:
         log.warning("job %s: another worker holds it now; stopping without writing", held.job_id)
         return "lease_lost"
     if reason == "cancelled":
-        _finish(runtime, held, "cancelled", None, None)
-        return "cancelled"
+        return _finish(runtime, held, "cancelled", None, None)
     if reason == "released":  # given back for a retry already (_settle)
         return "retrying"
     if reason == "shutdown":
         return _hand_back(ctx)
     timeout = _timeout_for(runtime, kind)
-    _finish(runtime, held, "failed", "timeout", f"the job ran past its deadline ({timeout} s)")
-    return "failed"
+    return _finish(runtime, held, "failed", "timeout", f"the job ran past its deadline ({timeout} s)")
 
 
 def _finish(
     runtime: Runtime, held: job_state.Claim, status: str, code: str | None, message: str | None
-) -> None:
+) -> str:
+    """Mark the job `status`; returns how it ended: `status`, or what was found first (a cancel, or
+    another worker's lease), which stands and is what the job's metrics count."""
     try:
         with runtime.session() as session:
             job_state.finish(session, held, status, code, message)
@@ -307,8 +305,11 @@ def _finish(
                 _emit_failure(session, held.job_id)
     except job_state.LeaseLost:
         log.warning("job %s: lease lost before it could be marked %s", held.job_id, status)
+        return "lease_lost"
     except job_state.JobCancelled:  # cancelled first: the cancel stands
         log.info("job %s: cancelled before it could be marked %s", held.job_id, status)
+        return "cancelled"
+    return status
 
 
 def emit_given_up(session: Session) -> None:

@@ -170,6 +170,9 @@ def _train(ctx: JobContext, job: Job, version: int, checkpoints: Path) -> None:
             images.append(open_image(runtime.blobs.get(photo.blob_key), f"photo {photo.index}"))
         except InvalidImageError as exc:
             raise JobFailed("image_unreadable", str(exc)) from exc
+        except BlobNotFound as exc:  # gone from the store (with its subject: then the cancel stands)
+            missing = f"photo {photo.index} is missing from the blob store"
+            raise JobFailed("image_unreadable", missing) from exc
 
     def on_annotated(notes) -> None:  # type: ignore[no-untyped-def]
         with runtime.session() as session:

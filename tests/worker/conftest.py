@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from sqlalchemy.orm import Session
 
+from core import job_state
 from core.blob_keys import photo_key, preview_mask_key, preview_room_key
 from core.blobstore import BlobStore
 from core.ids import new_id
@@ -231,3 +232,16 @@ def in_process_runtime(tmp_path: Path, **settings: object) -> Iterator[Runtime]:
         yield runtime
     finally:
         reset_runtime(None)
+
+
+def claimed_training(runtime: Runtime) -> job_state.Claim:
+    """A training job of a new shop's subject, claimed by this runtime's worker."""
+    with runtime.session() as session:
+        tenant = Tenant(id=new_id("ten"), name="shop")
+        subject = Subject(id=new_id("sub"), tenant_id=tenant.id, name="sofa", tenant=tenant)
+        job = Job(id=new_id("job"), tenant_id=tenant.id, kind="train", subject_id=subject.id, tenant=tenant)
+        session.add_all([tenant, subject, job])
+        session.commit()
+        held = job_state.claim(session, job.id, runtime.name, runtime.settings.lease_seconds, max_attempts=3)
+    assert held is not None
+    return held

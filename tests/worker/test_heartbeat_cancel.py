@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from core import job_state
-from core.ids import new_id
 from core.migrate import upgrade
 from core.settings import Settings
-from core.tables import Job, Subject, Tenant
+from core.tables import Job
+from tests.worker.conftest import claimed_training
 from worker.job_runner import JobStopped, heartbeats, start_job
 from worker.runtime import Runtime
 
@@ -21,15 +21,8 @@ def test_a_job_cancelled_while_it_reports_nothing_is_stopped_by_its_heartbeat(tm
     settings = Settings(_env_file=None, var_dir=tmp_path / "var", lease_seconds=5)  # type: ignore[call-arg]
     upgrade(settings.resolved_database_url)
     runtime = Runtime(settings)
-    with runtime.session() as session:
-        tenant = Tenant(id=new_id("ten"), name="shop")
-        subject = Subject(id=new_id("sub"), tenant_id=tenant.id, name="sofa", tenant=tenant)
-        job = Job(id=new_id("job"), tenant_id=tenant.id, kind="train", subject_id=subject.id, tenant=tenant)
-        session.add_all([tenant, subject, job])
-        session.commit()
-        job_id = job.id
-        held = job_state.claim(session, job_id, runtime.name, settings.lease_seconds, max_attempts=3)
-    assert held is not None
+    held = claimed_training(runtime)
+    job_id = held.job_id
     ctx, _ = start_job(runtime, held, "train")
     ctx.check()  # running, not cancelled yet
 

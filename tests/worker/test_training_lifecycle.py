@@ -221,3 +221,15 @@ def test_a_job_given_up_tells_the_shops_webhook(runtime: Runtime) -> None:
     assert told == sorted([("subject.failed", by_reconciler), ("subject.failed", by_claim)])
     for subject_id in (by_reconciler, by_claim):
         assert _row(runtime, Subject, subject_id).error_code == "too_many_attempts"
+
+
+def test_a_photo_missing_from_the_store_fails_the_training_as_unreadable(runtime: Runtime) -> None:
+    """The store lost a photo (its subject still there): the training fails for good, saying which
+    photo, as a damaged one does; it used to fail as an internal error."""
+    tenant_id, subject_id, job_id = _subject(runtime)
+    runtime.blobs.delete(photo_key(tenant_id, subject_id, 1, "png"))
+    assert _run(runtime, job_id) == "failed"
+    job = _row(runtime, Job, job_id)
+    assert job.error_code == "image_unreadable"
+    assert job.error_message == "photo 1 is missing from the blob store"
+    assert _row(runtime, Subject, subject_id).status == "failed"
