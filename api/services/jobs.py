@@ -31,14 +31,18 @@ def retry_job(ops: OpsRepository, celery: Celery, job_id: str, retention_days: f
     """A failed or cancelled job back in its queue, with fresh attempts, sent once committed. Not a
     preview's that retention deletes within KEEP_BEFORE_EXPIRY: a sweep may be deleting its room
     photo now (it drops the blobs before the row), and the retry would fail for want of it."""
-    preview = ops.session.get(Preview, find_job(ops, job_id).preview_id or "")
-    expiry = previews.expires_at(preview, retention_days) if preview is not None else None
-    if expiry is not None and expiry - KEEP_BEFORE_EXPIRY <= utcnow():
-        raise JOB_NOT_RETRYABLE(
-            f"job {job_id}: preview {preview.id} is past its retention (deleted from {expiry:%Y-%m-%d %H:%M} "
-            "UTC); its photos are gone or going. Make a new preview."
-        )
-    job = _transition(ops, job_id, reset_for_retry, JOB_NOT_RETRYABLE)
+
+    def retry(session: Session, job: Job) -> None:
+        preview = session.get(Preview, job.preview_id) if job.preview_id else None
+        expiry = previews.expires_at(preview, retention_days) if preview is not None else None
+        if preview is not None and expiry is not None and expiry - KEEP_BEFORE_EXPIRY <= utcnow():
+            raise JOB_NOT_RETRYABLE(
+                f"job {job_id}: preview {preview.id} is past its retention (deleted from "
+                f"{expiry:%Y-%m-%d %H:%M} UTC); its photos are gone or going. Make a new preview."
+            )
+        reset_for_retry(session, job)
+
+    job = _transition(ops, job_id, retry, JOB_NOT_RETRYABLE)
     return Done(job, [lambda: send(ops.session, celery, job)])
 
 

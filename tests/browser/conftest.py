@@ -15,7 +15,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,24 @@ def check_painted_only_inside(result_png: bytes, room: bytes, mask_png: bytes) -
     assert np.array_equal(after[keep], before[keep]), "a pixel outside the mask changed"
     assert not np.array_equal(after[~keep], before[~keep]), "nothing was painted inside the mask"
     return mask
+
+
+@contextmanager
+def stand_in_page(
+    browser: Any, origin: str, handle: Callable[[Any, Any], None], path: str, height: int = 900
+) -> Iterator[Any]:
+    """A desktop page at `origin + path` whose every request to `origin` `handle(route, request)`
+    answers (the test decides what the service says, and when). On leaving, the page must have raised
+    no error and refused nothing under its Content-Security-Policy."""
+    context = browser.new_context(viewport={"width": 1280, "height": height})
+    page = context.new_page()
+    complaints: list[str] = []
+    page.on("pageerror", lambda error: complaints.append(f"page error: {error}"))
+    page.on("console", lambda m: complaints.append(m.text) if "Content Security Policy" in m.text else None)
+    page.route(f"{origin}/**", handle)
+    try:
+        page.goto(f"{origin}{path}")
+        yield page
+    finally:
+        context.close()
+    assert complaints == [], complaints

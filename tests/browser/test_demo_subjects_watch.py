@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from api.html_pages import page as html_page
+from tests.browser.conftest import stand_in_page
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
 
@@ -72,18 +73,8 @@ class StandIn:
 
 @contextmanager
 def watching(browser: Any, stand_in: StandIn, subject_id: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    complaints: list[str] = []
-    page.on("pageerror", lambda error: complaints.append(f"page error: {error}"))
-    page.on("console", lambda m: complaints.append(m.text) if "Content Security Policy" in m.text else None)
-    page.route(f"{ORIGIN}/**", stand_in.handle)
-    try:
-        page.goto(f"{ORIGIN}/demo/subjects?watch={subject_id}")
+    with stand_in_page(browser, ORIGIN, stand_in.handle, f"/demo/subjects?watch={subject_id}") as page:
         yield page
-    finally:
-        context.close()
-    assert complaints == [], complaints
 
 
 def reads_of(page: Any, stand_in: StandIn, subject_id: str, count: int) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from api.routes.ops_console import ops_page
+from tests.browser.conftest import stand_in_page
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
 
@@ -77,21 +78,11 @@ class StandIn:
 
 @contextmanager
 def console(browser: Any, stand_in: StandIn) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    complaints: list[str] = []
-    page.on("pageerror", lambda error: complaints.append(f"page error: {error}"))
-    page.on("console", lambda m: complaints.append(m.text) if "Content Security Policy" in m.text else None)
-    page.route(f"{ORIGIN}/**", stand_in.handle)
-    try:
-        page.goto(f"{ORIGIN}/ops")
+    with stand_in_page(browser, ORIGIN, stand_in.handle, "/ops") as page:
         page.get_by_label("Ops key").fill("ok_review")
         page.get_by_role("button", name="Sign in").click()
         expect(page.locator(f'#jobs tr[data-key="{FAILED}"]')).to_be_visible()
         yield page
-    finally:
-        context.close()
-    assert complaints == [], complaints
 
 
 def test_the_job_panel_never_offers_the_previous_jobs_actions_for_another_job(browser: Any) -> None:

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from api.routes.widget import widget_file
+from tests.browser.conftest import stand_in_page
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
 
@@ -135,15 +136,9 @@ def waiting(page: Any, stand_in: StandIn, kind: str, count: int = 1, timeout: fl
 @contextmanager
 def shop(browser: Any, stand_in: StandIn, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
     """The shop page with the widget, a room photo chosen and painted on from the keyboard."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    page.route(f"{SHOP}/**", stand_in.handle)
     room = tmp_path / "room.png"
     room.write_bytes(png(64, 48, (220, 210, 190)))
-    try:
-        page.goto(f"{SHOP}/")
+    with stand_in_page(browser, SHOP, stand_in.handle, "/", height=800) as page:
         widget = page.locator("roomfit-preview")
         widget.get_by_label("Choose a room photo").set_input_files(str(room))
         canvas = widget.locator("canvas.mask")
@@ -152,9 +147,6 @@ def shop(browser: Any, stand_in: StandIn, tmp_path: Path) -> Iterator[tuple[Any,
         page.keyboard.press("Space")
         expect(widget.get_by_role("button", name="Preview")).to_be_enabled()
         yield page, widget
-    finally:
-        context.close()
-    assert errors == [], errors
 
 
 def result_shown(widget: Any) -> None:

@@ -234,14 +234,29 @@ def in_process_runtime(tmp_path: Path, **settings: object) -> Iterator[Runtime]:
         reset_runtime(None)
 
 
-def claimed_training(runtime: Runtime) -> job_state.Claim:
-    """A training job of a new shop's subject, claimed by this runtime's worker."""
+def training_job(runtime: Runtime) -> str:
+    """A queued training job of a new shop's subject (no photos): its id."""
     with runtime.session() as session:
         tenant = Tenant(id=new_id("ten"), name="shop")
         subject = Subject(id=new_id("sub"), tenant_id=tenant.id, name="sofa", tenant=tenant)
         job = Job(id=new_id("job"), tenant_id=tenant.id, kind="train", subject_id=subject.id, tenant=tenant)
         session.add_all([tenant, subject, job])
         session.commit()
-        held = job_state.claim(session, job.id, runtime.name, runtime.settings.lease_seconds, max_attempts=3)
+        return job.id
+
+
+def claimed_training(runtime: Runtime) -> job_state.Claim:
+    """A training job of a new shop's subject, claimed by this runtime's worker."""
+    job_id = training_job(runtime)
+    with runtime.session() as session:
+        held = job_state.claim(session, job_id, runtime.name, runtime.settings.lease_seconds, max_attempts=3)
     assert held is not None
     return held
+
+
+@contextmanager
+def painting_runtime(tmp_path: Path, models_dir: Path, **settings: object) -> Iterator[Runtime]:
+    """An in-process runtime that paints with the tiny models, 2 steps a preview."""
+    tiny = {"base_model": "tiny", "detector": "tiny", "device": "cpu", "preview_steps": 2}
+    with in_process_runtime(tmp_path, models_dir=models_dir, **{**tiny, **settings}) as runtime:
+        yield runtime

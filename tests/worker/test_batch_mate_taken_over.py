@@ -13,7 +13,7 @@ from sqlalchemy import update
 from core import job_state
 from core.clock import utcnow
 from core.tables import Job, Preview
-from tests.worker.conftest import in_process_runtime, make_tenant, submit_preview
+from tests.worker.conftest import make_tenant, painting_runtime, submit_preview
 from tests.worker.stack import ready_subject_with_random_adapter
 from worker import preview_job
 from worker.job_runner import JobContext
@@ -25,15 +25,8 @@ OTHER_WORKER = "other-host:1"
 def test_a_batch_mate_taken_over_does_not_stop_the_others(
     tmp_path: Path, shared_models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with in_process_runtime(
-        tmp_path,
-        base_model="tiny",
-        detector="tiny",
-        device="cpu",
-        models_dir=shared_models_dir,
-        preview_steps=2,
-        lease_seconds=3600,  # this worker's own heartbeat does not beat during the test
-    ) as runtime:
+    # lease_seconds: this worker's own heartbeat does not beat during the test
+    with painting_runtime(tmp_path, shared_models_dir, lease_seconds=3600) as runtime:
         tenant_id = make_tenant(runtime)  # type: ignore[arg-type]
         subject_id = ready_subject_with_random_adapter(runtime, tenant_id, shared_models_dir)  # type: ignore[arg-type]
         kept_preview, kept_job, _, _ = submit_preview(runtime, tenant_id, subject_id, seed=1)  # type: ignore[arg-type]

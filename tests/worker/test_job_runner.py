@@ -17,6 +17,7 @@ from core.ids import new_id
 from core.migrate import upgrade
 from core.settings import Settings
 from core.tables import Job, Subject, Tenant
+from tests.worker.conftest import training_job
 from worker.job_runner import JobContext, JobFailed, heartbeats, run_job, settle, start_job
 from worker.runtime import Runtime
 
@@ -28,16 +29,6 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
     yield Runtime(settings)
 
 
-def _train_job(runtime: Runtime) -> str:
-    with runtime.session() as session:
-        tenant = Tenant(id=new_id("ten"), name="shop")
-        subject = Subject(id=new_id("sub"), tenant_id=tenant.id, name="sofa", tenant=tenant)
-        job = Job(id=new_id("job"), tenant_id=tenant.id, kind="train", subject_id=subject.id, tenant=tenant)
-        session.add_all([tenant, subject, job])
-        session.commit()
-        return job.id
-
-
 def _load(runtime: Runtime, job_id: str) -> tuple[Job, Subject]:
     with runtime.session() as session:
         job = session.get(Job, job_id)
@@ -45,7 +36,7 @@ def _load(runtime: Runtime, job_id: str) -> tuple[Job, Subject]:
 
 
 def test_permanent_failure_fails_at_once_with_its_code(runtime: Runtime) -> None:
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
 
     def work(ctx: JobContext, job: Job) -> None:
         ctx.report(stage="annotating", progress=0.05)
@@ -60,7 +51,7 @@ def test_permanent_failure_fails_at_once_with_its_code(runtime: Runtime) -> None
 
 
 def test_transient_error_releases_the_job_for_a_retry(runtime: Runtime) -> None:
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
     calls: list[int] = []
 
     def flaky(ctx: JobContext, job: Job) -> None:
@@ -85,7 +76,7 @@ def test_transient_error_releases_the_job_for_a_retry(runtime: Runtime) -> None:
 def test_a_bug_becomes_internal_error_named_only_in_the_log(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
 
     def buggy(ctx: JobContext, job: Job) -> None:
         raise KeyError("secret-internal-detail")
@@ -104,7 +95,7 @@ def test_a_bug_becomes_internal_error_named_only_in_the_log(
 
 
 def test_progress_writes_are_batched_but_stage_changes_are_not(runtime: Runtime) -> None:
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
     seen: list[tuple[str | None, float, int]] = []
 
     def work(ctx: JobContext, job: Job) -> None:
@@ -125,7 +116,7 @@ def test_progress_writes_are_batched_but_stage_changes_are_not(runtime: Runtime)
 
 def test_a_job_faster_than_the_write_interval_still_moves_its_bar(runtime: Runtime) -> None:
     """Reports well inside one second still write each time progress moved a quarter of the bar."""
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
     written: list[float] = []
 
     def work(ctx: JobContext, job: Job) -> None:
@@ -160,7 +151,7 @@ def _sent_messages(runtime: Runtime) -> list[str]:
 
 
 def test_a_stopping_worker_hands_its_training_back_with_every_loss_point(runtime: Runtime, stopping) -> None:  # type: ignore[no-untyped-def]
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
     steps_run: list[int] = []
 
     def training(ctx: JobContext, job: Job) -> None:
@@ -215,7 +206,7 @@ def test_a_preview_that_cannot_finish_within_the_grace_is_handed_back(runtime: R
 
 def test_a_cancelled_job_is_not_handed_back(runtime: Runtime, stopping) -> None:  # type: ignore[no-untyped-def]
     """Cancel wins over a stop: the job stays cancelled, no message is sent for it."""
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
 
     def training(ctx: JobContext, job: Job) -> None:
         from core import job_state
@@ -253,7 +244,7 @@ def test_a_lease_given_back_for_a_retry_is_not_taken_back_by_a_heartbeat(tmp_pat
     settings = Settings(_env_file=None, var_dir=tmp_path / "var", lease_seconds=5)  # type: ignore[call-arg]
     upgrade(settings.resolved_database_url)
     runtime = Runtime(settings)
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
     with runtime.session() as session:
         held = job_state.claim(session, job_id, runtime.name, settings.lease_seconds, max_attempts=3)
     assert held is not None

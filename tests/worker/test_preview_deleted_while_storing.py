@@ -9,7 +9,7 @@ from pathlib import Path
 from core.blob_keys import preview_prefix, preview_result_key
 from core.job_state import request_cancel
 from core.tables import Job, Preview
-from tests.worker.conftest import in_process_runtime, make_tenant, submit_preview
+from tests.worker.conftest import make_tenant, painting_runtime, submit_preview
 from tests.worker.stack import ready_subject_with_random_adapter
 from worker import metrics
 from worker.preview_job import render_previews
@@ -22,14 +22,7 @@ def _count(status: str) -> float:
 def test_a_preview_deleted_as_its_result_is_stored_is_counted_cancelled(
     tmp_path: Path, shared_models_dir: Path
 ) -> None:
-    with in_process_runtime(
-        tmp_path,
-        base_model="tiny",
-        detector="tiny",
-        device="cpu",
-        models_dir=shared_models_dir,
-        preview_steps=2,
-    ) as runtime:
+    with painting_runtime(tmp_path, shared_models_dir) as runtime:
         tenant_id = make_tenant(runtime)  # type: ignore[arg-type]
         subject_id = ready_subject_with_random_adapter(runtime, tenant_id, shared_models_dir)  # type: ignore[arg-type]
         preview_id, job_id, _, _ = submit_preview(runtime, tenant_id, subject_id)  # type: ignore[arg-type]
