@@ -12,7 +12,8 @@ import pytest
 
 from core import logs
 from core.tables import Job
-from tests.worker.test_job_runner import _load, _train_job, runtime  # noqa: F401 (a fixture)
+from tests.worker.conftest import training_job
+from tests.worker.test_job_runner import _load, runtime  # noqa: F401 (a fixture)
 from worker.job_runner import JobContext, JobFailed, run_job
 from worker.runtime import Runtime
 
@@ -30,7 +31,7 @@ def out() -> Iterator[io.StringIO]:
 
 
 def test_a_job_s_lines_carry_its_ids(runtime: Runtime, out: io.StringIO) -> None:  # noqa: F811
-    job_id = _train_job(runtime)
+    job_id = training_job(runtime)
     job, _ = _load(runtime, job_id)
 
     def work(ctx: JobContext, job: Job) -> None:
