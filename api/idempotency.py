@@ -146,7 +146,9 @@ def claim(
         if random.random() < 0.02:
             _sweep(records)
         return record
-    raise IDEMPOTENCY_KEY_IN_PROGRESS("a request with this Idempotency-Key is running")
+    raise IDEMPOTENCY_KEY_IN_PROGRESS(
+        "a request with this Idempotency-Key is running; retry shortly", headers={"Retry-After": "1"}
+    )
 
 
 def _answer_from(record: IdempotencyRecord, request_hash: str) -> Response:

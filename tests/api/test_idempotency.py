@@ -170,3 +170,31 @@ def test_ops_keys_replay_too(env: ApiEnv) -> None:
     with env.session() as session:
         record = session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.key == "ops-retry")).one()
         assert record.tenant_id is None
+
+
+def test_a_key_lost_three_times_in_a_row_is_409_with_retry_after(
+    sqlite_env: ApiEnv, monkeypatch: Any
+) -> None:
+    """A claim that meets a concurrent insert three times (each read found nothing, each insert hit
+    the unique key) gives up with 409 `idempotency_key_in_progress`, and tells the client when to
+    retry, as the ordinary in-progress answer does."""
+    from core.repository import IdempotencyRepository
+
+    env = sqlite_env
+    first = _post(env, "contended")
+    assert first.status_code == 202
+    real_find = IdempotencyRepository.find
+    blind: list[str] = []
+
+    def find_too_early(self: IdempotencyRepository, key: str) -> Any:
+        if len(blind) < 3:  # the read ran before the other request's insert committed
+            blind.append(key)
+            return None
+        return real_find(self, key)
+
+    monkeypatch.setattr(IdempotencyRepository, "find", find_too_early)
+    second = _post(env, "contended")
+    assert len(blind) == 3
+    assert second.status_code == 409 and second.json()["code"] == "idempotency_key_in_progress"
+    assert second.headers["retry-after"] == "1"
+    assert _subjects(env) == 1
