@@ -96,6 +96,25 @@ def test_a_deleted_product_ends_the_watch_and_says_it_is_gone(browser: Any) -> N
         assert stand_in.reads[GONE] == 1, f"a deleted product was read {stand_in.reads[GONE]} times"
 
 
+def test_a_product_deleted_while_watched_leaves_no_progress_behind(browser: Any) -> None:
+    """The bar and loss curve belong to the product being watched: once it is gone they go too, and
+    they come back with the next product's first read."""
+    stand_in = StandIn()
+    with watching(browser, stand_in, TRAINING) as page:
+        bar, curve = page.locator("#bar"), page.locator("#loss")
+        expect(bar).to_be_visible()
+        expect(bar).to_have_js_property("value", 0.25)
+        page.evaluate(f"() => {{ watch({json.dumps(GONE)}); }}")
+        expect(page.locator("#state")).to_contain_text("gone")
+        expect(bar).to_be_hidden()
+        expect(curve).to_be_hidden()
+        expect(page.locator("#watchTitle")).to_have_text("")  # not the previous product's name
+        page.evaluate(f"() => {{ watch({json.dumps(TRAINING)}); }}")
+        expect(bar).to_be_visible()
+        expect(curve).to_be_visible()
+        expect(page.locator("#watchTitle")).to_contain_text("Blue sofa")
+
+
 def test_a_watch_replaced_by_a_newer_one_stops(browser: Any) -> None:
     stand_in = StandIn()
     with watching(browser, stand_in, DOWN) as page:
