@@ -5,6 +5,7 @@ that cannot even be sent (a date the browser's `Date` cannot convert). The page 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,6 +57,8 @@ def test_a_refused_jobs_request_does_not_show_the_previous_filters_rows(browser:
         expect(page.locator("#jobsNote")).not_to_have_text("")
         for job_id in (FAILED, OTHER):
             expect(page.locator(f'#jobs tr[data-key="{job_id}"]')).to_have_count(0)
+        # the queues and workers did refresh: the header says what did not, not "refresh failed"
+        expect(page.locator("#updated")).to_have_text(re.compile(r"^updated .+ except jobs$"))
 
 
 def passes_go_on(page: Any, stand_in: TenantIds) -> None:
