@@ -59,16 +59,16 @@ def train_subject_work(ctx: JobContext, job: Job) -> None:
         if stop.reason == "shutdown":
             _leave_checkpoint(ctx, left, checkpoints)
         elif stop.reason in ("cancelled", "timeout"):
-            if stop.reason == "cancelled":
-                _forget_cancelled(runtime, job, version)
             # Ended for good: a later training of the subject gets this version again while none
             # succeeds, and must not resume this one's state. (A lost lease leaves both alone: the
             # worker that holds the job now may be resuming from them.)
+            _forget_own_adapter(runtime, job, version)
             _forget_checkpoint(runtime, left, checkpoints)
         raise
     except (job_state.LeaseLost, *TRANSIENT_ERRORS):
         raise  # another worker runs it now, or a retry will: either resumes from the checkpoint
     except Exception:  # failed for good (JobFailed, a crash): as when cancelled
+        _forget_own_adapter(runtime, job, version)
         _forget_checkpoint(runtime, left, checkpoints)
         raise
     _forget_checkpoint(runtime, left, checkpoints)
@@ -82,19 +82,24 @@ def _forget_checkpoint(runtime: Runtime, key: str, folder: Path) -> None:
         log.warning("could not delete the checkpoint %s", key, exc_info=True)
 
 
-def _forget_cancelled(runtime: Runtime, job: Job, version: int) -> None:
-    """What a cancelled training leaves. A deleted subject's every blob: the API deleted them with
-    its rows, and this worker may have written more since. A subject that stays (ops cancelled the
-    training) keeps its photos and current adapter; only this training's own adapter file goes."""
-    with runtime.session() as session:
-        subject = TenantRepository(session, job.tenant_id).get(Subject, job.subject_id or "")
-        current = subject.adapter_key if subject is not None else None
-    if subject is None:
-        runtime.blobs.delete_prefix(subject_prefix(job.tenant_id, job.subject_id or ""))
-        return
-    own = adapter_key(job.tenant_id, job.subject_id or "", version)
-    if own != current:
-        runtime.blobs.delete(own)
+def _forget_own_adapter(runtime: Runtime, job: Job, version: int) -> None:
+    """What a training that ended without success (cancelled, past its deadline, failed for good)
+    leaves. A deleted subject's every blob: the API deleted them with its rows, and this worker may
+    have written more since. A subject that stays keeps its photos and current adapter; only this
+    training's own adapter file goes (it may be stored already when the end comes between the upload
+    and the commit), since no row will ever name it."""
+    try:
+        with runtime.session() as session:
+            subject = TenantRepository(session, job.tenant_id).get(Subject, job.subject_id or "")
+            current = subject.adapter_key if subject is not None else None
+        if subject is None:
+            runtime.blobs.delete_prefix(subject_prefix(job.tenant_id, job.subject_id or ""))
+            return
+        own = adapter_key(job.tenant_id, job.subject_id or "", version)
+        if own != current:
+            runtime.blobs.delete(own)
+    except Exception:  # how the job ended stands; a leftover is overwritten by the next version
+        log.warning("job %s: could not delete its own adapter files", job.id, exc_info=True)
 
 
 def _fetch_checkpoint(ctx: JobContext, key: str, folder: Path) -> None:

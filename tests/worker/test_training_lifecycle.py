@@ -233,3 +233,38 @@ def test_a_photo_missing_from_the_store_fails_the_training_as_unreadable(runtime
     assert job.error_code == "image_unreadable"
     assert job.error_message == "photo 1 is missing from the blob store"
     assert _row(runtime, Subject, subject_id).status == "failed"
+
+
+def test_a_training_past_its_deadline_while_storing_leaves_no_adapter_file(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline passes while the adapter is uploaded: the job times out before the subject
+    takes the file, so nothing will ever read it. It goes, and the subject's current adapter stays."""
+    tenant_id, subject_id, first = _subject(runtime)
+    assert _run(runtime, first) == "succeeded"
+    v1 = _row(runtime, Subject, subject_id).adapter_key
+    second = _again(runtime, tenant_id, subject_id)
+    v2 = adapter_key(tenant_id, subject_id, 2)
+
+    contexts: list[JobContext] = []
+    real_train, real_put = train_job._train, runtime.blobs.put
+
+    def remembered(ctx: JobContext, job: Job, version: int, folder: Path) -> None:
+        contexts.append(ctx)
+        real_train(ctx, job, version, folder)
+
+    def slow_put(key: str, data: bytes, **kwargs: object) -> None:
+        real_put(key, data, **kwargs)  # type: ignore[arg-type]
+        if key == v2:  # the upload took until past the job's deadline
+            contexts[0].deadline = 0.0
+
+    monkeypatch.setattr(train_job, "_train", remembered)
+    monkeypatch.setattr(runtime.blobs, "put", slow_put)
+    assert _run(runtime, second) == "failed"
+    monkeypatch.undo()
+
+    assert _row(runtime, Job, second).error_code == "timeout"
+    subject = _row(runtime, Subject, subject_id)
+    assert (subject.adapter_key, subject.adapter_version) == (v1, 1)
+    assert runtime.blobs.exists(v1)
+    assert not runtime.blobs.exists(v2)
