@@ -37,6 +37,9 @@ class Claim:
     job_id: str
     worker: str
     attempt: int
+    # claimed before since it was made or last retried (handed back, or its worker died): it has
+    # waited since it was sent again, not since it was made, and a hand-back keeps `attempt` at 1
+    ran_before: bool = False
 
 
 class LeaseLost(RuntimeError):
@@ -94,6 +97,7 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: int, max_at
     # Out of attempts, and not running under a live lease: a duplicate message for a job a worker
     # is running now (a batch-mate's own message, a re-send) must not fail that healthy run.
     orphaned = job.status == "running" and (job.lease_expires_at is None or job.lease_expires_at < now)
+    ran_before = job.started_at is not None  # read before this claim writes its own start
     if job.attempts >= max_attempts and (job.status == "queued" or orphaned):
         give_up(session, job, "(the worker running it stopped each time)")
         session.commit()
@@ -127,7 +131,7 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: int, max_at
         return None
     session.refresh(job)
     log.info("job %s: claimed by %s, attempt %d", job_id, worker, job.attempts)
-    return Claim(job_id=job_id, worker=worker, attempt=job.attempts)
+    return Claim(job_id=job_id, worker=worker, attempt=job.attempts, ran_before=ran_before)
 
 
 def claim_next(

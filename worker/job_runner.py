@@ -200,7 +200,7 @@ def start_job(runtime: Runtime, held: job_state.Claim, kind: str) -> tuple[JobCo
         job_id=job.id, tenant_id=job.tenant_id, subject_id=job.subject_id, preview_id=job.preview_id
     )
     log.info("job %s (%s) attempt %d started", held.job_id, kind, held.attempt, extra=ids)
-    metrics.job_claimed(kind, job.created_at, job.enqueued_at, job.started_at, held.attempt)
+    metrics.job_claimed(kind, job.created_at, job.enqueued_at, job.started_at, held.ran_before)
     deadline = time.monotonic() + _timeout_for(runtime, kind)
     return JobContext(runtime, held, deadline=deadline, kind=kind, log_ids=ids), job
 

@@ -98,13 +98,18 @@ def serve(port: int, host: str) -> int | None:
 
 
 def job_claimed(
-    kind: str, created_at: datetime, enqueued_at: datetime | None, claimed_at: datetime | None, attempt: int
+    kind: str,
+    created_at: datetime,
+    enqueued_at: datetime | None,
+    claimed_at: datetime | None,
+    ran_before: bool,
 ) -> None:
-    """A first attempt waited since the row was made (a broker outage included: the shop waited too);
-    a later one since it was last sent (hand back, or the reconciler after its worker died)."""
+    """A first run waited since the row was made (a broker outage included: the shop waited too);
+    a job that ran before since it was last sent (hand back, or the reconciler after its worker
+    died), not through its earlier run. Not by attempt: a hand-back does not count one."""
     if claimed_at is None:
         return
-    since = created_at if attempt <= 1 or enqueued_at is None else enqueued_at
+    since = enqueued_at if ran_before and enqueued_at is not None else created_at
     QUEUE_WAIT.labels(kind).observe(max(0.0, (claimed_at - since).total_seconds()))
 
 

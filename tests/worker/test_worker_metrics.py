@@ -13,11 +13,15 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from core import job_state
+from core.ids import new_id
+from core.migrate import upgrade
 from core.settings import Settings
-from core.tables import Job
+from core.tables import Job, Tenant
 from tests.worker.conftest import make_tenant, png_bytes, product_photo, submit_preview, submit_subject
 from tests.worker.stack import Stack, ready_subject_with_random_adapter, wait_for
 from worker import metrics
+from worker.runtime import Runtime
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 TRAIN_STEPS = 6  # COMMON_ENV's ROOMFIT_TRAIN_STEPS
@@ -119,14 +123,34 @@ def _value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_a_first_attempt_waited_since_its_creation_a_later_one_since_its_last_send() -> None:
+def test_a_first_run_waited_since_its_creation_a_later_one_since_its_last_send() -> None:
     made = datetime(2026, 1, 1, tzinfo=UTC)
     sent_again, claimed = made + timedelta(seconds=50), made + timedelta(seconds=60)
     sum_before = _value("roomfit_queue_wait_seconds_sum", kind="metrics-test")
-    metrics.job_claimed("metrics-test", made, sent_again, claimed, attempt=1)  # 60 s
-    metrics.job_claimed("metrics-test", made, sent_again, claimed, attempt=2)  # 10 s
-    metrics.job_claimed("metrics-test", made, None, claimed, attempt=2)  # never sent again: 60 s
+    metrics.job_claimed("metrics-test", made, sent_again, claimed, ran_before=False)  # 60 s
+    metrics.job_claimed("metrics-test", made, sent_again, claimed, ran_before=True)  # 10 s
+    metrics.job_claimed("metrics-test", made, None, claimed, ran_before=True)  # never sent again: 60 s
     assert _value("roomfit_queue_wait_seconds_sum", kind="metrics-test") - sum_before == 130
+
+
+def test_a_handed_back_job_is_claimed_again_as_one_that_ran_before(tmp_path: Path) -> None:
+    """A hand-back does not count an attempt, so the next claim is attempt 1 again; its queue wait
+    must still start at its re-send, not at its creation (through the whole first run)."""
+    settings = Settings(_env_file=None, var_dir=tmp_path / "var")  # type: ignore[call-arg]
+    upgrade(settings.resolved_database_url)
+    runtime = Runtime(settings)
+    with runtime.session() as session:
+        tenant = Tenant(id=new_id("ten"), name=new_id("shop"))
+        session.add(tenant)
+        session.flush()
+        job = Job(id=new_id("job"), tenant_id=tenant.id, kind="train", params={})
+        session.add(job)
+        session.commit()
+        first = job_state.claim(session, job.id, "w1", lease_seconds=60, max_attempts=3)
+        assert first is not None and (first.attempt, first.ran_before) == (1, False)
+        assert job_state.hand_back(session, first)
+        again = job_state.claim(session, job.id, "w2", lease_seconds=60, max_attempts=3)
+        assert again is not None and (again.attempt, again.ran_before) == (1, True)
 
 
 def test_each_adapter_of_a_batch_is_one_hit_or_one_miss() -> None:
