@@ -1,8 +1,8 @@
 """Prometheus metrics of a worker process, served on its own `/metrics` port.
 
 `ROOMFIT_WORKER_METRICS_PORT` (unset or 0: off) turns it on; `ROOMFIT_WORKER_METRICS_HOST` is the
-address it binds (default 0.0.0.0). These are environment variables, not `core.settings` fields:
-only a worker reads them, and reading them here keeps the settings of the API unchanged.
+address it binds (default 0.0.0.0). Both are settings (`core.settings`), read by `worker.startup`,
+which calls `serve` with them; only a worker uses them.
 
 Mode: one registry per process (prometheus_client's default), NOT the multiprocess mode. `roomfit
 worker` runs Celery's solo pool for train and preview (the model lives in the process) and the threads
