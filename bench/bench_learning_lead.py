@@ -32,7 +32,8 @@ trains the same targets at ranks 16 and 64 (64: every tiny projection's full ran
 `--domain-stage STEPS` first trains every UNet weight of the random base for STEPS steps on 48
 views of other random objects (`views("random", ...)`: neither checker nor stripes), so that what
 is general about denoising such scenes is learnt before the variants start from that base, as they
-would from a pretrained model.
+would from a pretrained model. `--domain-views N` trains that stage on N such scenes instead of 48
+(does a base that knows more leave LoRA more to learn about the product?).
 
 `--unet-channels C1 C2` and `--unet-heads N` build the tiny model with another UNet width or number
 of attention heads (`models.tiny.build_tiny_components`; the preset is 32 64 and 8 heads of 4
@@ -237,6 +238,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--variants", choices=sorted(VARIANTS), default="all")
     parser.add_argument("--domain-stage", type=int, default=0, metavar="STEPS")
+    parser.add_argument("--domain-views", type=int, default=48, metavar="N")
     parser.add_argument("--unet-channels", type=int, nargs=2, metavar=("C1", "C2"))
     parser.add_argument("--unet-heads", type=int)
     parser.add_argument("--attention-levels", type=int, nargs="+", choices=(0, 1), metavar="LEVEL")
@@ -252,7 +254,7 @@ def main() -> None:
     held = evaluation_pairs(views("checker", HELD_OUT), resolution=base.resolution)
     other = evaluation_pairs(views("stripes", HELD_OUT), resolution=base.resolution)
     before = [evaluation_loss(base, pairs, timesteps=timesteps) for pairs in (held, other)]
-    domain_artifact = domain_stage(base, args.domain_stage) if args.domain_stage else None
+    domain_artifact = domain_stage(base, args.domain_stage, args.domain_views) if args.domain_stage else None
     if domain_artifact is not None:
         random_base = before
         before = [evaluation_loss(base, pairs, timesteps=timesteps) for pairs in (held, other)]

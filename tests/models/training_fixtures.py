@@ -106,15 +106,17 @@ def views(kind: str, seeds: range | list[int]) -> list[SubjectPhoto]:
 DOMAIN_VIEWS = range(10_000, 10_048)  # scenes of their own: no background is an evaluation scene's
 
 
-def domain_stage(base: Any, steps: int) -> bytes:
+def domain_stage(base: Any, steps: int, view_count: int = len(DOMAIN_VIEWS)) -> bytes:
     """Train every UNet weight of `base` for `steps` on views of random objects (neither checker nor
     stripes), in place: what is general about denoising such scenes is then learnt, as a pretrained
-    model has, before a product's LoRA starts from it. Returns the weights file, for other bases."""
+    model has, before a product's LoRA starts from it. Returns the weights file, for other bases.
+    `view_count` other than the test's 48 is for `bench/bench_learning_lead.py --domain-views`."""
     from models.full_weights_slot import start_from_unet_weights
     from models.training import TrainSettings, train_subject
 
     settings = TrainSettings(steps=steps, learning_rate=1e-3, batch_size=4, seed=99, mode="full")
-    artifact = train_subject(base, views("random", DOMAIN_VIEWS), settings).artifact
+    scenes = range(DOMAIN_VIEWS.start, DOMAIN_VIEWS.start + view_count)
+    artifact = train_subject(base, views("random", scenes), settings).artifact
     start_from_unet_weights(base, artifact)
     return artifact
 
