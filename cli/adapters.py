@@ -12,11 +12,13 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 
+from cli.arguments import check_out_file, finite, write_whole
 from cli.engine import BaseModelOption, load_cli_base
+from cli.errors import database_report, fail
 
 if TYPE_CHECKING:
     from models import BaseModel
@@ -36,8 +38,10 @@ SourceArgument = Annotated[
 def export(
     source: SourceArgument,
     out: Annotated[Path, typer.Option(help="Where to write the diffusers LoRA (.safetensors).")],
+    # the three the help names: any other word wrote a file neither diffusers' default loader nor
+    # `roomfit adapters import` (models.adapter_export's known prefixes) reads
     prefix: Annotated[
-        str,
+        Literal["transformer", "unet", "none"],
         typer.Option(
             help="Key prefix: transformer (what `unet.load_lora_adapter(path)` reads by default), unet "
             "(StableDiffusion-style pipelines' load_lora_weights) or none (load with prefix=None)."
@@ -48,11 +52,12 @@ def export(
     from models.adapter_export import export_diffusers
     from models.adapter_format import read_adapter
 
+    check_out_file(out)
     with _expected_errors():
         data = _read_source(source)
         exported = export_diffusers(data, prefix=None if prefix == "none" else prefix)
         spec = read_adapter(data).spec
-    _write(out, exported)
+    write_whole(out, exported)
     _print_json(
         {
             "out": str(out),
@@ -68,13 +73,18 @@ def export(
 @app.command("import")
 def import_(
     lora: Annotated[
-        Path, typer.Argument(help="A diffusers / peft LoRA (.safetensors) of the UNet.", exists=True)
+        Path,
+        typer.Argument(
+            help="A diffusers / peft LoRA (.safetensors) of the UNet.", exists=True, dir_okay=False
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Where to write the roomfit adapter (.safetensors).")],
     reference: Annotated[
         list[Path] | None,
         typer.Option(
-            help="A photo of the product (repeatable): previews paint from the most typical.", exists=True
+            help="A photo of the product (repeatable): previews paint from the most typical.",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     # alike: typer options are declarative, one per flag; their shapes repeat by design.
@@ -85,9 +95,14 @@ def import_(
             "keeps, instead of --reference."
         ),
     ] = None,
+    # alike: one typer option per flag, shaped as train's; they share their declaration, nothing else.
     alpha: Annotated[
         float | None,
-        typer.Option(min=0.0, help="LoRA alpha (default: the file's metadata, else its rank, as diffusers)."),
+        typer.Option(
+            min=0.0,
+            callback=finite,
+            help="LoRA alpha (default: the file's metadata, else its rank, as diffusers).",
+        ),
     ] = None,
     base_model: BaseModelOption = None,
 ) -> None:
@@ -98,6 +113,7 @@ def import_(
 
     if reference and subject:
         raise typer.BadParameter("give --reference or --subject, not both")
+    check_out_file(out)  # before the base model loads, not when writing
     settings = get_settings()
     with _expected_errors():
         base = load_cli_base(base_model or settings.base_model, None, shared=True)
@@ -119,7 +135,7 @@ def import_(
             alpha=alpha,
             info=info,
         )
-    _write(out, imported.data)
+    write_whole(out, imported.data)
     _print_json(
         {
             "out": str(out),
@@ -153,6 +169,10 @@ def _read_source(source: str) -> bytes:
             row = session.get(Subject, source)
             key = row.adapter_key if row is not None else None
     except SQLAlchemyError as exc:
+        # down (exit 1) or not migrated (says `roomfit migrate`), as every database command says it
+        problem = database_report(get_settings().resolved_database_url).problem
+        if problem is not None:
+            fail(problem.code, problem.detail, problem.exit_code)
         _fail(f"no adapter file {source!r}, and the database cannot be read for a subject ({exc.code})")
     if row is None:
         _fail(f"no adapter file and no subject {source!r}")
@@ -191,11 +211,6 @@ def _expected_errors() -> Iterator[None]:
 def _fail(detail: str) -> NoReturn:
     typer.echo(json.dumps({"error": "adapter_not_found", "detail": detail}), err=True)
     raise typer.Exit(2)
-
-
-def _write(out: Path, data: bytes) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
 
 
 def _print_json(payload: dict[str, Any]) -> None:

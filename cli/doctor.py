@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 import typer
 
+from cli.arguments import finite
 from cli.errors import database_report, one_line, redact
 from core.settings import Settings, get_settings
 
@@ -66,7 +67,10 @@ def doctor(
         bool, typer.Option("--load", help="Load every model for real on the configured device (slow).")
     ] = False,
     timeout: Annotated[
-        float, typer.Option(min=0.1, max=60.0, help="Seconds the database, broker and blob store may take.")
+        float,
+        typer.Option(
+            min=0.1, max=60.0, callback=finite, help="Seconds the database, broker and blob store may take."
+        ),
     ] = 5.0,
     dino_model: Annotated[str | None, _model_option("DINO")] = None,
     clip_model: Annotated[str | None, _model_option("CLIP for CLIP-I")] = None,

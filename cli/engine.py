@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.arguments import check_out_file, finite, write_whole
+
 if TYPE_CHECKING:
     from models import BaseModel
 
@@ -27,6 +29,7 @@ InitUnetOption = Annotated[
         help="Start from a full fine-tune (e.g. `roomfit train --domain`'s output): the paper's chain, "
         "scene pretraining then a product. Train and paint an adapter with the same --init-unet.",
         exists=True,
+        dir_okay=False,
     ),
 ]
 
@@ -53,11 +56,18 @@ def load_cli_base(model_name: str, init_unet: Path | None, *, shared: bool) -> B
 
 
 def paint(
-    room: Annotated[Path, typer.Option(help="Room photo (EXIF orientation is applied).", exists=True)],
-    mask: Annotated[Path, typer.Option(help="Mask image, room-sized: non-zero = paint here.", exists=True)],
+    # dir_okay=False: a folder given is said at once, not once the model has loaded
+    room: Annotated[
+        Path, typer.Option(help="Room photo (EXIF orientation is applied).", exists=True, dir_okay=False)
+    ],
+    mask: Annotated[
+        Path,
+        typer.Option(help="Mask image, room-sized: non-zero = paint here.", exists=True, dir_okay=False),
+    ],
     out: Annotated[Path, typer.Option(help="Where to write the result (format from the extension).")],
     reference: Annotated[
-        Path | None, typer.Option(help="Product crop to paint (instead of --adapter).", exists=True)
+        Path | None,
+        typer.Option(help="Product crop to paint (instead of --adapter).", exists=True, dir_okay=False),
     ] = None,
     adapter: Annotated[
         Path | None,
@@ -65,6 +75,7 @@ def paint(
             help="A trained product's .safetensors file: a LoRA adapter or a full fine-tune (told apart "
             "by the file's format).",
             exists=True,
+            dir_okay=False,
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same inputs and seed give the same image.")] = 0,
@@ -72,7 +83,10 @@ def paint(
         int | None, typer.Option(min=1, help="Sampling steps (default ROOMFIT_PREVIEW_STEPS).")
     ] = None,
     guidance: Annotated[
-        float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default: the engine's).")
+        float | None,
+        typer.Option(
+            help="Classifier-free guidance scale (1 = off; default: the engine's).", callback=finite
+        ),
     ] = None,
     scheduler: Annotated[str, typer.Option(help="ddim or dpmsolver++.")] = "ddim",
     base_model: BaseModelOption = None,
@@ -82,7 +96,7 @@ def paint(
     fine-tune."""
     if (reference is None) == (adapter is None):
         raise typer.BadParameter("give exactly one of --reference and --adapter")
-    _check_image_out(out)
+    out_format = _check_image_out(out)
 
     from tqdm import tqdm
 
@@ -131,18 +145,29 @@ def paint(
         code = getattr(exc, "code", "invalid_argument")
         typer.echo(json.dumps({"error": code, "detail": str(exc)}), err=True)
         raise typer.Exit(2) from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image.save(out)
+    write_whole(out, lambda path: image.save(path, format=out_format))
     typer.echo(str(out))
 
 
-def _check_image_out(out: Path) -> None:
-    """Refuse, before any painting, an --out that `Image.save` cannot write (its format is the suffix)."""
+def _check_image_out(out: Path) -> str:
+    """Refuse, before any painting, an --out that `Image.save` cannot write (its format is the
+    suffix); return that format. A registered save handler is not enough: `.xbm` takes only 1-bit
+    images and `.grib` / `.bufr` / `.h5` are stubs without one, so a 1-pixel RGB image (the mode
+    painted) is written to memory first."""
+    import io
+
     from PIL import Image
 
-    if out.is_dir():
-        raise typer.BadParameter(f"{out} is a folder: name the image file to write", param_hint="--out")
-    if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:  # .psd: read only
+    check_out_file(out)
+    out_format = Image.registered_extensions().get(out.suffix.lower())
+    if out_format is not None and out_format in Image.SAVE:  # .psd: read only
+        try:
+            Image.new("RGB", (1, 1)).save(io.BytesIO(), format=out_format)
+        except (OSError, ValueError):
+            out_format = None
+    if out_format is None or out_format not in Image.SAVE:
         raise typer.BadParameter(
-            f"{out.name!r} has no image extension Pillow writes (.png, .jpg, .webp ...)", param_hint="--out"
+            f"{out.name!r} has no image extension Pillow writes an RGB image as (.png, .jpg, .webp ...)",
+            param_hint="--out",
         )
+    return out_format

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -72,7 +73,10 @@ def _configure_logs(level: str) -> None:
 
 # `up` and `serve` bind the same way
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default ROOMFIT_HOST).")]
-PortOption = Annotated[int | None, typer.Option(help="Port to bind (default ROOMFIT_PORT).")]
+# 0-65535, as ROOMFIT_PORT: the kernel would bind a larger number modulo 65536, under another port
+PortOption = Annotated[
+    int | None, typer.Option(min=0, max=65535, help="Port to bind (default ROOMFIT_PORT).")
+]
 
 
 def _bind(host: str | None, port: int | None) -> tuple[str, int]:
@@ -85,7 +89,9 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     """Embedded mode: migrate, serve the API and run workers for all queues. Ctrl-C stops all."""
     from cli.embedded import run_embedded
 
-    raise typer.Exit(run_embedded(get_settings(), *_bind(host, port)))
+    settings = get_settings()
+    _require_state_folder(settings.var_dir)
+    raise typer.Exit(run_embedded(settings, *_bind(host, port)))
 
 
 @app.command()
@@ -165,9 +171,20 @@ def migrate() -> None:
     """Bring the database schema to head."""
     from core.migrate import upgrade
 
-    url = get_settings().resolved_database_url
+    settings = get_settings()
+    if not settings.database_url:  # the SQLite file goes in the state folder
+        _require_state_folder(settings.var_dir)
+    url = settings.resolved_database_url
     upgrade(url)
     _print_json({"migrated": True, "database": redact(url)})
+
+
+def _require_state_folder(var_dir: Path) -> None:
+    """ROOMFIT_VAR_DIR is a folder, or can be made one: a file there (or above it) is a settings
+    mistake, said in one line before `migrate` or `up` fails to make the folder (FileExistsError)."""
+    above = next((p for p in (var_dir.absolute(), *var_dir.absolute().parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        fail("invalid_settings", f"ROOMFIT_VAR_DIR={str(var_dir)!r}: {above} is a file, not a folder")
 
 
 def _account_change(change: Callable[[Session], dict[str, Any]]) -> None:

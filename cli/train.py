@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from cli.arguments import check_out_file, finite, write_whole
 from cli.engine import BaseModelOption, InitUnetOption, load_cli_base
 
 if TYPE_CHECKING:
@@ -55,7 +56,11 @@ def train(
     # numbers against them.
     lr: Annotated[
         float | None,
-        typer.Option(min=0.0, help="AdamW learning rate (default: the paper's: 3e-5; 1e-6 with --domain)."),
+        typer.Option(
+            min=0.0,
+            callback=finite,
+            help="AdamW learning rate (default: the paper's: 3e-5; 1e-6 with --domain).",
+        ),
     ] = None,
     # alike: one typer option per training setting; declarations share their shape, nothing else.
     batch_size: Annotated[
@@ -70,13 +75,15 @@ def train(
         ),
     ] = None,
     dropout: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="LoRA dropout (default: the paper's 0.2).")
+        float | None,
+        typer.Option(min=0.0, max=1.0, callback=finite, help="LoRA dropout (default: the paper's 0.2)."),
     ] = None,
     reference_dropout: Annotated[
         float | None,
         typer.Option(
             min=0.0,
             max=1.0,
+            callback=finite,
             help="Share of pairs trained on the unconditional reference, so guidance works "
             "(default: Paint-by-Example's 0.2).",
         ),
@@ -95,9 +102,12 @@ def train(
     domain: Annotated[
         bool, typer.Option(help="Domain pretraining: PHOTOS are scene photos, masked at random boxes.")
     ] = False,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Lowest detection score kept.")] = 0.5,
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, callback=finite, help="Lowest detection score kept.")
+    ] = 0.5,
     checkpoint_dir: Annotated[
-        Path | None, typer.Option(help="Checkpoint folder: a killed run started again resumes from it.")
+        Path | None,
+        typer.Option(help="Checkpoint folder: a killed run started again resumes from it.", file_okay=False),
     ] = None,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 50,
     base_model: BaseModelOption = None,
@@ -117,8 +127,7 @@ def train(
     from models.subject_training import annotate_and_train
     from models.training import TrainSettings
 
-    if out.is_dir():  # before the training, not when writing its result
-        raise typer.BadParameter(f"{out} is a folder: name the file to write", param_hint="--out")
+    check_out_file(out)  # before the training, not when writing its result
     settings = get_settings()
     model_name = base_model or settings.base_model
     if model_name == "tiny":
@@ -185,8 +194,7 @@ def train(
     finally:
         bar.close()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(result.artifact)
+    write_whole(out, result.artifact)  # never half an adapter, nor a good one overwritten by half
     typer.echo(summary_text(result.summary.as_dict(), out))
 
 

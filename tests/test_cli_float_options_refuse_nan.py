@@ -1,0 +1,85 @@
+"""Review: the CLI's float options refuse NaN and infinity (typer's min/max let NaN through: every
+comparison with it is false), before any model loads. Before:
+
+- `paint --guidance nan` painted without guidance and exited 0 (`nan > 1` is false: guidance off);
+- `train --reference-dropout nan` trained with none and exited 0; `--dropout nan` ended in an
+  `internal_error` (torch's RuntimeError); `--lr nan` failed only once the model had loaded;
+- `adapters import --alpha nan` (or inf) wrote an adapter of alpha NaN and printed `"alpha": NaN`,
+  which is not JSON, exit 0;
+- `doctor --timeout nan` failed every service check with "no answer within nan s"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli.main import app
+from core.settings import Settings, get_settings
+
+
+class ModelLoaded(Exception):
+    """The option was taken: the command went on to load the base model."""
+
+
+@pytest.fixture
+def files(embedded_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Readable inputs in tmp_path; loading a model raises ModelLoaded."""
+    import cli.adapters
+    import cli.engine
+    import cli.train
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise ModelLoaded
+
+    for module in (cli.engine, cli.train, cli.adapters):
+        monkeypatch.setattr(module, "load_cli_base", refuse)
+    monkeypatch.setenv("ROOMFIT_BASE_MODEL", "tiny")
+    monkeypatch.setenv("ROOMFIT_DEVICE", "cpu")
+    get_settings.cache_clear()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(tmp_path / "room.png")
+    Image.fromarray(np.full((64, 80), 255, np.uint8)).save(tmp_path / "mask.png")
+    Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    (tmp_path / "lora.safetensors").write_bytes(b"not read: the option is refused first")
+    yield tmp_path
+
+
+PAINT = ["paint", "--room", "room.png", "--mask", "mask.png", "--reference", "photo.png", "--out", "o.png"]
+TRAIN = ["train", "photo.png", "--out", "a.safetensors", "--boxes", "[[4, 4, 40, 40]]", "--steps", "1"]
+IMPORT = ["adapters", "import", "lora.safetensors", "--out", "i.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [*PAINT, "--guidance", "nan"],
+        [*PAINT, "--guidance", "inf"],
+        [*TRAIN, "--lr", "nan"],
+        [*TRAIN, "--lr", "inf"],
+        [*TRAIN, "--dropout", "nan"],
+        [*TRAIN, "--reference-dropout", "nan"],
+        [*TRAIN, "--threshold", "nan"],
+        [*IMPORT, "--alpha", "nan"],
+        [*IMPORT, "--alpha", "inf"],
+        ["doctor", "--timeout", "nan"],
+    ],
+    ids=lambda args: " ".join(args[:2] + args[-2:]),
+)
+def test_non_finite_numbers_are_refused_before_any_work(args: list[str], files: Path) -> None:
+    result = CliRunner().invoke(app, args)
+    assert not isinstance(result.exception, ModelLoaded), "the value was taken and a model loaded"
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert args[-2] in result.output
+    if "--out" in args:
+        assert not (files / args[args.index("--out") + 1]).exists()
+
+
+def test_finite_numbers_are_still_taken(files: Path) -> None:
+    """The same options with ordinary values get past parsing (to the model, stubbed here)."""
+    for args in ([*PAINT, "--guidance", "0"], [*TRAIN, "--lr", "1e-4"], [*IMPORT, "--alpha", "8"]):
+        assert isinstance(CliRunner().invoke(app, args).exception, ModelLoaded), args
