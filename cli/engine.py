@@ -85,7 +85,12 @@ def paint(
     guidance: Annotated[
         float | None,
         typer.Option(
-            help="Classifier-free guidance scale (1 = off; default: the engine's).", callback=finite
+            # the API's range: below 1 is "off" as 1 is, and a negative scale would paint away from
+            # the product, which nothing asks for
+            min=0.0,
+            max=20.0,
+            help="Classifier-free guidance scale, 0 to 20 (1 = off; default: the engine's).",
+            callback=finite,
         ),
     ] = None,
     scheduler: Annotated[str, typer.Option(help="ddim or dpmsolver++.")] = "ddim",

@@ -59,6 +59,8 @@ IMPORT = ["adapters", "import", "lora.safetensors", "--out", "i.safetensors"]
     [
         [*PAINT, "--guidance", "nan"],
         [*PAINT, "--guidance", "inf"],
+        [*PAINT, "--guidance", "-1"],  # outside the API's 0 to 20, as "21" is
+        [*PAINT, "--guidance", "21"],
         [*TRAIN, "--lr", "nan"],
         [*TRAIN, "--lr", "inf"],
         [*TRAIN, "--dropout", "nan"],
