@@ -34,6 +34,15 @@ InitUnetOption = Annotated[
 ]
 
 
+# The API's range: below 1 is "off" as 1 is, and a negative scale would paint away from the product.
+GuidanceOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0, max=20.0, callback=finite, help="Guidance scale, 0 to 20 (1 = off; default: the engine's)."
+    ),
+]
+
+
 def load_cli_base(model_name: str, init_unet: Path | None, *, shared: bool) -> BaseModel:
     """The base model a command paints or trains with: the tiny folder the workers use (so the CLI
     and the service paint alike), started from `init_unet` when given. `shared`: the process's
@@ -82,17 +91,7 @@ def paint(
     steps: Annotated[
         int | None, typer.Option(min=1, help="Sampling steps (default ROOMFIT_PREVIEW_STEPS).")
     ] = None,
-    guidance: Annotated[
-        float | None,
-        typer.Option(
-            # the API's range: below 1 is "off" as 1 is, and a negative scale would paint away from
-            # the product, which nothing asks for
-            min=0.0,
-            max=20.0,
-            help="Classifier-free guidance scale, 0 to 20 (1 = off; default: the engine's).",
-            callback=finite,
-        ),
-    ] = None,
+    guidance: GuidanceOption = None,
     scheduler: Annotated[str, typer.Option(help="ddim or dpmsolver++.")] = "ddim",
     base_model: BaseModelOption = None,
     init_unet: InitUnetOption = None,
