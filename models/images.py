@@ -1,5 +1,6 @@
-"""Reading rooms, masks and references the way a browser shows them (EXIF orientation applied),
-bounding references to what the image encoder uses, and listing a folder's images."""
+"""Reading rooms and references the way a browser shows them (EXIF orientation applied, 8-bit RGB as
+the API stores them), masks as stored (a mask has no orientation of its own), bounding references to
+what the image encoder uses, and listing a folder's images."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ REFERENCE_MAX_SIDE = 1024
 ImageSource = str | Path | bytes | Image.Image
 
 
-def _open(source: ImageSource, what: str) -> Image.Image:
+def _open(source: ImageSource, what: str, *, upright: bool = True) -> Image.Image:
+    """The decoded image; turned by its EXIF orientation when `upright` (a photo), as stored when not
+    (a mask: it has no orientation of its own, docs/api.md "Masks", and the API reads it as stored)."""
     try:
         if isinstance(source, Image.Image):
             image = source
@@ -32,18 +35,44 @@ def _open(source: ImageSource, what: str) -> Image.Image:
     except (OSError, UnidentifiedImageError) as exc:
         raise InvalidImageError(f"cannot read the {what}: {exc}") from exc
     # Phones store photos sideways plus an EXIF Orientation tag; the shopper drew the mask on the
-    # upright image, so everything is painted and returned upright.
-    return ImageOps.exif_transpose(image)
+    # upright image, so a room is painted and returned upright.
+    return ImageOps.exif_transpose(image) if upright else image
 
 
 def open_image(source: ImageSource, what: str = "image") -> Image.Image:
-    """An RGB image, EXIF-transposed."""
-    return _open(source, what).convert("RGB")
+    """An 8-bit RGB image (`as_rgb`), EXIF-transposed."""
+    return as_rgb(_open(source, what))
 
 
 def as_rgb(image: Image.Image) -> Image.Image:
-    """The image in RGB; itself when it already is (`convert` would copy a room for nothing)."""
+    """The image in 8-bit RGB; itself when it already is (`convert` would copy a room for nothing).
+
+    The pixels the API stores for an upload (`api.pixel_modes.to_rgb`; api/ and models/ import
+    nothing of each other), so a room read here is the room the service paints: 16- and 32-bit
+    grey scaled to 8 bits (Pillow's `convert` clips a 16-bit grey photo to white), transparency laid
+    over white (`convert` drops alpha, showing whatever colour a transparent pixel hides)."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        image = _grey_8bit(image)  # a new image: a 16-bit `transparency` entry is not carried over
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+        if "icc_profile" in image.info:  # as `convert` keeps it: the colours' meaning (models.painter)
+            rgb.info["icc_profile"] = image.info["icc_profile"]
+        return rgb
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _grey_8bit(image: Image.Image) -> Image.Image:
+    """16-bit grey (and 32-bit integer grey above 255) -> 8-bit L by round(v / 257); float grey rounded;
+    then clipped to 0..255. In int32 (a room may be 40 MP): no float copy, and no overflow near 2^31."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    wide = values.astype(np.int32)
+    if image.mode.startswith("I;16") or wide.max(initial=0) > 255:
+        # round(v / 257) = v // 257, plus one where the remainder is past half (257 is odd: no ties)
+        wide = wide // 257 + (wide % 257 >= 129)
+    return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), "L")
 
 
 def reference_size(box: tuple[int, int, int, int]) -> tuple[int, int]:
@@ -60,14 +89,16 @@ def fit_reference(image: Image.Image, box: tuple[int, int, int, int] | None = No
 
 
 def open_mask(source: ImageSource, size: tuple[int, int] | None = None) -> np.ndarray:
-    """[H,W] bool, True = paint. `size` (W,H) must match when given.
+    """[H,W] bool, True = paint, read as stored (no EXIF turn). `size` (W,H) must match when given.
 
     The rule of docs/api.md, "Masks: which pixels paint", which the API applies to an upload too
     (`api.image_checks._mask_paint`, in Pillow within a memory bound; tests/test_mask_rule.py holds
     the two to the same pixels): with transparency (an alpha channel, or a `transparency` entry,
     with some alpha below 255) a pixel paints when its alpha is >= 128, a drawing on a transparent
     canvas; a fully opaque mask paints every pixel that is not black (any channel non-zero)."""
-    mask = _open(source, "mask")
+    # Not turned: a mask is drawn on the upright room, so a tag an editor copied from the photo
+    # would turn it off the drawing (or to another size).
+    mask = _open(source, "mask", upright=False)
     alpha = _mask_alpha(mask)
     if alpha is not None and alpha.min() < 255:
         array = alpha >= 128

@@ -205,7 +205,10 @@ class Painter:
         with self.adapters.use(None):
             slots = torch.tensor(self.bank.place(adapter_ids))
             with self.bank.rows(cfg_rows(slots, guidance_scale)):
-                return self.pipeline(requests, steps=steps, guidance_scale=guidance_scale, progress=progress)
+                images = self.pipeline(
+                    requests, steps=steps, guidance_scale=guidance_scale, progress=progress
+                )
+        return _with_room_profiles(requests, images)
 
     @property
     def swap_seconds(self) -> float:
@@ -227,7 +230,8 @@ class Painter:
                 else dataclasses.replace(r, reference_embedding=active.reference_embedding)
                 for r in requests
             ]
-        return self.pipeline(requests, steps=steps, guidance_scale=guidance_scale, progress=progress)
+        images = self.pipeline(requests, steps=steps, guidance_scale=guidance_scale, progress=progress)
+        return _with_room_profiles(requests, images)
 
     def _lora_loader(self, adapter_id: str) -> bytes:
         """The AdapterCache's loader: a full fine-tune's bytes leave it by FullWeightsFound."""
@@ -242,3 +246,15 @@ class Painter:
         found = FullWeightsFound(adapter_id, data)
         del data  # only `found` holds the bytes now, and gives them up in `take`
         raise found
+
+
+def _with_room_profiles(requests: Sequence[PaintRequest], images: list[Image.Image]) -> list[Image.Image]:
+    """Each painted image with its room's ICC profile, which a PNG or JPEG saved from it embeds: its
+    pixels outside the mask are the room's, and only with the room's profile do they show the room's
+    colours (a phone's Display P3 photo read as sRGB looks washed out). Only an RGB profile: a CMYK or
+    grey photo's, left in `info` by its conversion to RGB, would describe other pixels."""
+    for request, image in zip(requests, images, strict=True):
+        profile = request.room.info.get("icc_profile")
+        if isinstance(profile, bytes) and profile[16:20] == b"RGB ":  # the header's data colour space
+            image.info["icc_profile"] = profile
+    return images
