@@ -1,6 +1,8 @@
 """Any decoded photo to 8-bit RGB, the one pixel format roomfit stores and paints: 16-bit and
 32-bit greys scaled (in integers, no float copy of a large image), CMYK and other colour spaces
-converted, transparency laid over white."""
+converted, transparency laid over white. An RGB ICC profile (a phone's Display P3) stays with the
+pixels, so the stored room and the painted result show the colours the shop's photo did; another
+colour space's profile (CMYK, grey) does not describe RGB pixels and goes."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB: 16-bit scaled, CMYK and other colour spaces converted, transparency over white."""
+    """8-bit RGB: 16-bit scaled, CMYK and other colour spaces converted, transparency over white;
+    with the image's ICC profile when that describes RGB (`rgb_profile`), else none."""
+    if image.mode == "RGB" and "transparency" not in image.info:
+        return image
+    profile = rgb_profile(image.info.get("icc_profile"))
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         image, mode = _to_8bit(image), "L"
@@ -19,10 +25,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         composite = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         del rgba
-        return composite.convert("RGB")
-    if mode == "RGB":
-        return image
-    return image.convert("RGB")
+        rgb = composite.convert("RGB")
+    else:
+        rgb = image.convert("RGB")
+    rgb.info.pop("icc_profile", None)  # `convert` copies the old colour space's
+    if profile is not None:
+        rgb.info["icc_profile"] = profile
+    return rgb
+
+
+def rgb_profile(profile: object) -> bytes | None:
+    """`profile` when it is an ICC profile of RGB data (bytes 16-19 of its header, the data colour
+    space, say `RGB `), else None."""
+    return profile if isinstance(profile, bytes) and profile[16:20] == b"RGB " else None
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

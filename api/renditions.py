@@ -30,6 +30,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from api.image_budget import BUDGET
+from api.pixel_modes import rgb_profile
 from core.blobstore import BlobNotFound, BlobStore, Download, Stream
 from core.settings import Settings
 
@@ -122,7 +123,11 @@ def encode(data: bytes, wanted: Rendition, *, budget_bytes: int = 0) -> bytes:
                 image.load()
             picture = image if image.mode in ("RGB", "L") else image.convert("RGB")
             out = io.BytesIO()
-            picture.save(out, wanted.image_format.upper(), **wanted.format.save)
+            # The result carries its room's RGB profile (a phone's Display P3); WebP's writer embeds
+            # only a profile given to it, and without it the colours shift from the result's.
+            profile = rgb_profile(image.info.get("icc_profile"))
+            extra = {"icc_profile": profile} if profile is not None else {}
+            picture.save(out, wanted.image_format.upper(), **wanted.format.save, **extra)
             return out.getvalue()
 
 
