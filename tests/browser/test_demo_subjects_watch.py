@@ -108,7 +108,7 @@ def test_a_product_deleted_while_watched_leaves_no_progress_behind(browser: Any)
         expect(page.locator("#state")).to_contain_text("gone")
         expect(bar).to_be_hidden()
         expect(curve).to_be_hidden()
-        expect(page.locator("#watchTitle")).to_have_text("")  # not the previous product's name
+        expect(page.locator("#watchTitle")).to_have_text("Product gone")  # not the previous product's
         page.evaluate(f"() => {{ watch({json.dumps(TRAINING)}); }}")
         expect(bar).to_be_visible()
         expect(curve).to_be_visible()
