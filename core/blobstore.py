@@ -9,7 +9,8 @@ things, checked by one contract suite (`tests/core/test_blobstore.py`):
   and `presign`; `delete` of a missing key is not an error;
 - an unreachable store raises `BlobStoreUnavailable`, which is transient: workers retry on it;
 - keys are `/`-separated relative paths; anything that could escape the local root (absolute
-  paths, `..`, backslashes, NUL) is refused with `ValueError`;
+  paths, `..`, backslashes, NUL) or that S3 could not delete in bulk (control characters) is
+  refused with `ValueError`;
 - a prefix names a folder: `list("a/b")` is `list("a/b/")`, and never includes `a/bc`;
 - `download` says how a client gets a blob: `Stream` (the bytes, for the API to send) from the local
   store, `Presigned` (a short-lived URL to redirect to) from S3.
@@ -20,14 +21,16 @@ Where keys come from is `core/blob_keys.py`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -38,6 +41,9 @@ CHUNK_SIZE = 1024 * 1024
 # In-flight writes of the local store are files named like this beside their target; no key may
 # use the name, so `list` can tell them apart from blobs.
 _TEMP_PREFIX = ".roomfit-tmp-"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# How often a put makes its folder again when a concurrent delete_prefix removes it meanwhile.
+_FOLDER_ATTEMPTS = 5
 
 
 class BlobNotFound(KeyError):
@@ -66,6 +72,10 @@ def validate_key(key: str) -> str:
         raise ValueError(f"blob key must be a non-empty string, got {key!r}")
     if "\x00" in key:
         raise ValueError(f"blob key must not contain NUL: {key!r}")
+    if _CONTROL.search(key):
+        # S3 stores such a key but cannot name it in DeleteObjects (XML 1.0 has no \x01, and a parser
+        # reads \r as \n): its folder could never be deleted again.
+        raise ValueError(f"blob key must not contain control characters: {key!r}")
     if "\\" in key:
         raise ValueError(f"blob key must use '/' separators, not backslashes: {key!r}")
     if key.startswith("/"):
@@ -186,8 +196,7 @@ class LocalBlobStore(BlobStore):
 
     def put(self, key: str, data: bytes | BinaryIO, content_type: str | None = None) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=_TEMP_PREFIX, delete=False)  # noqa: SIM115
+        tmp = self._temp_file_beside(path)
         try:
             with tmp:
                 if isinstance(data, bytes | bytearray | memoryview):
@@ -198,12 +207,35 @@ class LocalBlobStore(BlobStore):
                 os.fsync(tmp.fileno())
                 # NamedTemporaryFile makes 0600 files; blobs are ordinary data files
                 os.fchmod(tmp.fileno(), 0o644)
-            os.replace(tmp.name, path)
+            try:
+                os.replace(tmp.name, path)
+            except FileNotFoundError:
+                if os.path.lexists(tmp.name):
+                    raise
+                # A delete_prefix took the temp file with its folder while we wrote it: the put
+                # counts as done just before that delete, an order S3 allows as well (a put it
+                # lists, then deletes). Raising instead would fail a worker's job for a blob that
+                # is meant to go (core.tenant_deletion).
+                return
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp.name)
             raise
         self._fsync_dir(path.parent)
+
+    @staticmethod
+    def _temp_file_beside(path: Path) -> IO[bytes]:
+        """A new temp file in `path`'s folder, made first if need be."""
+        for attempt in range(_FOLDER_ATTEMPTS):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return tempfile.NamedTemporaryFile(dir=path.parent, prefix=_TEMP_PREFIX, delete=False)
+            except FileNotFoundError:
+                # a concurrent delete_prefix removed the folder (or one above) after mkdir made it;
+                # nothing is written yet, so make it again
+                if attempt == _FOLDER_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _fsync_dir(folder: Path) -> None:
@@ -298,32 +330,47 @@ class LocalBlobStore(BlobStore):
 
 def blob_store_from_settings(settings: Settings) -> BlobStore:
     """The store `ROOMFIT_BLOB_URL` names: `file:///abs/folder` or `s3://bucket[/prefix]`."""
+    # InvalidSetting (a ValueError): the CLI answers `invalid_settings` naming the variable, no traceback
+    from core.settings import InvalidSetting
+
     url = settings.resolved_blob_url
     parts = urlsplit(url)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"ROOMFIT_BLOB_URL: a file URL names no host (file:///abs/path), got {url!r}")
+            raise InvalidSetting(f"ROOMFIT_BLOB_URL: a file URL names no host (file:///abs/path): {url!r}")
         path = Path(unquote(parts.path))
         if not path.is_absolute():
-            raise ValueError(f"ROOMFIT_BLOB_URL: the folder must be absolute (file:///abs/path), got {url!r}")
+            raise InvalidSetting(f"ROOMFIT_BLOB_URL: the folder must be absolute (file:///abs/path): {url!r}")
         return LocalBlobStore(path)
     if parts.scheme == "s3":
         if not parts.netloc:
-            raise ValueError(f"ROOMFIT_BLOB_URL: s3:// URL without a bucket: {url!r}")
-        from core.s3_blobstore import S3BlobStore
+            raise InvalidSetting(f"ROOMFIT_BLOB_URL: s3:// URL without a bucket: {url!r}")
+        from core.s3_blobstore import S3BlobStore, S3ConfigError
 
-        return S3BlobStore(
-            parts.netloc,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key=settings.s3_access_key_id,
-            secret_key=settings.s3_secret_access_key,
-            prefix=unquote(parts.path).strip("/"),
-            public_endpoint_url=settings.s3_public_endpoint_url,
-        )
-    raise ValueError(
+        try:
+            return S3BlobStore(
+                parts.netloc,
+                endpoint_url=settings.s3_endpoint_url,
+                region=settings.s3_region,
+                access_key=settings.s3_access_key_id,
+                secret_key=settings.s3_secret_access_key,
+                prefix=unquote(parts.path).strip("/"),
+                public_endpoint_url=settings.s3_public_endpoint_url,
+            )
+        except S3ConfigError as exc:
+            raise InvalidSetting(f"{_S3_SETTING_NAMES[exc.argument]}: {exc.reason}") from None
+    raise InvalidSetting(
         f"ROOMFIT_BLOB_URL: unsupported scheme {parts.scheme!r} in {url!r}; use file:/// or s3://"
     )
+
+
+# S3BlobStore's arguments as the settings that give them
+_S3_SETTING_NAMES = {
+    "endpoint_url": "ROOMFIT_S3_ENDPOINT_URL",
+    "public_endpoint_url": "ROOMFIT_S3_PUBLIC_ENDPOINT_URL",
+    "region": "ROOMFIT_S3_REGION",
+    "prefix": "ROOMFIT_BLOB_URL",
+}
 
 
 def __getattr__(name: str) -> type[S3BlobStore]:
@@ -340,7 +387,13 @@ def _gone_already_or_raise(
     _function: object, _path: str, exc_info: tuple[type, BaseException, object]
 ) -> None:
     """rmtree's error handler: a file or folder another delete removed first is fine (deleting twice
-    is a no-op); anything else raises, so that a caller such as the retention sweep keeps the row
-    that leads to what is left, instead of reporting a room photo deleted that is still there."""
-    if not isinstance(exc_info[1], FileNotFoundError):
-        raise exc_info[1]
+    is a no-op); so is a folder a concurrent put wrote a new blob into after rmtree emptied it (that
+    blob stays, as it would on S3, whose delete_prefix deletes what it listed); anything else
+    raises, so that a caller such as the retention sweep keeps the row that leads to what is left,
+    instead of reporting a room photo deleted that is still there."""
+    error = exc_info[1]
+    if isinstance(error, FileNotFoundError):
+        return
+    if isinstance(error, OSError) and error.errno == errno.ENOTEMPTY:
+        return  # only rmdir says this, and only of an entry that came after rmtree listed the folder
+    raise error

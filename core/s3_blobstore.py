@@ -10,6 +10,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 from core.blobstore import (
     CHUNK_SIZE,
@@ -27,6 +28,32 @@ from core.blobstore import (
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
 # Answers that mean "busy or broken right now", worth a retry (5xx statuses are too).
 _TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
+
+
+class S3ConfigError(ValueError):
+    """An argument of `S3BlobStore` that cannot work; `argument` names it, `reason` says why."""
+
+    def __init__(self, argument: str, reason: str) -> None:
+        super().__init__(f"{argument}: {reason}")
+        self.argument = argument
+        self.reason = reason
+
+
+def _check_endpoint(argument: str, url: str | None) -> None:
+    """Refuse an endpoint no request could use. botocore accepts some (ftp://host) and fails only
+    at the first request; others it refuses with a message that echoes the URL, userinfo and all."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise S3ConfigError(
+            argument, "must be an http:// or https:// URL with a host, such as http://minio:9000"
+        )
 
 
 class S3BlobStore(BlobStore):
@@ -50,17 +77,34 @@ class S3BlobStore(BlobStore):
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_attempts: int = 3,
+        ping_timeout: float = 3.0,
     ) -> None:
         import boto3  # only S3 deployments pay for importing boto3
         from botocore.config import Config
+        from botocore.exceptions import InvalidRegionError
 
         if not bucket:
             raise ValueError("S3 bucket name is empty")
+        _check_endpoint("endpoint_url", endpoint_url)
+        _check_endpoint("public_endpoint_url", public_endpoint_url)
         self.bucket = bucket
-        self.prefix = folder_prefix(prefix)
+        try:
+            self.prefix = folder_prefix(prefix)
+        except ValueError as exc:
+            raise S3ConfigError("prefix", str(exc)) from None
         self.region = region
 
-        def client(endpoint: str | None) -> Any:
+        def client(
+            endpoint: str | None, argument: str, timeout: float | None = None, attempts: int = max_attempts
+        ) -> Any:
+            try:
+                return _client(endpoint, timeout, attempts)
+            except InvalidRegionError:
+                raise S3ConfigError("region", f"{region!r} is not a region name, such as eu-west-1") from None
+            except ValueError:  # botocore's own check of the endpoint, stricter than ours in places
+                raise S3ConfigError(argument, "botocore refuses it as an endpoint URL") from None
+
+        def _client(endpoint: str | None, timeout: float | None, attempts: int) -> Any:
             return boto3.session.Session().client(
                 "s3",
                 endpoint_url=endpoint,
@@ -68,9 +112,9 @@ class S3BlobStore(BlobStore):
                 aws_access_key_id=access_key,
                 aws_secret_access_key=secret_key,
                 config=Config(
-                    connect_timeout=connect_timeout,
-                    read_timeout=read_timeout,
-                    retries={"max_attempts": max_attempts, "mode": "standard"},
+                    connect_timeout=connect_timeout if timeout is None else min(connect_timeout, timeout),
+                    read_timeout=read_timeout if timeout is None else timeout,
+                    retries={"max_attempts": attempts, "mode": "standard"},
                     # presigned URLs too: AWS regions opened since 2014 accept nothing older
                     signature_version="s3v4",
                     # custom endpoints (MinIO, SeaweedFS) rarely have wildcard DNS for bucket hosts
@@ -78,11 +122,19 @@ class S3BlobStore(BlobStore):
                 ),
             )
 
-        self._client: Any = client(endpoint_url)
+        self._client: Any = client(endpoint_url, "endpoint_url")
         # Browsers fetch presigned URLs from outside: behind compose or Kubernetes the endpoint the
         # workers use (http://minio:9000) is not one a shopper can reach. The host is part of what
         # SigV4 signs, so those URLs are signed by a client that names the public endpoint.
-        self._presigner: Any = client(public_endpoint_url) if public_endpoint_url else self._client
+        self._presigner: Any = (
+            client(public_endpoint_url, "public_endpoint_url") if public_endpoint_url else self._client
+        )
+        # `ping` (readiness, a worker's start) asks one small question: an S3 that accepts the
+        # connection and then says nothing must fail it in seconds, not after the read timeout meant
+        # for large bodies, attempts over (minutes, an API thread held all along).
+        self._pinger: Any = client(
+            endpoint_url, "endpoint_url", min(read_timeout, ping_timeout), min(max_attempts, 2)
+        )
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
 
@@ -114,35 +166,51 @@ class S3BlobStore(BlobStore):
         except BotoCoreError as exc:
             raise BlobStoreError(f"S3 bucket {self.bucket!r}: {exc}") from exc
 
-    def _ensure_bucket(self, force: bool = False) -> None:
+    def _ensure_bucket(self, force: bool = False, client: Any = None) -> None:
         """Create the bucket if it does not exist; checked once per store (always when `force`)."""
         if self._bucket_ready and not force:
             return
+        client = client or self._client
         from botocore.exceptions import ClientError
 
         with self._bucket_lock, self._errors():
             if self._bucket_ready and not force:
                 return
             try:
-                self._client.head_bucket(Bucket=self.bucket)
+                client.head_bucket(Bucket=self.bucket)
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if status == 404:
-                    self._create_bucket()
+                    self._create_bucket(client)
                 elif status != 403:
                     raise
-                # 403: least-privilege credentials (object rights, no s3:ListBucket) cannot look
-                # at the bucket itself; assume it is there, and let the object calls say otherwise.
+                else:
+                    self._check_refusal(client)
             self._bucket_ready = True
 
-    def _create_bucket(self) -> None:
+    def _check_refusal(self, client: Any) -> None:
+        """HEAD bucket said 403, with no body to say why: raise unless it is only a missing right.
+
+        Least-privilege credentials (object rights, no s3:ListBucket) cannot look at the bucket
+        itself; they are fine. Credentials S3 does not accept (a wrong secret, an unknown key id) get
+        the same bare 403, and must not pass `ping`: readiness would be green while every object
+        call fails. A GET answer carries the error code that tells the two apart."""
+        from botocore.exceptions import ClientError
+
+        try:
+            client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "AccessDenied":
+                raise  # InvalidAccessKeyId, SignatureDoesNotMatch, ...: named by _errors
+
+    def _create_bucket(self, client: Any) -> None:
         from botocore.exceptions import ClientError
 
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if self.region != "us-east-1":  # AWS rejects an explicit us-east-1 constraint
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         try:
-            self._client.create_bucket(**kwargs)
+            client.create_bucket(**kwargs)
         except ClientError as exc:
             # another process won the race to create it: just as good
             if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou",):
@@ -262,4 +330,4 @@ class S3BlobStore(BlobStore):
 
     def ping(self) -> None:
         # Always a request (HEAD bucket): readiness must notice an S3 that went away since.
-        self._ensure_bucket(force=True)
+        self._ensure_bucket(force=True, client=self._pinger)
