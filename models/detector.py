@@ -29,6 +29,7 @@ detector outputs. The rule:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from PIL import Image
 from models.base_model import resolve_device_dtype
 from models.detr_components import COCO_LABELS, detr_processor_class
 from models.errors import ModelNotFoundError, RoomfitModelError
+from models.images import as_rgb
 from models.model_folder import ModelSetting, find_model_folder
 from models.tiny import ensure_tiny_detector
 
@@ -48,6 +50,10 @@ DEFAULT_DETECTOR = "facebook/detr-resnet-50"
 DEFAULT_THRESHOLD = 0.5
 EDGE_CENTRALITY = 0.5  # the centrality of a box whose centre lies on the image's edge (1 at its centre)
 NAMED_IN_REASON = 5  # confident detections named in an unusable photo's reason
+# a photo thinner than this is stretched before DETR sees it (`_thick_enough`); any photo the API
+# takes (`max_aspect_ratio`, 10 by default) is far inside it: only odd strips are
+MAX_DETECT_ASPECT = 64
+STRETCH_LONG_SIDE = 2048  # a stretched photo's longest side: above DETR's 1333, no 65000 x 1016 buffer
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the photo
 
@@ -168,12 +174,20 @@ def why_unusable(detections: Sequence[Detection], *, label: str | None = None, t
 
 
 def clip_box(box: Sequence[float], size: tuple[int, int]) -> Box:
-    """A caller's or detector's box, clipped to the image (W, H); ValueError when nothing is left."""
+    """A caller's or detector's box, clipped to the image (W, H); ValueError when nothing is left.
+
+    Any extent above zero is kept, however thin: training reads a box by the whole pixels it
+    touches (`models.augmentation.pixel_box`), and `core.boxes` accepts every finite box with
+    x0 < x1, y0 < y1 inside the photo, so refusing [10, 10, 10.5, 50] here failed a shop's valid
+    request as an internal error. A coordinate that is not a finite number is refused: `_clamp`'s
+    min / max would read a NaN as the image's edge (the whole photo)."""
     if len(box) != 4:
         raise ValueError(f"a box is [x0, y0, x1, y1], got {list(box)}")
+    if not all(math.isfinite(float(v)) for v in box):
+        raise ValueError(f"box {list(box)} is not four finite numbers")
     width, height = size
     clipped = _clamp(box, size)
-    if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         raise ValueError(f"box {list(box)} leaves nothing of the {width}x{height} image")
     return clipped
 
@@ -199,9 +213,14 @@ class Detector:
         """Detections per image, boxes in that image's pixels, scores >= `floor`."""
         results: list[list[Detection]] = []
         for image in images:  # one at a time: photos differ in size, and DETR pads a batch to the largest
-            rgb = image.convert("RGB")
-            inputs = self.processor(images=[rgb], return_tensors="pt")  # type: ignore[operator]
+            # the pixels training reads (`as_rgb`: 16-bit grey scaled, transparency over white), not
+            # `convert`'s (a 16-bit grey photo clipped to white, a transparent pixel's hidden colour)
+            rgb = as_rgb(image)
+            seen = _thick_enough(rgb)
+            inputs = self.processor(images=[seen], return_tensors="pt")  # type: ignore[operator]
             outputs = self.model(pixel_values=inputs["pixel_values"].to(self.device))
+            # DETR's boxes are relative to the image it saw: scaled by the photo's own size, they are
+            # the photo's pixels, stretched or not
             [found] = self.processor.post_process_object_detection(  # type: ignore[attr-defined]
                 outputs, threshold=floor, target_sizes=[(rgb.height, rgb.width)]
             )
@@ -213,6 +232,23 @@ class Detector:
                 ]
             )
         return results
+
+
+def _thick_enough(image: Image.Image) -> Image.Image:
+    """The photo itself, or, when it is thinner than 1 : `MAX_DETECT_ASPECT`, the photo stretched
+    across to that aspect (its longest side bounded to `STRETCH_LONG_SIDE` first: DETR scales it
+    down anyway). DETR's processor scales the longest side to its `longest_edge` and rounds the other
+    to whole pixels: past an aspect of twice that (2666 for detr-resnet-50, 192 for `tiny`) the short
+    side is 0 and transformers raises. Stretched, not padded: padding would leave the photo a line
+    of a pixel or two among the padding after DETR's resize, and its boxes (relative to the image
+    seen) map back to the photo as they are."""
+    width, height = image.size
+    long, short = max(width, height), min(width, height)
+    if long <= short * MAX_DETECT_ASPECT:
+        return image
+    long = min(long, STRETCH_LONG_SIDE)
+    side = math.ceil(long / MAX_DETECT_ASPECT)
+    return image.resize((long, side) if width >= height else (side, long), Image.Resampling.BILINEAR)
 
 
 def _box(values: torch.Tensor) -> Box:

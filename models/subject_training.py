@@ -33,6 +33,7 @@ from PIL import Image
 from models.base_model import BaseModel
 from models.detector import DEFAULT_THRESHOLD, Detector, PhotoAnnotation, annotate_photos
 from models.errors import TrainingOutOfMemory
+from models.images import as_rgb
 from models.training import ProgressCallback, TrainResult, TrainSettings, train_subject
 from models.training_pairs import SubjectPhoto
 
@@ -68,6 +69,9 @@ def annotate_and_train(
     image has no given box. Raises NoObjectFound when no image has a usable box, and
     TrainingOutOfMemory when training runs out of memory even at one pair per forward pass.
     """
+    # once, in the pixels every step reads (`models.images.as_rgb`): the detector and the pairs would
+    # each convert a 16-bit or transparent photo again; an RGB one is kept as it is
+    images = [as_rgb(image) for image in images]
     if boxes is not None and all(box is not None for box in boxes):
         detector = None  # every box is given: nothing to detect, nothing to load
     elif callable(detector):

@@ -30,8 +30,16 @@ from models.images import as_rgb
 
 @dataclass(frozen=True)
 class SubjectPhoto:
-    image: Image.Image  # RGB, upright
+    image: Image.Image  # upright; held in 8-bit RGB (`as_rgb`), whatever mode it was given in
     box: Box  # the product, in the image's pixels
+
+    def __post_init__(self) -> None:
+        # Every reader of a training's photos must see the same pixels: the pairs and the reference
+        # read `as_rgb`'s, and so must the checkpoint's digest of the inputs, which reads the image
+        # as held (`convert("RGB")` turns every 16-bit grey photo white, and drops transparency, so
+        # two products' photos could share a digest and one resume the other's checkpoint).
+        # An RGB image is kept as it is: no copy.
+        object.__setattr__(self, "image", as_rgb(self.image))
 
 
 @dataclass
