@@ -7,7 +7,8 @@ assigns `Subject.status` (tests/test_architecture.py holds the tree to that).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,10 +82,24 @@ def mark_annotating(subject: Subject) -> None:
 def record_boxes(subject: Subject, notes: Sequence[PhotoNote]) -> None:
     """The product's box (or why there is none) in every photo, in photo order; then `training`."""
     for row, note in zip(subject.photos, notes, strict=True):
-        row.box = [round(float(v), 1) for v in note.box] if note.box else None
+        row.box = stored_box(note.box) if note.box else None
         row.score, row.label, row.source = note.score, note.label, note.source
         row.unusable_reason = note.reason
     subject.status = "training"
+
+
+def stored_box(box: Sequence[float]) -> list[float]:
+    """A box to 0.1 px, rounded outwards (x0, y0 down; x1, y1 up): it still holds every pixel the
+    product was found in, and a thin box a shop gave ([10, 10, 10.04, 50]) keeps a width, since a
+    training started again trains on the stored box (rounded to nearest it became [10, 10, 10, 50],
+    which nothing can train on). Within a photo, as the box was: its sides are whole pixels."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [_tenths(x0, math.floor), _tenths(y0, math.floor), _tenths(x1, math.ceil), _tenths(y1, math.ceil)]
+
+
+def _tenths(value: float, whole: Callable[[float], int]) -> float:
+    # rounded to 6 places first: 10.3 * 10 is 103.00000000000001, whose ceiling would be 10.4
+    return whole(round(value * 10, 6)) / 10
 
 
 def mark_ready(subject: Subject, adapter: AdapterRecord) -> None:
