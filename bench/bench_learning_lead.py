@@ -26,7 +26,8 @@ tries more targets that would fit: the UNet's conv_in and conv_out, with the 32-
 convolutions or alone, and the last up block's convolutions alone. `--variants fit-longer` trains
 the 32-channel level's convolutions with conv_in/conv_out (the fitting targets that led furthest)
 past the paper's budget, as `longer` does for the paper's targets; `--variants time` adds every
-resnet's time_emb_proj (a per-channel shift at every level). `--variants rank`
+resnet's time_emb_proj (a per-channel shift at every level); `--variants time-fit`, both together
+(the most that stays near 2 MB at real size). `--variants rank`
 trains the same targets at ranks 16 and 64 (64: every tiny projection's full rank).
 
 `--domain-stage STEPS` first trains every UNet weight of the random base for STEPS steps on 48
@@ -148,6 +149,19 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             (", lr 1e-2", {"learning_rate": 1e-2}),
             (", 300 steps", {"steps": 300}),
         )
+    },
+    # both additions together, the most that stays near 2 MB at real size: the 32-channel level's
+    # convolutions with conv_in/out ("small"'s furthest) and every time_emb_proj ("time"), at the
+    # test's budget and at lr 1e-2
+    "time-fit": {
+        f"LoRA + time_emb_proj + 32-channel level's convs + conv_in/out{label}": {
+            "modules": rf".*\.({ATTENTION})|.*time_emb_proj"
+            rf"|(down_blocks\.0|up_blocks\.1)\.resnets\.\d+\.conv[12]|{ENDS}",
+            "real_modules": rf".*\.({ATTENTION})|.*time_emb_proj|{ENDS}"
+            r"|(down_blocks\.0|up_blocks\.3)\.resnets\.\d+\.conv[12]",
+            **budget,
+        }
+        for label, budget in (("", {}), (", lr 1e-2", {"learning_rate": 1e-2}))
     },
     # "lora_rank": LoRA on the same targets at another rank; 64 is the full rank of every tiny
     # projection, as if those weights were trained whole

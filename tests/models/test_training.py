@@ -26,7 +26,8 @@ more training lifts the lead to 3.4 only by raising the other object's loss. `--
 shows where the cap is: LoRA trained on the held-out views themselves gains no more (2.2 to 2.5 %),
 every weight trained on them gains 6 %, and only LoRA on every resnet convolution leads by over 5
 (5.85), an adapter of 5.1 MB at real size against the 2 MB goal; the layers that would still fit it
-lead by 2.75 to 4.07 (`--variants small`). A tiny UNet twice as wide, or with 1 or 2 larger heads
+lead by 2.75 to 4.07 (`--variants small`), and with every time_emb_proj too (1.96 MB) by 4.11
+(`--variants time-fit`). A tiny UNet twice as wide, or with 1 or 2 larger heads
 instead of 8, leads by less (0.47, 1.37, 1.82: `--unet-channels`, `--unet-heads`); so does the loss
 over the whole schedule (1.95) or its noisy half (0.80, `--timesteps`); its least noisy timesteps
 lead by 2.40. A better-trained base leads by less: 1500 domain steps, or 480 scenes instead of 48,
