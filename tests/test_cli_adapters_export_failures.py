@@ -1,4 +1,4 @@
-"""Review: `roomfit adapters export`'s failures, each one line with the documented exit code.
+"""`roomfit adapters export`'s failures, each one line with the documented exit code.
 
 - A write that fails part-way (a full disk; here a file-size limit) left half a .safetensors file
   in place of the previous one and ended in an `internal_error`; now the previous file stays whole,
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -70,29 +71,16 @@ def test_a_write_that_fails_part_way_leaves_the_previous_file_whole(adapter: Pat
     out.parent.mkdir()
     out.write_bytes(b"the previous export")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ROOMFIT_VAR_DIR": str(tmp_path / "var")}
-    done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "adapters", "export", str(adapter), "--out", str(out)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_limit_file_size,
-    )
+    command = [sys.executable, "-m", "cli.main", "adapters", "export", str(adapter), "--out", str(out)]
+    run = functools.partial(subprocess.run, command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = run(timeout=120, preexec_fn=_limit_file_size)
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()
     assert json.loads(line)["error"] == "cannot_write" and str(out) in line
     assert out.read_bytes() == b"the previous export"
     assert sorted(p.name for p in out.parent.iterdir()) == ["lora.safetensors"]  # no temporary left
     # without the limit, the same command writes the whole file over the previous one
-    again = subprocess.run(
-        [sys.executable, "-m", "cli.main", "adapters", "export", str(adapter), "--out", str(out)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = run(timeout=120)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["bytes"] == out.stat().st_size > LIMIT
 

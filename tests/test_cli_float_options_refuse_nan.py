@@ -1,4 +1,4 @@
-"""Review: the CLI's float options refuse NaN and infinity (typer's min/max let NaN through: every
+"""the CLI's float options refuse NaN and infinity (typer's min/max let NaN through: every
 comparison with it is false), before any model loads. Before:
 
 - `paint --guidance nan` painted without guidance and exited 0 (`nan > 1` is false: guidance off);
@@ -10,48 +10,23 @@ comparison with it is false), before any model loads. Before:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
-from core.settings import Settings, get_settings
-
-
-class ModelLoaded(Exception):
-    """The option was taken: the command went on to load the base model."""
-
-
-@pytest.fixture
-def files(embedded_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Readable inputs in tmp_path; loading a model raises ModelLoaded."""
-    import cli.adapters
-    import cli.engine
-    import cli.train
-
-    def refuse(*_args: object, **_kwargs: object) -> None:
-        raise ModelLoaded
-
-    for module in (cli.engine, cli.train, cli.adapters):
-        monkeypatch.setattr(module, "load_cli_base", refuse)
-    monkeypatch.setenv("ROOMFIT_BASE_MODEL", "tiny")
-    monkeypatch.setenv("ROOMFIT_DEVICE", "cpu")
-    get_settings.cache_clear()
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(tmp_path / "room.png")
-    Image.fromarray(np.full((64, 80), 255, np.uint8)).save(tmp_path / "mask.png")
-    Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
-    (tmp_path / "lora.safetensors").write_bytes(b"not read: the option is refused first")
-    yield tmp_path
-
+from core.settings import Settings
+from tests.cli_inputs import ModelLoaded, stub_cli_inputs
 
 PAINT = ["paint", "--room", "room.png", "--mask", "mask.png", "--reference", "photo.png", "--out", "o.png"]
 TRAIN = ["train", "photo.png", "--out", "a.safetensors", "--boxes", "[[4, 4, 40, 40]]", "--steps", "1"]
 IMPORT = ["adapters", "import", "lora.safetensors", "--out", "i.safetensors"]
+
+
+@pytest.fixture
+def files(embedded_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return stub_cli_inputs(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(

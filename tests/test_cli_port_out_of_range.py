@@ -1,4 +1,4 @@
-"""Review: `roomfit serve --port` and `roomfit up --port` take only a TCP port (0-65535), as
+"""`roomfit serve --port` and `roomfit up --port` take only a TCP port (0-65535), as
 ROOMFIT_PORT does. Before, `serve --port 70000` started uvicorn, which logged "running on :70000"
 while the kernel bound 70000 mod 65536 = 4464; `up --port 70000` migrated and made the dev tenant
 first (its keys shown once, their origins naming :70000) and then restarted a dying API five times."""

@@ -1,4 +1,4 @@
-"""Review: a ROOMFIT_VAR_DIR naming a file is a settings mistake, said in one line (exit 2) by the
+"""A ROOMFIT_VAR_DIR naming a file is a settings mistake, said in one line (exit 2) by the
 commands that make the state folder, `roomfit migrate` and `roomfit up`. Before, both ended in an
 `internal_error` (FileExistsError), while `roomfit tenants list` told the user to run `migrate`."""
 

@@ -1,4 +1,4 @@
-"""Review: `roomfit eval` given a file where it needs a folder says so in one JSON line (exit 2),
+"""`roomfit eval` given a file where it needs a folder says so in one JSON line (exit 2),
 instead of a traceback (FileExistsError / NotADirectoryError, an `internal_error` for the console)."""
 
 from __future__ import annotations

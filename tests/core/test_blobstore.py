@@ -8,7 +8,6 @@ import secrets
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -24,39 +23,8 @@ from core.blobstore import (
     blob_store_from_settings,
 )
 from core.settings import Settings
+from tests.core.conftest import s3_store
 from tests.services import S3Settings, free_port
-
-
-@pytest.fixture(scope="session")
-def s3_bucket(s3_settings: S3Settings) -> str:
-    """One bucket per test run, so runs against a shared S3 never see each other's objects."""
-    return f"roomfit-test-{secrets.token_hex(6)}"
-
-
-def _s3_store(settings: S3Settings, bucket: str, prefix: str = "") -> S3BlobStore:
-    return S3BlobStore(
-        bucket,
-        endpoint_url=settings.endpoint,
-        region=settings.region,
-        access_key=settings.access_key,
-        secret_key=settings.secret_key,
-        prefix=prefix,
-    )
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
-    if request.param == "local":
-        yield LocalBlobStore(tmp_path / "blobs")
-        return
-    settings: S3Settings = request.getfixturevalue("s3_settings")
-    bucket: str = request.getfixturevalue("s3_bucket")
-    # Each test under a prefix of its own in the run's bucket: tests stay independent, and the
-    # store's prefix handling is exercised by every test.
-    s3 = _s3_store(settings, bucket, prefix=f"t-{secrets.token_hex(4)}")
-    yield s3
-    s3.delete_prefix("tenants")
-    s3.delete_prefix("a")
 
 
 def _fetch(url: str) -> bytes:
@@ -285,15 +253,15 @@ def test_s3_dead_endpoint_is_unavailable_quickly() -> None:
 
 def test_s3_store_creates_its_bucket_and_stores_under_its_prefix(s3_settings: S3Settings) -> None:
     bucket = f"roomfit-new-{secrets.token_hex(4)}"
-    first = _s3_store(s3_settings, bucket, prefix="one")
-    second = _s3_store(s3_settings, bucket, prefix="two/")
+    first = s3_store(s3_settings, bucket, prefix="one")
+    second = s3_store(s3_settings, bucket, prefix="two/")
     first.ping()  # creates the bucket
     second.ping()  # already there: fine
     first.put("a/b", b"1")
     second.put("a/b", b"2")
     assert first.get("a/b") == b"1"
     assert second.list() == ["a/b"]
-    whole = _s3_store(s3_settings, bucket)
+    whole = s3_store(s3_settings, bucket)
     assert whole.list() == ["one/a/b", "two/a/b"]
 
 

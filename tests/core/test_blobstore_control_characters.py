@@ -9,32 +9,9 @@ control characters; refusing them at `put` keeps every stored blob deletable.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from core.blobstore import BlobStore, LocalBlobStore
-from core.s3_blobstore import S3BlobStore
-from tests.services import S3Settings
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
-    if request.param == "local":
-        yield LocalBlobStore(tmp_path / "blobs")
-        return
-    settings: S3Settings = request.getfixturevalue("s3_settings")
-    s3 = S3BlobStore(
-        f"roomfit-ctl-{secrets.token_hex(4)}",
-        endpoint_url=settings.endpoint,
-        region=settings.region,
-        access_key=settings.access_key,
-        secret_key=settings.secret_key,
-    )
-    yield s3
-    s3.delete_prefix("a")
+from core.blobstore import BlobStore
 
 
 @pytest.mark.parametrize("char", ["\x01", "\x08", "\x1f", "\t", "\n", "\r", "\x7f"])

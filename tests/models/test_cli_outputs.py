@@ -1,4 +1,4 @@
-"""Review: `roomfit paint` and `roomfit train` refuse an --out they cannot write in one JSON line (exit
+"""`roomfit paint` and `roomfit train` refuse an --out they cannot write in one JSON line (exit
 2) before any work, instead of painting or training first and then failing with a traceback
 (`image.save` of an unknown extension: ValueError; `write_bytes` to a folder: IsADirectoryError)."""
 

@@ -1,4 +1,4 @@
-"""Review: `roomfit eval`'s bench folder with garbage in it is refused with one clear error
+"""`roomfit eval`'s bench folder with garbage in it is refused with one clear error
 (`InvalidBench`), never a traceback nor a silently different bench."""
 
 from __future__ import annotations

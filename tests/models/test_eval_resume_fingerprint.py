@@ -1,4 +1,4 @@
-"""Review: a report folder painted with one dtype is not resumed with another. The images depend on
+"""A report folder painted with one dtype is not resumed with another. The images depend on
 the precision the base paints in (ROOMFIT_DTYPE), but the weights hash is of the fp32 weights, so
 run.json did not tell the two runs apart and a resumed run mixed fp32 and bf16 images."""
 
