@@ -1,18 +1,19 @@
 """Server-Sent Events for `/v1/previews/{id}/events` and `/v1/subjects/{id}/events`: progress pushed
 to widgets instead of polled.
 
-A stream sends the object's rows of `events` (core.events: written by the transaction that made
-each change) in id order: `status` and `progress` events, then ONE terminal event named for the
-final status, whose data is the same body as the object's GET, and the stream closes. Each event
+A stream sends the object's rows of `events` (core.events: written by the transaction that made each
+change) in id order: `status` and `progress` events, then ONE terminal event named for the final
+status, whose data is the same body as the object's GET, and the stream closes (an end the object
+has since left, trained again or retried, is passed over: its restart's events follow). Each event
 carries its `id`; a client reconnecting with `Last-Event-ID` gets exactly the events after it. A
 fresh stream starts from the object's newest event, and so does one resumed for an object with no
-events left (pruned after a day). A comment line every `heartbeat` seconds keeps proxies from
-closing a quiet stream. A stream of an object deleted while it is open ends with no terminal event
-(a reconnect answers 404): at once on PostgreSQL, woken by the delete's NOTIFY, else at its next
-heartbeat. A stream that waited and read nothing new also looks at the object's status: an object
-that ended with no terminal event after the stream's place (ids are drawn at insert, so a
-transaction can commit an event under a lower id than one already read) gets its terminal event
-all the same, with the id the stream had reached.
+events left (pruned after a day) or none up to its id. A comment line every `heartbeat` seconds
+keeps proxies from closing a quiet stream. A stream of an object deleted while it is open ends with
+no terminal event (a reconnect answers 404): at once on PostgreSQL, woken by the delete's NOTIFY,
+else at its next heartbeat. A stream that waited and read nothing new also looks at the object's
+status: an object that ended with no terminal event after the stream's place (ids are drawn at
+insert, so a transaction can commit an event under a lower id than one already read) gets its
+terminal event all the same, with the id the stream had reached.
 
 A stream's place under the caps is taken as it is admitted (`Feed.reserve`, before its response
 starts) and given back by its response however it ends (`EventStreamResponse`).
@@ -209,15 +210,25 @@ async def stream_events(
         newest = await first(reader, LAST_EVENT, {"object_id": object_id})
         after = resume_after
         # Fresh: from the newest event. Resumed after the end: the end. Resumed when the object has
-        # no events left (pruned a day on): as a fresh stream, else nothing would ever come.
-        if after is None or newest is None or (newest.id <= after and newest.status in terminal):
+        # no events left (pruned a day on), or none up to the id resumed from (SQLite numbers events
+        # by rowid, from 1 again once the prune emptied the table; no stream sent an id above its
+        # object's newest): as a fresh stream, else nothing would ever come.
+        if (
+            after is None
+            or newest is None
+            or newest.id < after
+            or (newest.id == after and newest.status in terminal)
+        ):
             start = newest if newest is not None else opened_row
             after = newest.id if newest is not None else 0
             if start.status in terminal:
-                if (body := await final_body()) is not None:
+                ends, body = await _final(final_body, start.status)
+                if body is not None:
                     yield _frame(start.status, after, body)
-                return
-            yield _frame("status", after, _data(object_id, start))
+                if ends:
+                    return
+            else:
+                yield _frame("status", after, _data(object_id, start))
         idle = False  # waited, and no event came: the object may have been deleted (deleting writes none)
         while key_id not in feed.revoked:
             wake.clear()  # before reading: a change during the read wakes the next wait
@@ -225,9 +236,12 @@ async def stream_events(
             for row in found:
                 after = row.id
                 if row.status in terminal:
-                    if (body := await final_body()) is not None:
+                    ends, body = await _final(final_body, row.status)
+                    if body is not None:
                         yield _frame(row.status, row.id, body)
-                    return
+                    if ends:
+                        return
+                    continue  # started again since (trained again, retried): its later events follow
                 yield _frame(row.kind, row.id, _data(object_id, row))
             if found:
                 idle = False
@@ -241,9 +255,11 @@ async def stream_events(
                 # Ended, but its terminal event is not after `after`: committed under a lower id by a
                 # transaction that drew it before another's. Without this the stream would wait forever.
                 log.warning("event stream of %s: ended with no event after %d; closing", object_id, after)
-                if (body := await final_body()) is not None:
+                ends, body = await _final(final_body, now.status)
+                if body is not None:
                     yield _frame(now.status, after, body)
-                return
+                if ends:
+                    return
             try:
                 await asyncio.wait_for(wake.wait(), timeout=heartbeat)
             except TimeoutError:
@@ -272,6 +288,23 @@ class EventStreamResponse(StreamingResponse):
             # The stream's wake registrations too: now, not when the generator is collected.
             with anyio.CancelScope(shield=True):
                 await self.chunks.aclose()
+
+
+async def _final(
+    final_body: Callable[[], Awaitable[dict[str, Any] | None]], status: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """Whether a terminal `status` read from an event ends the stream, and the body to send with it.
+    The body is the object as it is now, read after the event: when its status is another, the object
+    started again after that end (a subject trained again, a preview whose job was retried), and an
+    event named `status` with that body would contradict itself and close the stream before the
+    object's final status: (False, None), the stream goes on to the events of the restart. Deleted
+    meanwhile: (True, None), the stream ends with no terminal event."""
+    body = await final_body()
+    if body is None:
+        return True, None
+    if body.get("status") != status:
+        return False, None
+    return True, body
 
 
 def _data(object_id: str, row: Any) -> dict[str, Any]:
