@@ -92,15 +92,16 @@ class AdapterBank:
                 self._fill(self._free_slot(keep=set(wanted)), adapter_id, entry)
             return [NO_ADAPTER if i is None else self._resident[i] for i in adapter_ids]
 
-    @torch.no_grad()
     def drop(self, adapter_id: str) -> None:
-        """Forget an adapter (its subject was deleted or retrained): its slot is zeroed and reused."""
+        """Forget an adapter (its subject was deleted or retrained): no later `place` hands out its
+        slot for it; the slot is free, its numbers overwritten when it is filled again.
+
+        Not zeroed here: a drop may come (the adapter sweep's thread) after a batch's `place` was
+        given the slot and before its `rows` gather it, and that batch must paint the adapter it
+        asked for. A slot is refilled only by `place`, which the painter calls under the
+        AdapterCache's lock for the whole of a batch, so a slot given out is not overwritten."""
         with self._lock:
-            slot = self._resident.pop(adapter_id, None)
-            if slot is not None:
-                for layer in self._layers:
-                    layer.a_bank[slot].zero_()
-                    layer.b_bank[slot].zero_()
+            self._resident.pop(adapter_id, None)
 
     def resident(self) -> dict[str, int]:
         with self._lock:

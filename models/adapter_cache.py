@@ -13,6 +13,7 @@ the previous adapter active and intact.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +30,11 @@ from models.adapter_format import AdapterFile, check_compatible, read_adapter
 from models.errors import AdapterCorrupt, AdapterNotFound
 from models.lora import lora_parameters, lora_spec_of
 
+# loader(adapter_id) -> the file's bytes; a KeyError (the blob store's BlobNotFound) when there is
+# none, which the cache raises as AdapterNotFound. Any other error (a store that is down) stands.
 AdapterLoader = Callable[[str], bytes]
+
+log = logging.getLogger("roomfit.models")
 
 
 @dataclass
@@ -234,7 +239,12 @@ class AdapterCache:
         if entry is None:
             if self.loader is None:
                 raise AdapterNotFound(f"adapter {adapter_id!r} is not cached and there is no loader")
-            data = self.loader(adapter_id)
+            try:
+                data = self.loader(adapter_id)
+            except KeyError as exc:
+                # A mapping's "no such key", which the blob store's BlobNotFound is: the adapter is
+                # gone. As an AdapterError it fails the rows painted with it, not their batch-mates.
+                raise AdapterNotFound(f"adapter {adapter_id!r} not found: {exc}") from exc
             entry = self._prepare(adapter_id, data)  # raises before anything is written or copied
             self._write_disk(adapter_id, data)
         self._remember(adapter_id, entry)
@@ -255,8 +265,14 @@ class AdapterCache:
         return entry
 
     def _write_disk(self, adapter_id: str, data: bytes) -> None:
-        if self.disk is not None:
+        if self.disk is None:
+            return
+        try:
             self.stats.disk_evictions += self.disk.write(adapter_id, data)
+        except OSError as exc:
+            # The disk tier is a cache: a full disk (or one over its quota) must not fail a paint
+            # whose adapter was read and verified; the next use reads it from the loader again.
+            log.warning("adapter %s not kept on disk (%s): painted from memory", adapter_id, exc)
 
     def _touch_disk(self, adapter_id: str) -> None:
         if self.disk is not None:
