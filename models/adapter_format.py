@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,14 +149,15 @@ def read_adapter(data: bytes) -> AdapterFile:
         if set(targets) == set(EVERY_ATTENTION_PROJECTION):
             # written before cross-attention's query and key were left out: read as today's layout
             lora, targets = without_inert(lora), LORA_TARGETS
+        alpha = float(metadata["roomfit.alpha"])
+        if not math.isfinite(alpha) or alpha <= 0:  # a NaN alpha would paint NaN, 0 the base alone
+            raise ValueError(f"roomfit.alpha is {metadata['roomfit.alpha']!r}, not a positive number")
         return AdapterFile(
             lora=lora,
             reference_embedding=tensors[EMBEDDING_KEY],
             base_model_id=metadata["roomfit.base_model_id"],
             base_weights_hash=metadata["roomfit.base_weights_hash"],
-            spec=LoraSpec(
-                rank=int(metadata["roomfit.rank"]), alpha=float(metadata["roomfit.alpha"]), targets=targets
-            ),
+            spec=LoraSpec(rank=int(metadata["roomfit.rank"]), alpha=alpha, targets=targets),
             info=json.loads(metadata.get("roomfit.info", "{}")),
         )
     except (KeyError, ValueError, TypeError) as exc:

@@ -316,3 +316,13 @@ def test_malformed_targets_metadata_is_corrupt(adapter_bytes, targets: str) -> N
     metadata = {**header_metadata(good), "roomfit.targets": targets}
     with pytest.raises(AdapterCorrupt, match="adapter metadata incomplete"):
         read_adapter(safetensors_save(safetensors_load(good), metadata=metadata))
+
+
+@pytest.mark.parametrize("alpha", ["nan", "inf", "0.0", "-4.0"])
+def test_an_alpha_that_is_not_a_positive_number_is_corrupt(adapter_bytes, alpha: str) -> None:  # type: ignore[no-untyped-def]
+    """A NaN alpha would paint NaN everywhere the mask is; 0 or below, the base alone or the product
+    pushed away: none is a file roomfit writes."""
+    good = adapter_bytes(1)
+    metadata = {**header_metadata(good), "roomfit.alpha": alpha}
+    with pytest.raises(AdapterCorrupt, match=r"roomfit\.alpha"):
+        read_adapter(safetensors_save(safetensors_load(good), metadata=metadata))

@@ -23,6 +23,7 @@ from models import (
     AdapterBaseMismatch,
     AdapterCorrupt,
     AdapterFormatUnsupported,
+    AdapterNotFound,
     BaseModel,
     InpaintPipeline,
     Painter,
@@ -309,3 +310,21 @@ def test_weights_kept_around_a_full_fine_tuning(scratch_base: BaseModel) -> None
         train_subject(scratch_base, views("checker", range(1)), settings)
         assert not all(torch.equal(t, before[k]) for k, t in unet_own_tensors(scratch_base.unet).items())
     assert_same(own_weights(scratch_base), before)
+
+
+def test_a_full_fine_tune_gone_from_the_store_fails_its_own_rows_only(
+    base: BaseModel, full_file: bytes
+) -> None:
+    """Read again after its eviction, a full fine-tune whose blob was deleted meanwhile (its subject
+    deleted) is `adapter_not_found` for its rows; the batch's other rows are painted."""
+    Painter(base, lora_rank=4)  # LoRA injected, so the LoRA file below fits
+    store = {"A": full_file, "B": rewritten(full_file, scale=1.01), "lora": make_adapter_bytes(base, 3)}
+    painter = Painter(base, lora_rank=4, loader=store.__getitem__, full_weights_cached=1)
+    room, mask = scene()
+    for adapter_id in ("A", "B"):  # A painted, then evicted by B
+        painter.paint([PaintRequest(room, mask, seed=1)], adapter_id=adapter_id, steps=1)
+    del store["A"]
+    rows = [PaintRequest(room, mask, seed=1), PaintRequest(room, mask, seed=1)]
+    gone, kept = painter.paint_mixed(rows, ["A", "lora"], steps=1)
+    assert isinstance(gone, AdapterNotFound) and gone.code == "adapter_not_found"
+    assert isinstance(kept, Image.Image)
