@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, bindparam, case, delete, func, select, type_coerce
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from core.accounts import KEY_COLUMNS, KEY_MATCHES
 from core.tables import (
@@ -88,7 +88,13 @@ class TenantRepository:
         self, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[Sequence[Subject], str | None]:
         """Newest first. Ids are time-ordered, so the cursor is simply the last id of a page."""
-        stmt = self.select(Subject).order_by(Subject.id.desc()).limit(limit + 1)
+        # The page's photos in one more query, not one per subject (SubjectOut lists them).
+        stmt = (
+            self.select(Subject)
+            .options(selectinload(Subject.photos))
+            .order_by(Subject.id.desc())
+            .limit(limit + 1)
+        )
         if status:
             stmt = stmt.where(Subject.status == status)
         if cursor:
@@ -267,13 +273,16 @@ class OpsRepository:
         return {kind: _aware(moment) for kind, moment in rows if moment is not None}
 
     def usage(self, day_start: datetime) -> Sequence[Any]:
-        """Per tenant with anything today or now: (tenant_id, name, created_today, queued_now,
+        """Per tenant with something counted: (tenant_id, name, created_today, queued_now,
         running_now, failed_today); `day_start` is midnight UTC."""
         created = func.sum(case((Job.created_at >= day_start, 1), else_=0))
-        failed = func.sum(case((and_(Job.status == "failed", Job.finished_at >= day_start), 1), else_=0))
+        failed_today = and_(Job.status == "failed", Job.finished_at >= day_start)
+        failed = func.sum(case((failed_today, 1), else_=0))
         queued = func.sum(case((Job.status == "queued", 1), else_=0))
         running = func.sum(case((Job.status == "running", 1), else_=0))
-        busy = (Job.created_at >= day_start) | (Job.finished_at >= day_start) | Job.status.in_(ACTIVE)
+        # Only what a column counts makes a tenant listed: a job that ended today other than by
+        # failing (succeeded, cancelled) counts nowhere, so it lists no one.
+        busy = (Job.created_at >= day_start) | failed_today | Job.status.in_(ACTIVE)
         return self.session.execute(
             select(Job.tenant_id, Tenant.name, created, queued, running, failed)
             .join(Tenant, Tenant.id == Job.tenant_id)
