@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core import job_state
@@ -50,6 +50,26 @@ def mark_enqueued(session: Session, job_ids: Iterable[str]) -> None:
     session.commit()
 
 
+def database_now(session: Session) -> datetime:
+    """Now, by the clock every machine shares: PostgreSQL's. A reconciler's machine whose clock runs
+    ahead by more than a lease would take every live lease for expired (and give up a healthy job on
+    its last attempt); one behind would leave a dead worker's job waiting. SQLite is one machine's
+    database, so its clock is this one."""
+    if session.get_bind().dialect.name != "postgresql":
+        return utcnow()
+    found = session.scalar(select(func.clock_timestamp()))  # the moment, not the transaction's start
+    assert isinstance(found, datetime)
+    return found.astimezone(UTC)
+
+
+def _sent_since_claimed(job: Job) -> bool:
+    """An orphaned job (lease expired) that was sent again since its last claim (by a pass before
+    this one, or its worker's hand-back): its message is on its way, as a queued job's is. Sending it
+    again each pass piled up a message per pass per orphan while the pool was busy, and KEDA scales
+    the pool on the queue's length. A claim since (started_at) makes it an orphan again."""
+    return job.enqueued_at is not None and job.started_at is not None and job.enqueued_at > job.started_at
+
+
 def reconcile(
     session: Session,
     *,
@@ -64,13 +84,14 @@ def reconcile(
     - queued jobs missing from the broker: the broker lost its data. `in_broker` is the set of job
       ids the broker holds; when it cannot be known (None), queued jobs not (re)sent for
       `requeue_after` are sent again — a duplicate message is harmless, claim() drops it.
+      An orphan already sent again since its last claim is waited for the same way.
     Jobs out of attempts are failed with `too_many_attempts` instead.
     """
-    now = utcnow()
+    now = database_now(session)
     ops = OpsRepository(session)
     resent: list[str] = []
     for job in [*ops.expired_jobs(now), *ops.queued_jobs()]:
-        if job.status == "queued":
+        if job.status == "queued" or _sent_since_claimed(job):
             if in_broker is not None and job.id in in_broker:
                 continue
             if in_broker is None and job.enqueued_at and now - job.enqueued_at < requeue_after:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,16 +96,22 @@ def enqueue(app: Celery, kind: str, job_id: str) -> None:
     app.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=kind)
 
 
-def job_ids_in_broker(app: Celery) -> set[str] | None:
+def job_ids_in_broker(app: Celery, unacked_within: float | None = None) -> set[str] | None:
     """Job ids the broker holds (waiting or delivered-unacknowledged), or None if that can't be read.
 
     The reconciler uses this to tell "queued and on its way" from "queued but the broker lost it".
     Redis (kombu) keeps each queue as a list and unacknowledged messages in the `unacked` hash; the
     filesystem transport keeps one file per message. Task arguments appear verbatim in both.
+
+    `unacked_within` (seconds): count only unacknowledged messages handed to a consumer that recently.
+    A consumer killed (kill -9) before it claimed the job leaves its message in `unacked`, which Redis
+    restores only after the visibility timeout (the training deadline plus ten minutes): counted, the
+    job would wait that long. A live consumer claims its job within milliseconds of taking the message
+    (or runs another job's turn, and the job gets another turn), so an old one is at worst a duplicate.
     """
     try:
         if _is_redis(app):
-            return _ids_in_redis(app)
+            return _ids_in_redis(app, unacked_within)
         if _is_filesystem(app):
             return _ids_in_folder(app)
     except Exception:
@@ -158,18 +165,27 @@ def check_broker(app: Celery) -> None:
 _JOB_ID = re.compile(r"job_[0-9A-Z]{26}")
 
 
-def _ids_in_redis(app: Celery) -> set[str]:
+def _ids_in_redis(app: Celery, unacked_within: float | None = None) -> set[str]:
     found: set[str] = set()
     with app.connection_for_read() as conn:
-        client = conn.default_channel.client
+        channel = conn.default_channel
+        client = channel.client
         names = [q.name for q in app.conf.task_queues]
         # kombu's priority sub-queues are named with a separator and the priority step.
         keys = [n for name in names for n in (name, *(f"{name}\x06\x16{p}" for p in (3, 6, 9)))]
         for key in keys:
             for raw in client.lrange(key, 0, -1):
                 found.update(_JOB_ID.findall(_decoded(raw)))
-        for raw in client.hvals("unacked"):
-            found.update(_JOB_ID.findall(_decoded(raw)))
+        if unacked_within is None:
+            held = client.hvals(channel.unacked_key)
+        else:
+            # kombu scores each delivery tag in `unacked_index` by when a consumer took it
+            since = time.time() - unacked_within
+            tags = client.zrange(channel.unacked_index_key, since, "+inf", byscore=True)
+            held = client.hmget(channel.unacked_key, tags) if tags else []
+        for raw in held:
+            if raw is not None:  # acknowledged between the two reads
+                found.update(_JOB_ID.findall(_decoded(raw)))
     return found
 
 

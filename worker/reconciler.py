@@ -35,34 +35,54 @@ HISTORY_SWEEP_SECONDS = 600.0  # how often each worker process deletes old histo
 def reconcile_once(runtime: Runtime) -> list[str]:
     settings = runtime.settings
     sender = _Sender(runtime.celery)
+    # The jobs first, in a transaction of their own: no housekeeping below, failing (a lock timeout,
+    # a blob store down, a bug), may keep a lost job from being sent again.
     with runtime.session() as session:
-        events.prune(session)  # what no reconnect will ask for any more (core.events.KEEP)
-        heartbeats.prune(session, utcnow(), settings.worker_forget_seconds)  # workers gone for good
-        session.commit()
-        _resend_stalled_deliveries(session, sender, timedelta(seconds=2 * settings.lease_seconds))
+        requeue_after = timedelta(seconds=2 * settings.lease_seconds)
         resent = dispatch.reconcile(
             session,
             enqueue=sender.job,
-            in_broker=job_ids_in_broker(sender.app),
+            # a message a consumer took longer ago than that and never acknowledged: its consumer
+            # was killed, and Redis hides it for the visibility timeout (core.queue.job_ids_in_broker)
+            in_broker=job_ids_in_broker(sender.app, unacked_within=requeue_after.total_seconds()),
             max_attempts=settings.max_attempts,
-            requeue_after=timedelta(seconds=2 * settings.lease_seconds),
+            requeue_after=requeue_after,
         )
         emit_given_up(session)
-    # after the jobs: a blob store that is down must not keep a lost job from being re-sent
-    days = settings.preview_retention_days
-    with runtime.session() as session:
-        swept = retention.forget_old_previews(session, runtime.blobs, utcnow(), days)
-    metrics.previews_swept(swept.deleted, swept.kept)
+    # Then each sweep on its own: one that fails is logged and the others still run.
+    _sweep("webhook deliveries", runtime, lambda s: _resend_stalled_deliveries(s, sender, requeue_after))
+    _sweep("events", runtime, lambda s: events.prune(s))  # what no reconnect will ask for (KEEP)
+    forget = settings.worker_forget_seconds
+    _sweep("worker rows", runtime, lambda s: heartbeats.prune(s, utcnow(), forget))  # gone for good
+    _sweep("previews", runtime, lambda s: _forget_old_previews(runtime, s))
     if time.monotonic() >= runtime.history_sweep_due:
         # Not every pass: the rows it keeps (the trainings of subjects that still exist) are read
         # again each time, and a sweep of something kept for days can be minutes late.
         runtime.history_sweep_due = time.monotonic() + HISTORY_SWEEP_SECONDS
-        with runtime.session() as session:
-            history = retention.forget_old_history(session, utcnow(), days)
-        metrics.history_swept(history.jobs, history.deliveries)
-    with runtime.session() as session:
-        forget_stale_checkpoints(session, settings.var_dir)
+        _sweep("history", runtime, lambda s: _forget_old_history(runtime, s))
+    _sweep("checkpoints", runtime, lambda s: forget_stale_checkpoints(s, settings.var_dir))
     return resent
+
+
+def _sweep(what: str, runtime: Runtime, step: Callable[[Session], object]) -> None:
+    """One housekeeping step in a session of its own, committed; a failure is logged, not raised."""
+    try:
+        with runtime.session() as session:
+            step(session)
+            session.commit()
+    except Exception:  # the database or blob store is down, or a bug: the next pass tries again
+        log.exception("reconciler: sweeping %s failed", what)
+
+
+def _forget_old_previews(runtime: Runtime, session: Session) -> None:
+    days = runtime.settings.preview_retention_days
+    swept = retention.forget_old_previews(session, runtime.blobs, utcnow(), days)
+    metrics.previews_swept(swept.deleted, swept.kept)
+
+
+def _forget_old_history(runtime: Runtime, session: Session) -> None:
+    history = retention.forget_old_history(session, utcnow(), runtime.settings.preview_retention_days)
+    metrics.history_swept(history.jobs, history.deliveries)
 
 
 def start_reconciler(runtime: Runtime, interval: float | None = None) -> threading.Event:
