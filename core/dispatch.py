@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from core import job_state
-from core.clock import utcnow
+from core.clock import database_now, utcnow
 from core.queue import enqueue
 from core.repository import OpsRepository
 from core.tables import Job
@@ -48,18 +48,6 @@ def mark_enqueued(session: Session, job_ids: Iterable[str]) -> None:
         .execution_options(synchronize_session=False)
     )
     session.commit()
-
-
-def database_now(session: Session) -> datetime:
-    """Now, by the clock every machine shares: PostgreSQL's. A reconciler's machine whose clock runs
-    ahead by more than a lease would take every live lease for expired (and give up a healthy job on
-    its last attempt); one behind would leave a dead worker's job waiting. SQLite is one machine's
-    database, so its clock is this one."""
-    if session.get_bind().dialect.name != "postgresql":
-        return utcnow()
-    found = session.scalar(select(func.clock_timestamp()))  # the moment, not the transaction's start
-    assert isinstance(found, datetime)
-    return found.astimezone(UTC)
 
 
 def _sent_since_claimed(job: Job) -> bool:

@@ -19,7 +19,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from core import previews, subjects
-from core.clock import utcnow
+from core.clock import database_now, utcnow
 from core.ids import new_id
 from core.repository import OpsRepository
 from core.tables import Job, Preview, Subject
@@ -89,7 +89,7 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: int, max_at
     A job is claimable when queued, or running under a lease that has expired (its worker died).
     Each claim counts an attempt; a job that has used all its attempts fails `too_many_attempts`.
     """
-    now = utcnow()
+    now = database_now(session)  # leases by the shared clock: a worker's own may be off (core.clock)
     job = session.get(Job, job_id)
     if job is None:
         log.warning("job %s: no such job; message dropped", job_id)
@@ -182,7 +182,7 @@ def claim_fairest(
 
 def heartbeat(session: Session, held: Claim, lease_seconds: int) -> None:
     """Extend our lease. Raises LeaseLost if another worker holds the job, JobCancelled if cancelled."""
-    now = utcnow()
+    now = database_now(session)
     result = session.execute(
         update(Job)
         .where(Job.id == held.job_id, Job.worker == held.worker, Job.status == "running")
@@ -297,7 +297,7 @@ def release(session: Session, held: Claim) -> None:
     session.execute(
         update(Job)
         .where(Job.id == held.job_id, Job.worker == held.worker, Job.status == "running")
-        .values(lease_expires_at=utcnow())
+        .values(lease_expires_at=database_now(session))
         .execution_options(synchronize_session=False)
     )
     session.commit()
@@ -310,7 +310,7 @@ def hand_back(session: Session, held: Claim) -> bool:
     result = session.execute(
         update(Job)
         .where(Job.id == held.job_id, Job.worker == held.worker, Job.status == "running")
-        .values(lease_expires_at=utcnow(), attempts=Job.attempts - 1, updated_at=utcnow())
+        .values(lease_expires_at=database_now(session), attempts=Job.attempts - 1, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     session.commit()

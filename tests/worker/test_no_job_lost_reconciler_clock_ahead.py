@@ -2,7 +2,7 @@
 the others' by more than a lease saw every live lease as expired: it gave up a healthy job on its
 last attempt (`too_many_attempts`, the running worker's result then refused) and sent the others
 again. On PostgreSQL the reconciler reads leases against the database's clock, the one clock all
-machines share."""
+machines share; and a worker writes its leases by it as well."""
 
 from __future__ import annotations
 
@@ -75,3 +75,32 @@ def test_a_reconciler_whose_clock_runs_ahead_leaves_live_leases_alone(
         assert (row.status, row.worker, row.error_code) == ("running", held.worker, None)
         job_state.heartbeat(session, held, LEASE)  # still its worker's: it goes on
     job_state.finish(session, last_try, "succeeded")
+
+
+def test_a_worker_whose_clock_runs_behind_writes_leases_by_the_databases_clock(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of the same skew: a worker whose clock is behind stamped its claim's and its
+    heartbeats' leases with it, so every other machine read them as expired at once and took its
+    running job over. Leases are now written by the database's clock too."""
+
+    def behind() -> datetime:
+        return utcnow() - AHEAD
+
+    monkeypatch.setattr(job_state, "utcnow", behind)  # this worker's machine
+    held = _claimed(session, "w-late", attempts_before=0)
+    job_state.heartbeat(session, held, LEASE)
+    monkeypatch.undo()
+
+    row = session.get(Job, held.job_id, populate_existing=True)
+    assert row is not None and row.lease_expires_at is not None
+    assert row.lease_expires_at > utcnow()  # a live lease, as the database's clock reads it
+    resent = dispatch.reconcile(
+        session,
+        enqueue=lambda _kind, _job_id: None,
+        in_broker=set(),
+        max_attempts=3,
+        requeue_after=timedelta(seconds=2 * LEASE),
+    )
+    assert resent == []
+    assert job_state.claim(session, held.job_id, "w-other", LEASE, max_attempts=3) is None
