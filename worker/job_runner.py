@@ -259,6 +259,7 @@ def _heartbeat_loop(contexts: Sequence[JobContext], stop: threading.Event) -> No
         return
     runtime = contexts[0].runtime
     lease = runtime.settings.lease_seconds
+    renewed = {ctx.job_id: time.monotonic() for ctx in contexts}  # claimed (a lease began) just now
     # A third of the lease: two beats may be missed (a GC pause, a slow database) before the
     # reconciler takes the job as orphaned.
     while not stop.wait(max(1.0, lease / 3)):
@@ -270,12 +271,18 @@ def _heartbeat_loop(contexts: Sequence[JobContext], stop: threading.Event) -> No
             try:
                 with runtime.session() as session:
                     job_state.heartbeat(session, ctx.held, lease)
+                renewed[ctx.job_id] = time.monotonic()
             except job_state.JobCancelled:
                 ctx.stop_reason = "cancelled"
             except job_state.LeaseLost:
                 ctx.stop_reason = "lease_lost"
             except Exception:  # a database blip: keep beating; the lease has slack for it
                 log.exception("job %s: heartbeat failed", ctx.job_id)
+                if time.monotonic() - renewed[ctx.job_id] >= lease:
+                    # No beat for a whole lease: another worker may hold the job now, and running on
+                    # would run it twice at once. Stop without writing, as when the lease is lost.
+                    log.warning("job %s: lease not renewed for %d s; stopping", ctx.job_id, lease)
+                    ctx.stop_reason = "lease_lost"
 
 
 def _on_stopped(ctx: JobContext, reason: str) -> str:
