@@ -178,7 +178,11 @@ def run_job(
         return "skipped"
     if held.job_id != job_id:
         log.info("message of job %s: ran job %s, fairer across tenants", job_id, held.job_id)
-    ctx, job = start_job(runtime, held, kind)
+    try:
+        ctx, job = start_job(runtime, held, kind)
+    except Exception:  # a database blip before any work: not the job's fault, nor an attempt of it
+        _give_back(runtime, held)
+        raise  # Celery's autoretry sends it again (a transient error), or the crash is logged
     with logs.bound(**ctx.log_ids), heartbeats([ctx]):
         try:
             work(ctx, job)
@@ -188,6 +192,16 @@ def run_job(
     metrics.job_ended(kind, outcome, ctx.claimed)
     log.info("job %s %s in %.2fs", ctx.job_id, outcome, time.monotonic() - ctx.claimed, extra=ctx.log_ids)
     return outcome
+
+
+def _give_back(runtime: Runtime, held: job_state.Claim) -> None:
+    """A claim nothing will run: its lease ends now and its attempt is not counted (a hand-back), so
+    it does not wait out a lease and spend an attempt on a failure that was not its own."""
+    try:
+        with runtime.session() as session:
+            job_state.hand_back(session, held)
+    except Exception:  # the database is still down: the lease runs out and the reconciler re-sends it
+        log.warning("job %s: claim not given back; it waits out its lease", held.job_id, exc_info=True)
 
 
 def start_job(runtime: Runtime, held: job_state.Claim, kind: str) -> tuple[JobContext, Job]:
