@@ -230,6 +230,35 @@ def succeed_preview(env: ApiEnv, preview_id: str) -> bytes:
     return png
 
 
+def http_scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The ASGI scope of a request to the app from a loopback client (no query string)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+
+
+def set_row(env: ApiEnv, model: type, object_id: str, **values: Any) -> None:
+    """Change a row's columns and commit, as a worker would."""
+    with env.session() as session:
+        row = session.get(model, object_id)
+        assert row is not None
+        for name, value in values.items():
+            setattr(row, name, value)
+        session.commit()
+
+
 def asgi_request(
     env: ApiEnv, method: str, path: str, headers: dict[str, str], body: Iterator[bytes]
 ) -> tuple[int, dict[str, Any]]:
@@ -247,23 +276,7 @@ def asgi_request(
     async def send(message: dict[str, Any]) -> None:
         messages.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-        "app": env.app,
-        "state": {},
-    }
-    anyio.run(env.app, scope, receive, send)
+    anyio.run(env.app, http_scope(method, path, headers), receive, send)
     start = next(m for m in messages if m["type"] == "http.response.start")
     payload = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
     return start["status"], json.loads(payload)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from core.ids import new_id
 from core.tables import Event, Preview, Subject
-from tests.api.conftest import ApiEnv, create_preview, ready_subject
+from tests.api.conftest import ApiEnv, create_preview, ready_subject, set_row
 
 
 def _frames(env: ApiEnv, path: str, headers: dict[str, str]) -> list[tuple[str, int, dict[str, Any]]]:
@@ -35,12 +35,8 @@ def _frames(env: ApiEnv, path: str, headers: dict[str, str]) -> list[tuple[str, 
 
 def _set(env: ApiEnv, model: type[Subject] | type[Preview], object_id: str, **values: Any) -> int:
     """Change the row as a worker would (one commit, so one event); that event's id."""
+    set_row(env, model, object_id, **values)
     with env.session() as session:
-        row = session.get(model, object_id)
-        assert row is not None
-        for name, value in values.items():
-            setattr(row, name, value)
-        session.commit()
         newest = select(Event.id).where(Event.object_id == object_id).order_by(Event.id.desc()).limit(1)
         return int(session.scalar(newest) or 0)
 

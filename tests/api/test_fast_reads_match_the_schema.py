@@ -19,7 +19,7 @@ import pytest
 import api.fast_reads
 from api.schemas import PreviewOut, SubjectOut, SubjectStatusOut
 from core.tables import Preview, Subject
-from tests.api.conftest import ApiEnv, create_preview, ready_subject
+from tests.api.conftest import ApiEnv, create_preview, http_scope, ready_subject, set_row
 
 WAIT = 10.0  # seconds: far more than a first event takes
 TERMINAL = {"succeeded", "failed", "cancelled", "ready"}
@@ -44,12 +44,7 @@ SUBJECTS: list[dict[str, Any]] = [
 
 
 def _set(env: ApiEnv, model: type[Preview] | type[Subject], object_id: str, values: dict[str, Any]) -> None:
-    with env.session() as session:
-        row = session.get(model, object_id)
-        assert row is not None
-        for name, value in values.items():
-            setattr(row, name, value)
-        session.commit()
+    set_row(env, model, object_id, **values)
 
 
 def _schema_preview(env: ApiEnv, preview_id: str) -> dict[str, Any]:
@@ -86,21 +81,7 @@ def first_event(
                 got.set()
 
     async def scenario() -> None:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 4321),
-            "server": ("testserver", 80),
-            "state": {},
-        }
+        scope = http_scope("GET", path, headers)
         task = asyncio.create_task(env.app(scope, receive, send))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(got.wait(), wait)
