@@ -209,6 +209,12 @@ def _store_and_finish(row: _Row, result: Image.Image, batch: dict[str, object]) 
     buffer = io.BytesIO()
     result.save(buffer, format="PNG")
     key = preview_result_key(preview.tenant_id, preview.id)
+    # Still ours, and for a lease from now, before the PNG goes where another attempt's may already
+    # be: a worker that paused past its lease would otherwise write over the result of the worker that
+    # took the preview over, which decided again (its subject may have become ready meanwhile) and
+    # recorded another mode or adapter version. LeaseLost / JobCancelled: nothing is stored.
+    with runtime.session() as session:
+        job_state.heartbeat(session, row.ctx.held, runtime.settings.lease_seconds)
     # The same key on every attempt: a task run twice overwrites one result, never adds a second.
     runtime.blobs.put(key, buffer.getvalue(), content_type="image/png")
     row.timings["total"] = row.timings["load_inputs"] + row.timings["paint"]
