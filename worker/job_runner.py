@@ -181,7 +181,7 @@ def run_job(
     try:
         ctx, job = start_job(runtime, held, kind)
     except Exception:  # a database blip before any work: not the job's fault, nor an attempt of it
-        _give_back(runtime, held)
+        give_back(runtime, held)
         raise  # Celery's autoretry sends it again (a transient error), or the crash is logged
     with logs.bound(**ctx.log_ids), heartbeats([ctx]):
         try:
@@ -194,7 +194,7 @@ def run_job(
     return outcome
 
 
-def _give_back(runtime: Runtime, held: job_state.Claim) -> None:
+def give_back(runtime: Runtime, held: job_state.Claim) -> None:
     """A claim nothing will run: its lease ends now and its attempt is not counted (a hand-back), so
     it does not wait out a lease and spend an attempt on a failure that was not its own."""
     try:

@@ -35,6 +35,7 @@ from worker.job_runner import (
     JobFailed,
     JobStopped,
     emit_given_up,
+    give_back,
     heartbeats,
     settle,
     start_job,
@@ -65,7 +66,12 @@ def render_previews(runtime: Runtime, job_id: str) -> list[str]:
     claims = _claim_batch(runtime, job_id)
     if not claims:
         return ["skipped"]
-    started = [start_job(runtime, held, "preview") for held in claims]
+    try:
+        started = [start_job(runtime, held, "preview") for held in claims]
+    except Exception:  # a database blip before any work: none of the batch spends an attempt on it
+        for held in claims:
+            give_back(runtime, held)
+        raise
     outcomes: dict[str, str] = {}
     with heartbeats([ctx for ctx, _ in started]):
         rows: list[_Row] = []
@@ -88,26 +94,33 @@ def render_previews(runtime: Runtime, job_id: str) -> list[str]:
 def _claim_batch(runtime: Runtime, job_id: str) -> list[job_state.Claim]:
     s = runtime.settings
     limit = min(s.preview_batch, s.adapter_slots)
-    with runtime.session() as session:
-        lease, attempts = s.lease_seconds, s.max_attempts
-        first = job_state.claim_next(session, "preview", job_id, runtime.name, lease, attempts)
-        emit_given_up(session)
-        if first is None:
-            return []
-        claims = [first]
-        window_ends = time.monotonic() + s.preview_batch_window_ms / 1000
-        while len(claims) < limit:
-            held = job_state.claim_fairest(session, "preview", runtime.name, lease, attempts)
+    claims: list[job_state.Claim] = []
+    try:
+        with runtime.session() as session:
+            lease, attempts = s.lease_seconds, s.max_attempts
+            first = job_state.claim_next(session, "preview", job_id, runtime.name, lease, attempts)
+            if first is None:
+                emit_given_up(session)
+                return []
+            claims.append(first)
             emit_given_up(session)
-            if held is not None:
-                claims.append(held)
-            elif len(claims) == 1 or time.monotonic() >= window_ends:
-                # Alone in the queue: waiting would only delay it (36 ms of the service's 115 ms
-                # overhead on a lone preview, BENCHMARKS.md), since a busy worker's next batch finds
-                # the queue full anyway.
-                break
-            else:
-                time.sleep(0.005)  # a burst's next previews are being written as we look
+            window_ends = time.monotonic() + s.preview_batch_window_ms / 1000
+            while len(claims) < limit:
+                held = job_state.claim_fairest(session, "preview", runtime.name, lease, attempts)
+                if held is not None:
+                    claims.append(held)
+                emit_given_up(session)
+                if held is None and (len(claims) == 1 or time.monotonic() >= window_ends):
+                    # Alone in the queue: waiting would only delay it (36 ms of the service's 115 ms
+                    # overhead on a lone preview, BENCHMARKS.md), since a busy worker's next batch
+                    # finds the queue full anyway.
+                    break
+                if held is None:
+                    time.sleep(0.005)  # a burst's next previews are being written as we look
+    except Exception:  # a database blip mid-batch: what was claimed is given back, not left to leases
+        for held in claims:
+            give_back(runtime, held)
+        raise
     return claims
 
 
