@@ -56,10 +56,19 @@ def as_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         rgb = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
-        if "icc_profile" in image.info:  # as `convert` keeps it: the colours' meaning (models.painter)
-            rgb.info["icc_profile"] = image.info["icc_profile"]
+        if (profile := rgb_profile(image.info.get("icc_profile"))) is not None:  # the colours' meaning
+            rgb.info["icc_profile"] = profile
         return rgb
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# alike: api.pixel_modes's rgb_profile and 8-bit rule, the same rule on purpose; api/ and models/
+# import nothing of each other (tests/test_mask_rule.py holds the two to the same pixels)
+def rgb_profile(profile: object) -> bytes | None:
+    """`profile` when it is an ICC profile of RGB data (bytes 16-19 of its header, the data colour
+    space, say `RGB `), else None: a CMYK or grey photo's, left in `info` by its conversion to RGB,
+    would describe other pixels. (The API's rule too: `api.pixel_modes.rgb_profile`.)"""
+    return profile if isinstance(profile, bytes) and profile[16:20] == b"RGB " else None
 
 
 def _grey_8bit(image: Image.Image) -> Image.Image:

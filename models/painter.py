@@ -23,6 +23,7 @@ from models.base_model import BaseModel
 from models.errors import AdapterCorrupt, AdapterError
 from models.full_weights_format import file_format
 from models.full_weights_slot import FullWeights, FullWeightsSlot
+from models.images import rgb_profile
 from models.lora import DEFAULT_RANK, inject_lora, lora_spec_of
 from models.sampler import DEFAULT_GUIDANCE_SCALE, InpaintPipeline, PaintRequest, ProgressCallback, cfg_rows
 
@@ -251,10 +252,8 @@ class Painter:
 def _with_room_profiles(requests: Sequence[PaintRequest], images: list[Image.Image]) -> list[Image.Image]:
     """Each painted image with its room's ICC profile, which a PNG or JPEG saved from it embeds: its
     pixels outside the mask are the room's, and only with the room's profile do they show the room's
-    colours (a phone's Display P3 photo read as sRGB looks washed out). Only an RGB profile: a CMYK or
-    grey photo's, left in `info` by its conversion to RGB, would describe other pixels."""
+    colours (a phone's Display P3 photo read as sRGB looks washed out). Only an RGB profile."""
     for request, image in zip(requests, images, strict=True):
-        profile = request.room.info.get("icc_profile")
-        if isinstance(profile, bytes) and profile[16:20] == b"RGB ":  # the header's data colour space
+        if (profile := rgb_profile(request.room.info.get("icc_profile"))) is not None:
             image.info["icc_profile"] = profile
     return images
